@@ -1,0 +1,40 @@
+"""Aggregates are small pure functions of per-sample rows; summary, report and gate read their output."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+from .stats import expected_calibration_error, proportion, wilson_ci
+
+
+def accuracy(rows: pd.DataFrame) -> dict:
+    n = int(len(rows))
+    k = int(rows["correct"].sum()) if n else 0
+    return {"accuracy": proportion(k, n), "accuracy_ci": wilson_ci(k, n), "n": n}
+
+
+def per_class(rows: pd.DataFrame, classes: list[str]) -> dict[str, dict]:
+    labels = list(range(len(classes)))
+    p, r, f, n = precision_recall_fscore_support(rows["label"], rows["prediction"], labels=labels,
+                                                 zero_division=0)
+    return {name: {"precision": round(float(p[i]), 6), "recall": round(float(r[i]), 6),
+                   "f1": round(float(f[i]), 6), "n": int(n[i])} for i, name in enumerate(classes)}
+
+
+def confusion(rows: pd.DataFrame, n_classes: int) -> list[list[int]]:
+    return confusion_matrix(rows["label"], rows["prediction"], labels=list(range(n_classes))).tolist()
+
+
+def ece(rows: pd.DataFrame) -> float | None:
+    return expected_calibration_error(rows["confidence"].to_numpy(), rows["correct"].to_numpy())
+
+
+def most_confident_errors(rows: pd.DataFrame, k: int) -> pd.DataFrame:
+    wrong = rows[~rows["correct"].astype(bool)]
+    return wrong.sort_values(["confidence", "sample_id"], ascending=[False, True], kind="stable").head(k)
+
+
+def round_floats(values: np.ndarray, digits: int = 6) -> list[float]:
+    return [round(float(v), digits) for v in values]

@@ -1,0 +1,17 @@
+"""The registry of checks. `clean` always runs first; the others run when named by --checks."""
+
+from __future__ import annotations
+
+from .base import Check, CheckResult
+from .clean import CleanCheck
+
+REGISTRY: dict[str, type[Check]] = {
+    CleanCheck.name: CleanCheck,
+}
+
+
+def available() -> list[str]:
+    return [name for name in REGISTRY if name != "clean"]
+
+
+__all__ = ["Check", "CheckResult", "REGISTRY", "available"]

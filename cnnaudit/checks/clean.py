@@ -1,0 +1,76 @@
+"""Clean evaluation: how good is the model on the data as it is?
+
+Inputs: the wrapped model and every audited sample. Procedure: one forward pass per batch, no
+perturbation. Outputs: one row per readable sample (condition `clean`), a skip record per file that
+could not be decoded, and accuracy with a Wilson interval, per-class precision/recall/F1, the confusion
+matrix and the expected calibration error, all derived from the rows.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from .. import aggregate
+from ..errors import AuditError
+from ..predict import predict
+from ..report.images import to_data_uri
+from ..stats import reliability_bins
+from .base import Check, CheckResult
+
+
+class CleanCheck(Check):
+    name = "clean"
+    title = "Clean performance"
+    template = "sections/clean.html.j2"
+
+    def run(self, ctx) -> CheckResult:
+        parts, thumbs = [], {}
+        for batch in ctx.batches(ctx.sample_ids, desc="clean"):
+            ctx.skipped.extend({"path": ctx.dataset.table.at[sid, "path"], "reason": reason}
+                               for sid, reason in batch.skipped)
+            ctx.clipped.extend(batch.clipped)
+            if not len(batch.sample_ids):
+                continue
+            cols = predict(ctx.model, batch.x, batch.y)
+            parts.append(pd.DataFrame({"sample_id": batch.sample_ids, **cols}))
+        if not parts:
+            first = ctx.skipped[0]
+            raise AuditError(f"None of the {len(ctx.sample_ids)} files in {str(ctx.dataset.root)!r} could be read "
+                             f"as an image (e.g. {first['path']!r}: {first['reason']}); check the data folder.")
+        rows = pd.concat(parts, ignore_index=True)
+        rows = ctx.base_rows(rows["sample_id"]).assign(check="clean", condition="clean").join(
+            rows.drop(columns="sample_id"))
+        rows.insert(rows.columns.get_loc("prediction") + 1, "prediction_name",
+                    [ctx.classes[p] for p in rows["prediction"]])
+        ctx.clean_rows = rows
+        return CheckResult(self.name, rows, summarize_clean(rows, ctx.classes),
+                           report=self.report_data(ctx, rows), findings=self.findings(ctx, rows))
+
+    def report_data(self, ctx, rows: pd.DataFrame) -> dict:
+        errors = aggregate.most_confident_errors(rows, ctx.config.gallery_size)
+        gallery = []
+        for batch in ctx.batches(errors["sample_id"], progress=False):
+            for sid, x in zip(batch.sample_ids, batch.x):
+                r = errors[errors["sample_id"] == sid].iloc[0]
+                gallery.append({"image": to_data_uri(x), "path": r["path"], "label": r["label_name"],
+                                "prediction": r["prediction_name"], "confidence": float(r["confidence"])})
+        return {"gallery": gallery,
+                "reliability": reliability_bins(rows["confidence"].to_numpy(), rows["correct"].to_numpy())}
+
+    def findings(self, ctx, rows: pd.DataFrame) -> list[str]:
+        out = []
+        if ctx.model.outputs_probabilities:
+            out.append("The model outputs probabilities (rows sum to 1), not logits; cnnaudit works on their "
+                       "logarithms. Saturated probabilities can hide gradients from attacks.")
+        if ctx.skipped:
+            out.append(f"{len(ctx.skipped)} file(s) could not be read and were skipped (listed under Data).")
+        if ctx.clipped:
+            out.append(f"{len(ctx.clipped)} image(s) had pixel values outside [0, 1] that were clipped.")
+        return out
+
+
+def summarize_clean(rows: pd.DataFrame, classes: list[str]) -> dict:
+    return {**aggregate.accuracy(rows),
+            "per_class": aggregate.per_class(rows, classes),
+            "confusion_matrix": aggregate.confusion(rows, len(classes)),
+            "ece": aggregate.ece(rows)}

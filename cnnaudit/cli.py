@@ -1,0 +1,116 @@
+"""Command line: `cnnaudit run MODEL DATA`, `cnnaudit demo`. Exit 0 pass, 1 gate failed, 2 bad input."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import EXIT_BAD_INPUT, EXIT_PASS, AuditError
+
+
+def _add_audit_options(p: argparse.ArgumentParser) -> None:
+    from .checks import available
+    p.add_argument("--out", default="cnnaudit-out", help="output folder for report.html, summary.json, samples.csv "
+                   "(default: %(default)s)")
+    p.add_argument("--checks", help=f"comma-separated checks to run besides clean (default: all: "
+                   f"{','.join(available()) or 'none yet'}); 'none' runs only the clean evaluation")
+    p.add_argument("--limit", type=int, help="audit a seeded, class-stratified subset of N images")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=64, help="images per batch (default: %(default)s)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=2, help="image-decoding threads (default: %(default)s)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cnnaudit", description="Audit a trained image classifier: "
+                                     "clean accuracy, adversarial and corruption robustness, bias and shortcuts.")
+    parser.add_argument("--version", action="version", version=f"cnnaudit {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="audit MODEL on the images in DATA",
+                         description="Audit MODEL on DATA and write report.html, summary.json and samples.csv.")
+    run.add_argument("model", help="TorchScript file, torch.export program (.pt2), state dict (with --arch) "
+                     "or pickled module (with --unsafe-pickle)")
+    run.add_argument("data", help="folder: DATA/<class>/<image>, optionally with metadata.csv and classes.txt; "
+                     "or metadata.csv with path and label columns")
+    m = run.add_argument_group("model")
+    m.add_argument("--arch", help="architecture for a state dict: torchvision:NAME or package.module:factory")
+    m.add_argument("--num-classes", type=int, help="number of outputs for --arch")
+    m.add_argument("--unsafe-pickle", action="store_true",
+                   help="allow loading a fully pickled nn.Module (this runs code from the file)")
+    m.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"),
+                   help="model input size (default: the first image's size)")
+    m.add_argument("--mean", type=float, nargs="+", help="per-channel normalization mean, applied inside the model")
+    m.add_argument("--std", type=float, nargs="+", help="per-channel normalization std, applied inside the model")
+    m.add_argument("--channels", type=int, choices=(1, 3), help="input channels (default: detected, 3 then 1)")
+    d = run.add_argument_group("data")
+    d.add_argument("--classes", help="class names file, one per line in model output order "
+                   "(default: DATA/classes.txt, else sorted folder names)")
+    d.add_argument("--max-pixels", type=int, help="skip images larger than this many pixels "
+                   "(decompression-bomb guard; default: 89478485)")
+    _add_audit_options(run)
+
+    demo = sub.add_parser("demo", help="train a tiny digits CNN with planted flaws and audit it",
+                          description="Train (and cache) a small CNN on scikit-learn's handwritten digits with a "
+                          "planted ruler shortcut and a rare washed-out scanner, then audit it.")
+    _add_audit_options(demo)
+    demo.set_defaults(out="cnnaudit-demo")
+    return parser
+
+
+def _config_from_args(args) -> "AuditConfig":
+    from .config import AuditConfig
+    from .data.images import DEFAULT_MAX_PIXELS
+    checks = None
+    if args.checks is not None:
+        checks = [] if args.checks.strip() == "none" else [c.strip() for c in args.checks.split(",") if c.strip()]
+    if args.batch_size < 1:
+        raise AuditError("--batch-size must be at least 1.")
+    if args.limit is not None and args.limit < 1:
+        raise AuditError("--limit must be a positive number of images.")
+    return AuditConfig(
+        checks=checks, input_size=tuple(getattr(args, "input_size", None) or ()) or None,
+        mean=getattr(args, "mean", None), std=getattr(args, "std", None), channels=getattr(args, "channels", None),
+        classes_file=getattr(args, "classes", None), arch=getattr(args, "arch", None),
+        num_classes=getattr(args, "num_classes", None), device=args.device, limit=args.limit, seed=args.seed,
+        batch_size=args.batch_size, max_pixels=getattr(args, "max_pixels", None) or DEFAULT_MAX_PIXELS,
+        workers=args.workers, quiet=args.quiet)
+
+
+def _run(args) -> int:
+    from .pipeline import run_audit
+    config = _config_from_args(args)
+    if args.command == "demo":
+        from .demo import prepare_demo
+        model_path, data_dir, demo_options = prepare_demo(quiet=args.quiet)
+        for key, value in demo_options.items():
+            setattr(config, key, value)
+        result = run_audit(model_path, data_dir, config)
+    else:
+        result = run_audit(args.model, args.data, config, unsafe_pickle=args.unsafe_pickle)
+    paths = result.write(args.out)
+    s = result.summary
+    if not args.quiet:
+        ci = s["clean"]["accuracy_ci"]
+        print(f"clean accuracy {100 * s['clean']['accuracy']:.1f}% [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}] on "
+              f"{s['data']['n_samples']} images, {s['data']['n_skipped']} skipped, {len(s['findings'])} finding(s)")
+        for f in s["findings"]:
+            print(f"  - {f}")
+    print(f"report: {Path(paths['report']).resolve()}")
+    return EXIT_PASS
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return _run(args)
+    except AuditError as exc:
+        print(f"cnnaudit: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("cnnaudit: interrupted", file=sys.stderr)
+        return 130

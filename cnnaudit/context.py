@@ -1,0 +1,53 @@
+"""Everything a check may read: the wrapped model, the dataset, the configuration and the clean rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .config import AuditConfig
+from .data import Dataset, iter_batches
+from .data.loader import Batch
+from .model import AuditedModel, LoadedModel
+from .progress import Progress
+
+
+@dataclass
+class AuditContext:
+    config: AuditConfig
+    model: AuditedModel
+    loaded: LoadedModel
+    dataset: Dataset
+    sample_ids: np.ndarray  # audited samples (after --limit), in sample_id order
+    clean_rows: pd.DataFrame | None = None  # set once the clean evaluation has run
+    skipped: list[dict] = field(default_factory=list)
+    clipped: list[int] = field(default_factory=list)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def classes(self) -> list[str]:
+        return self.dataset.classes
+
+    def readable_ids(self) -> np.ndarray:
+        """Audited samples that decoded; known once the clean evaluation has run."""
+        return self.clean_rows["sample_id"].to_numpy() if self.clean_rows is not None else self.sample_ids
+
+    def batches(self, sample_ids=None, *, desc: str = "evaluating", progress: bool = True) -> Iterator[Batch]:
+        ids = self.readable_ids() if sample_ids is None else np.asarray(sample_ids)
+        with Progress(len(ids), desc, quiet=self.config.quiet or not progress) as progress:
+            for batch in iter_batches(self.dataset, ids, channels=self.model.channels,
+                                      size=self.model.input_size, batch_size=self.config.batch_size,
+                                      max_pixels=self.config.max_pixels, workers=self.config.workers):
+                progress.update(len(batch.sample_ids) + len(batch.skipped))
+                yield batch
+
+    def base_rows(self, sample_ids) -> pd.DataFrame:
+        """sample_id, path, label, label_name and attribute columns for these samples."""
+        return self.dataset.table.set_index("sample_id").loc[np.asarray(sample_ids)].reset_index()

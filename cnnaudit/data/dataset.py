@@ -1,0 +1,167 @@
+"""Find the samples of a dataset folder and their labels and attributes.
+
+Two layouts:
+- ImageFolder: `DATA/<class>/<image>` (nested folders allowed), optional `DATA/metadata.csv` whose
+  `path` column joins attribute columns onto the images.
+- CSV-only: `DATA/metadata.csv` with `path` and `label` columns; the images can be anywhere in DATA.
+
+Class order is the model's output order: `--classes FILE`, else `DATA/classes.txt`, else the sorted
+folder names (the same order torchvision's ImageFolder uses, so models trained with it line up).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import pandas as pd
+
+from ..errors import AuditError
+
+METADATA_FILE = "metadata.csv"
+CLASSES_FILE = "classes.txt"
+RESERVED_COLUMNS = ("sample_id", "path", "label", "label_name", "condition", "check", "prediction",
+                    "prediction_name", "correct", "confidence", "loss")
+
+
+@dataclass
+class Dataset:
+    root: Path
+    classes: list[str]
+    table: pd.DataFrame  # one row per sample: sample_id, path, label, label_name, <attribute columns>
+    attributes: list[str] = field(default_factory=list)
+    layout: str = "imagefolder"
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def abspath(self, rel: str) -> Path:
+        return self.root / rel
+
+
+def _read_classes(file: Path) -> list[str]:
+    try:
+        names = [line.strip() for line in file.read_text(encoding="utf-8").splitlines()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AuditError(f"Cannot read class list {str(file)!r} ({exc}); give a UTF-8 file with one class "
+                         "name per line.") from None
+    names = [n for n in names if n]
+    if not names:
+        raise AuditError(f"Class list {str(file)!r} is empty; put one class name per line, in model output order.")
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise AuditError(f"Class list {str(file)!r} names {dupes[0]!r} twice; each class must appear once.")
+    return names
+
+
+def _safe_relpath(root: Path, raw: str, where: str) -> str:
+    """A metadata path as a POSIX path relative to root; absolute or escaping paths are rejected."""
+    text = str(raw).strip().replace("\\", "/")
+    if not text:
+        raise AuditError(f"{where}: the path is empty; every row needs the image path relative to the data folder.")
+    rel = PurePosixPath(text)
+    if rel.is_absolute() or (len(text) > 1 and text[1] == ":"):
+        raise AuditError(f"{where}: path {text!r} is absolute; paths must be relative to the data folder.")
+    resolved = (root / rel).resolve()
+    if not resolved.is_relative_to(root.resolve()):
+        raise AuditError(f"{where}: path {text!r} points outside the data folder {str(root)!r}; "
+                         "only images inside it can be audited.")
+    return resolved.relative_to(root.resolve()).as_posix()
+
+
+def _read_metadata(root: Path) -> pd.DataFrame | None:
+    file = root / METADATA_FILE
+    if not file.exists():
+        return None
+    try:
+        meta = pd.read_csv(file, dtype={"path": str, "label": str}, keep_default_na=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise AuditError(f"Cannot parse {str(file)!r} ({str(exc).strip()}); it must be a CSV with a header row.") from None
+    meta.columns = [str(c).strip() for c in meta.columns]
+    if "path" not in meta.columns:
+        raise AuditError(f"{str(file)!r} has no 'path' column; add one with each image's path relative to "
+                         f"{str(root)!r}.")
+    clash = [c for c in meta.columns if c in RESERVED_COLUMNS and c not in ("path", "label")]
+    if clash:
+        raise AuditError(f"{str(file)!r} has a column named {clash[0]!r}, which cnnaudit reserves for results; "
+                         "rename it.")
+    meta["path"] = [_safe_relpath(root, p, f"{file} row {i + 2}") for i, p in enumerate(meta["path"].fillna(""))]
+    dup = meta["path"][meta["path"].duplicated()]
+    if len(dup):
+        raise AuditError(f"{str(file)!r} lists {dup.iloc[0]!r} more than once; give each image one row.")
+    missing = [p for p in meta["path"] if not (root / p).is_file()]
+    if missing:
+        raise AuditError(f"{str(file)!r} names {len(missing)} file(s) that do not exist, e.g. {missing[0]!r}; "
+                         "fix the paths or remove those rows.")
+    return meta
+
+
+def _natural_class_order(labels: list[str]) -> list[str]:
+    uniq = sorted(set(labels))
+    # '0','1','10','2' sorted as strings would silently misalign integer-labelled classes.
+    if all(u.lstrip("-").isdigit() for u in uniq):
+        return sorted(uniq, key=int)
+    return uniq
+
+
+def open_dataset(data: str | Path, classes_file: str | Path | None = None) -> Dataset:
+    root = Path(data)
+    if not root.is_dir():
+        raise AuditError(f"Data folder {str(root)!r} does not exist or is not a folder; pass a folder of images "
+                         "laid out as DATA/<class>/<image> or with a metadata.csv.")
+    meta = _read_metadata(root)
+    classes = None
+    if classes_file is not None:
+        if not Path(classes_file).is_file():
+            raise AuditError(f"--classes {str(classes_file)!r} does not exist; give a text file with one class per line.")
+        classes = _read_classes(Path(classes_file))
+    elif (root / CLASSES_FILE).is_file():
+        classes = _read_classes(root / CLASSES_FILE)
+
+    if meta is not None and "label" in meta.columns:
+        layout = "csv"
+        empty = meta["label"].isna() | (meta["label"].astype(str).str.strip() == "")
+        if empty.any():
+            row = int(empty.to_numpy().nonzero()[0][0]) + 2
+            raise AuditError(f"{root / METADATA_FILE} row {row} has an empty 'label'; give every image its class.")
+        table = meta.copy()
+        table["label_name"] = table.pop("label").astype(str).str.strip()
+        where = f"column 'label' of {root / METADATA_FILE}"
+    else:
+        layout = "imagefolder"
+        skip = {METADATA_FILE, CLASSES_FILE}
+        rows = []
+        for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+            for f in sorted(class_dir.rglob("*")):
+                if f.is_file():
+                    rows.append((f.relative_to(root).as_posix(), class_dir.name))
+        stray = [p.name for p in root.iterdir() if p.is_file() and p.name not in skip]
+        if not rows:
+            raise AuditError(f"Data folder {str(root)!r} has no images: put them in one subfolder per class "
+                             "(DATA/<class>/<image>) or list them in metadata.csv with a 'label' column"
+                             + (f" (found only loose files such as {stray[0]!r})." if stray else "."))
+        table = pd.DataFrame(rows, columns=["path", "label_name"])
+        where = "class folder"
+        if meta is not None:
+            table = table.merge(meta, on="path", how="left", validate="one_to_one")
+            not_listed = set(meta["path"]) - set(table["path"])
+            if not_listed:
+                raise AuditError(f"{root / METADATA_FILE} names {next(iter(sorted(not_listed)))!r}, which is not "
+                                 "inside a class folder; move it into DATA/<class>/ or add a 'label' column.")
+
+    if not len(table):
+        raise AuditError(f"Data folder {str(root)!r} has no samples; add images or rows to metadata.csv.")
+    if classes is None:
+        classes = (sorted(set(table["label_name"])) if layout == "imagefolder"
+                   else _natural_class_order(list(table["label_name"])))
+    index = {name: i for i, name in enumerate(classes)}
+    unknown = sorted(set(table["label_name"]) - set(index))
+    if unknown:
+        raise AuditError(f"Label {unknown[0]!r} ({where}) is not among the {len(classes)} classes "
+                         f"{classes[:5]}{'...' if len(classes) > 5 else ''}; add it to classes.txt or fix the label.")
+    table = table.sort_values("path", kind="stable").reset_index(drop=True)
+    table.insert(0, "sample_id", range(len(table)))
+    table.insert(2, "label", table["label_name"].map(index).astype(int))
+    attributes = [c for c in table.columns if c not in RESERVED_COLUMNS]
+    table = table[["sample_id", "path", "label", "label_name", *attributes]]
+    return Dataset(root=root, classes=list(classes), table=table, attributes=attributes, layout=layout)

@@ -1,0 +1,100 @@
+"""The audit pipeline: load model and data, run the clean evaluation and each check, collect results."""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import __version__
+from .checks import REGISTRY, available
+from .config import AuditConfig
+from .context import AuditContext
+from .data import open_dataset, stratified_subset
+from .data.images import image_size
+from .errors import AuditError
+from .model.loading import from_module, load_model
+from .model.wrapper import build_audited_model, resolve_device
+from .progress import log
+from .results import AuditResult
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _input_size(config: AuditConfig, dataset, sample_ids) -> tuple[int, int]:
+    if config.input_size is not None:
+        return tuple(config.input_size)
+    for sid in sample_ids:  # the first readable image's size; unreadable ones become skip records later
+        size = image_size(dataset.abspath(dataset.table.at[sid, "path"]))
+        if size is not None:
+            return size
+    raise AuditError(f"No file in {str(dataset.root)!r} could be read as an image; check the data folder.")
+
+
+def _checks_to_run(config: AuditConfig) -> list[str]:
+    names = available() if config.checks is None else list(config.checks)
+    unknown = [n for n in names if n not in REGISTRY]
+    if unknown:
+        raise AuditError(f"--checks names {unknown[0]!r}, which is not a check; choose from "
+                         f"{', '.join(available()) or '(none yet)'}.")
+    return ["clean"] + [n for n in names if n != "clean"]
+
+
+def run_audit(model: str | Path | nn.Module, data: str | Path, config: AuditConfig | None = None, *,
+              unsafe_pickle: bool = False) -> AuditResult:
+    config = config or AuditConfig()
+    timing: dict[str, float] = {}
+    t0 = time.perf_counter()
+    names = _checks_to_run(config)
+    device = resolve_device(config.device)
+    loaded = (from_module(model) if isinstance(model, nn.Module)
+              else load_model(model, arch=config.arch, num_classes=config.num_classes, unsafe_pickle=unsafe_pickle))
+    dataset = open_dataset(data, config.classes_file)
+    table = dataset.table if config.limit is None else stratified_subset(dataset.table, config.limit, config.seed)
+    if config.limit is not None and config.limit < 1:
+        raise AuditError("--limit must be a positive number of images.")
+    sample_ids = table["sample_id"].to_numpy()
+    size = _input_size(config, dataset, sample_ids)
+    audited, num_classes = build_audited_model(loaded.module.to(device), channels=config.channels,
+                                               input_size=size, mean=config.mean, std=config.std, device=device)
+    if num_classes != len(dataset.classes):
+        raise AuditError(f"The model has {num_classes} outputs but the data has {len(dataset.classes)} classes "
+                         f"({', '.join(dataset.classes[:5])}{', ...' if len(dataset.classes) > 5 else ''}); "
+                         "give the model's class list with --classes or DATA/classes.txt.")
+    timing["load"] = time.perf_counter() - t0
+    log(f"auditing {len(sample_ids)} image(s) of {len(dataset.classes)} classes with {loaded.format} model "
+        f"on {device} ({', '.join(names)})", quiet=config.quiet)
+
+    ctx = AuditContext(config=config, model=audited, loaded=loaded, dataset=dataset, sample_ids=sample_ids)
+    results = []
+    for name in names:
+        seed_everything(config.seed)  # each check's randomness is independent of which checks ran before
+        t = time.perf_counter()
+        results.append(REGISTRY[name]().run(ctx))
+        timing[name] = time.perf_counter() - t
+    timing["total"] = time.perf_counter() - t0
+    summary = {
+        "version": __version__,
+        "seed": config.seed,
+        "config": config.recorded(),
+        "model": {"path": loaded.path, "sha256": loaded.sha256, "format": loaded.format,
+                  "num_classes": num_classes, "input_shape": [audited.channels, *size],
+                  "outputs_probabilities": audited.outputs_probabilities, "device": str(device)},
+        "data": {"path": str(dataset.root), "layout": dataset.layout, "n_samples": int(len(ctx.clean_rows)),
+                 "n_files": int(len(dataset.table)), "n_selected": int(len(sample_ids)),
+                 "n_skipped": len(ctx.skipped), "skipped": ctx.skipped, "n_clipped": len(ctx.clipped),
+                 "classes": dataset.classes, "attributes": dataset.attributes},
+    }
+    for r in results:
+        summary[r.name] = r.summary
+    summary["findings"] = [f for r in results for f in r.findings]
+    summary["timing"] = {k: round(v, 3) for k, v in timing.items()}
+    return AuditResult(summary=summary, results=results)

@@ -1,0 +1,28 @@
+"""Pixels to inline `data:` URIs, so the report is one file that makes no network requests."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def to_data_uri(x: torch.Tensor, min_side: int = 96) -> str:
+    """A C x H x W tensor in [0, 1] as a PNG data URI, upscaled (nearest) so small inputs stay visible."""
+    arr = (x.detach().float().clamp(0, 1).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
+    img = Image.fromarray(arr[0] if arr.shape[0] == 1 else np.transpose(arr, (1, 2, 0)))
+    scale = max(1, int(np.ceil(min_side / min(img.size))))
+    if scale > 1:
+        img = img.resize((img.size[0] * scale, img.size[1] * scale), Image.NEAREST)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def amplify(delta: torch.Tensor) -> torch.Tensor:
+    """A perturbation made visible: scaled to fill [0, 1] around mid-grey."""
+    peak = delta.abs().max().clamp_min(1e-12)
+    return (0.5 + 0.5 * delta / peak).clamp(0, 1)

@@ -1,0 +1,45 @@
+"""Render the HTML report from results. Templates only present; every number comes from the summary."""
+
+from __future__ import annotations
+
+import jinja2
+
+from . import svg
+from .templates import template_dir
+
+
+def _pct(value, digits: int = 1) -> str:
+    return "n/a" if value is None else f"{100.0 * value:.{digits}f}%"
+
+
+def _ci(interval, digits: int = 1) -> str:
+    return "" if not interval else f"[{_pct(interval[0], digits)}, {_pct(interval[1], digits)}]"
+
+
+def _heat(value: float, peak: float) -> str:
+    """Background for a confusion-matrix cell: white to blue by share of the row maximum."""
+    a = 0.0 if not peak else min(1.0, value / peak)
+    return f"background: rgba(37, 99, 235, {a * 0.85:.2f}); color: {'#fff' if a > 0.55 else '#111'}"
+
+
+def environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(template_dir())),
+        autoescape=True,  # class names, paths and metadata are untrusted text
+        undefined=jinja2.StrictUndefined,  # a template typo fails the test suite, not silently blanks a number
+        trim_blocks=True, lstrip_blocks=True)
+    env.filters.update(pct=_pct, ci=_ci, heat=_heat)
+    env.globals.update(svg=svg)
+    return env
+
+
+def render_report(summary: dict, results) -> str:
+    env = environment()
+    sections = [{"name": r.name, "template": env.get_template(_template_of(r.name)), "summary": r.summary,
+                 "report": r.report, "findings": r.findings} for r in results]
+    return env.get_template("report.html.j2").render(summary=summary, sections=sections)
+
+
+def _template_of(name: str) -> str:
+    from ..checks import REGISTRY
+    return REGISTRY[name].template

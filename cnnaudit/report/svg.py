@@ -1,0 +1,82 @@
+"""Tiny inline-SVG charts.
+
+Hand-written rather than matplotlib: a few hundred bytes per chart instead of a plotting stack, text
+stays real (searchable, selectable) and every label goes through markupsafe's escape, so untrusted
+class names cannot inject markup into the report.
+"""
+
+from __future__ import annotations
+
+from markupsafe import Markup, escape
+
+PALETTE = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#4b5563", "#ca8a04"]
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.4g}"
+
+
+def line_chart(series: list[dict], *, x_label: str, y_label: str, width: int = 520, height: int = 300,
+               y_range: tuple[float, float] = (0.0, 1.0)) -> Markup:
+    """series: [{name, points: [(x, y, lo, hi)]}]; lo/hi (may be None) draw interval whiskers."""
+    ml, mr, mt, mb = 52, 150, 12, 40
+    pw, ph = width - ml - mr, height - mt - mb
+    xs = sorted({p[0] for s in series for p in s["points"]}) or [0.0, 1.0]
+    x_lo, x_hi = min(xs), max(xs)
+    span = (x_hi - x_lo) or 1.0
+    y_lo, y_hi = y_range
+
+    def sx(x):
+        return ml + (x - x_lo) / span * pw
+
+    def sy(y):
+        return mt + (1 - (y - y_lo) / ((y_hi - y_lo) or 1.0)) * ph
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+             f'viewBox="0 0 {width} {height}" role="img" class="chart">']
+    for i in range(6):
+        yv = y_lo + (y_hi - y_lo) * i / 5
+        parts.append(f'<line x1="{ml}" x2="{ml + pw}" y1="{sy(yv):.1f}" y2="{sy(yv):.1f}" stroke="#e5e7eb"/>'
+                     f'<text x="{ml - 6}" y="{sy(yv) + 4:.1f}" text-anchor="end" font-size="11">{_fmt(yv)}</text>')
+    for xv in xs:
+        parts.append(f'<text x="{sx(xv):.1f}" y="{mt + ph + 16}" text-anchor="middle" font-size="11">{escape(_fmt(xv))}</text>')
+    parts.append(f'<text x="{ml + pw / 2}" y="{height - 6}" text-anchor="middle" font-size="12">{escape(x_label)}</text>'
+                 f'<text x="14" y="{mt + ph / 2}" text-anchor="middle" font-size="12" '
+                 f'transform="rotate(-90 14 {mt + ph / 2})">{escape(y_label)}</text>')
+    for k, s in enumerate(series):
+        color = PALETTE[k % len(PALETTE)]
+        pts = sorted(p for p in s["points"] if p[1] is not None)
+        if pts:
+            path = " ".join(f"{sx(p[0]):.1f},{sy(p[1]):.1f}" for p in pts)
+            parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{path}"/>')
+        for p in pts:
+            if len(p) > 3 and p[2] is not None and p[3] is not None:
+                parts.append(f'<line x1="{sx(p[0]):.1f}" x2="{sx(p[0]):.1f}" y1="{sy(p[2]):.1f}" '
+                             f'y2="{sy(p[3]):.1f}" stroke="{color}" stroke-opacity="0.6"/>')
+            parts.append(f'<circle cx="{sx(p[0]):.1f}" cy="{sy(p[1]):.1f}" r="3" fill="{color}">'
+                         f'<title>{escape(s["name"])}: {_fmt(p[1])}</title></circle>')
+        ly = mt + 14 + 18 * k
+        parts.append(f'<rect x="{ml + pw + 12}" y="{ly - 9}" width="12" height="3" fill="{color}"/>'
+                     f'<text x="{ml + pw + 30}" y="{ly - 4}" font-size="11">{escape(s["name"])}</text>')
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
+def reliability_diagram(bins: list[dict], width: int = 300, height: int = 260) -> Markup:
+    """Accuracy per confidence bin against the diagonal of perfect calibration."""
+    ml, mt, size = 40, 10, min(width - 50, height - 45)
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" class="chart">',
+             f'<rect x="{ml}" y="{mt}" width="{size}" height="{size}" fill="none" stroke="#9ca3af"/>',
+             f'<line x1="{ml}" y1="{mt + size}" x2="{ml + size}" y2="{mt}" stroke="#9ca3af" stroke-dasharray="4"/>']
+    for b in bins:
+        if b["accuracy"] is None:
+            continue
+        x = ml + b["low"] * size
+        h = b["accuracy"] * size
+        parts.append(f'<rect x="{x:.1f}" y="{mt + size - h:.1f}" width="{size * (b["high"] - b["low"]) - 1:.1f}" '
+                     f'height="{h:.1f}" fill="#2563eb" fill-opacity="0.75"><title>confidence {b["low"]:.1f}-'
+                     f'{b["high"]:.1f}: accuracy {b["accuracy"]:.3f}, n={b["n"]}</title></rect>')
+    parts.append(f'<text x="{ml + size / 2}" y="{mt + size + 28}" text-anchor="middle" font-size="12">confidence</text>'
+                 f'<text x="12" y="{mt + size / 2}" text-anchor="middle" font-size="12" '
+                 f'transform="rotate(-90 12 {mt + size / 2})">accuracy</text></svg>')
+    return Markup("".join(parts))

@@ -1,0 +1,37 @@
+"""`AuditResult`: the summary, the per-sample table and the report, and writing them to a folder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from .checks.base import CheckResult
+from .io import atomic_write, write_json, write_text
+
+
+@dataclass
+class AuditResult:
+    summary: dict
+    results: list[CheckResult]
+
+    @property
+    def samples(self) -> pd.DataFrame:
+        """Every per-sample row of every check: the single source of truth for all aggregates."""
+        frames = [r.rows for r in self.results if len(r.rows)]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+    def html(self) -> str:
+        from .report.render import render_report
+        return render_report(self.summary, self.results)
+
+    def write(self, out_dir: str | Path) -> dict[str, Path]:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = {
+            "samples": atomic_write(out / "samples.csv", lambda f: self.samples.to_csv(f, index=False)),
+            "summary": write_json(out / "summary.json", self.summary),
+            "report": write_text(out / "report.html", self.html()),
+        }
+        return paths

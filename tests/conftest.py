@@ -1,0 +1,56 @@
+"""Shared fixtures: a tiny real CNN trained on real handwritten digits, and image folders on disk."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cnnaudit.demo import DigitsCNN, digits_images, train_model, write_image_folder
+
+CLASSES = [str(i) for i in range(10)]
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """(x, y, meta): all 1,797 digits at 32x32 with the demo's planted ruler and scanner."""
+    return digits_images(seed=0)
+
+
+@pytest.fixture(scope="session")
+def eager_model(digits) -> DigitsCNN:
+    x, y, _ = digits
+    return train_model(x[:1000], y[:1000], epochs=3)
+
+
+@pytest.fixture(scope="session")
+def digits_dir(tmp_path_factory, digits) -> Path:
+    """300 held-out digits as DATA/<class>/<image>.png with metadata.csv and classes.txt."""
+    x, y, meta = digits
+    idx = np.arange(1000, 1300)
+    root = tmp_path_factory.mktemp("digits") / "data"
+    write_image_folder(root, x[idx], y[idx], meta.iloc[idx].reset_index(drop=True), CLASSES)
+    return root
+
+
+@pytest.fixture(scope="session")
+def torchscript_path(tmp_path_factory, eager_model) -> Path:
+    path = tmp_path_factory.mktemp("models") / "model.pt"
+    torch.jit.save(torch.jit.script(eager_model), str(path))
+    return path
+
+
+def run_cli(*args, cwd=None, env=None) -> subprocess.CompletedProcess:
+    """The real CLI in a subprocess, as a user or CI would call it."""
+    return subprocess.run([sys.executable, "-m", "cnnaudit", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env={**os.environ, **(env or {})}, timeout=600)
+
+
+def read_summary(out: Path) -> dict:
+    return json.loads((Path(out) / "summary.json").read_text())

@@ -16,6 +16,14 @@ def _add_audit_options(p: argparse.ArgumentParser) -> None:
                    "(default: %(default)s)")
     p.add_argument("--checks", help=f"comma-separated checks to run besides clean (default: all: "
                    f"{','.join(available()) or 'none yet'}); 'none' runs only the clean evaluation")
+    a = p.add_argument_group("adversarial check")
+    a.add_argument("--norms", help="attack norms, comma-separated: linf,l2 (default: both)")
+    a.add_argument("--eps-linf", help="L-inf budgets in [0,1] pixel units, comma-separated; fractions allowed "
+                   "(default: 1/255,2/255,4/255,8/255)")
+    a.add_argument("--eps-l2", help="L2 budgets in [0,1] pixel units, comma-separated (default: 0.25,0.5,1.0)")
+    a.add_argument("--attack-strength", choices=("standard", "thorough"),
+                   help="standard: FGSM, PGD-10, APGD-DLR-20 cascade; thorough: PGD-50 and APGD-100 with 3 "
+                        "restarts, APGD-CE and ART's AutoAttack (default: standard)")
     p.add_argument("--limit", type=int, help="audit a seeded, class-stratified subset of N images")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=64, help="images per batch (default: %(default)s)")
@@ -61,6 +69,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _parse_eps(text: str, flag: str) -> list[float]:
+    values = []
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            num, _, den = part.partition("/")
+            value = float(num) / (float(den) if den else 1.0)
+        except ValueError:
+            raise AuditError(f"{flag} has {part!r}, which is not a number or fraction like 8/255.") from None
+        if not value > 0:
+            raise AuditError(f"{flag} has {part!r}; budgets must be positive.")
+        values.append(value)
+    return values
+
+
+def _adversarial_options(args) -> dict:
+    opts = {}
+    if args.norms:
+        norms = tuple(n.strip() for n in args.norms.split(",") if n.strip())
+        bad = [n for n in norms if n not in ("linf", "l2")]
+        if bad or not norms:
+            raise AuditError(f"--norms has {(bad or [args.norms])[0]!r}; choose linf, l2 or linf,l2.")
+        opts["norms"] = norms
+    eps = {}
+    if args.eps_linf:
+        eps["linf"] = _parse_eps(args.eps_linf, "--eps-linf")
+    if args.eps_l2:
+        eps["l2"] = _parse_eps(args.eps_l2, "--eps-l2")
+    if eps:
+        opts["eps"] = eps
+    if args.attack_strength:
+        opts["attack_strength"] = args.attack_strength
+    return opts
+
+
 def _config_from_args(args) -> "AuditConfig":
     from .config import AuditConfig
     from .data.images import DEFAULT_MAX_PIXELS
@@ -77,7 +120,7 @@ def _config_from_args(args) -> "AuditConfig":
         classes_file=getattr(args, "classes", None), arch=getattr(args, "arch", None),
         num_classes=getattr(args, "num_classes", None), device=args.device, limit=args.limit, seed=args.seed,
         batch_size=args.batch_size, max_pixels=getattr(args, "max_pixels", None) or DEFAULT_MAX_PIXELS,
-        workers=args.workers, quiet=args.quiet)
+        workers=args.workers, quiet=args.quiet, options={"adversarial": _adversarial_options(args)})
 
 
 def _run(args) -> int:
@@ -87,7 +130,11 @@ def _run(args) -> int:
         from .demo import prepare_demo
         model_path, data_dir, demo_options = prepare_demo(quiet=args.quiet)
         for key, value in demo_options.items():
-            setattr(config, key, value)
+            if key == "options":  # the demo's budgets, unless the user gave their own
+                for check, opts in value.items():
+                    config.options[check] = {**opts, **config.options.get(check, {})}
+            else:
+                setattr(config, key, value)
         result = run_audit(model_path, data_dir, config)
     else:
         result = run_audit(args.model, args.data, config, unsafe_pickle=args.unsafe_pickle)

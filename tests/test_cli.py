@@ -23,7 +23,8 @@ def test_version():
 
 def test_run_end_to_end(tmp_path, torchscript_path, digits_dir):
     out = tmp_path / "out"
-    r = run_cli("run", torchscript_path, digits_dir, "--out", out, "--seed", "3")
+    r = run_cli("run", torchscript_path, digits_dir, "--out", out, "--seed", "3", "--eps-linf", "0.1,8/255",
+                "--eps-l2", "1.5")
     assert r.returncode == 0, r.stderr
     assert "report:" in r.stdout and str(out / "report.html") in r.stdout
     s = read_summary(out)
@@ -32,7 +33,11 @@ def test_run_end_to_end(tmp_path, torchscript_path, digits_dir):
     assert {"path", "n_samples", "n_skipped", "skipped", "classes"} <= set(s["data"])
     assert {"accuracy", "accuracy_ci", "per_class", "confusion_matrix", "ece"} <= set(s["clean"])
     assert s["seed"] == 3 and s["data"]["n_samples"] == 300 and "timing" in s
-    samples = pd.read_csv(out / "samples.csv")
+    all_rows = pd.read_csv(out / "samples.csv")
+    assert len(all_rows) == 300 * 4  # clean + 3 budgets
+    assert sorted({(r["norm"], r["eps"]) for r in s["adversarial"]["results"]}) == [
+        ("l2", 1.5), ("linf", 8 / 255), ("linf", 0.1)]
+    samples = all_rows[all_rows["condition"] == "clean"]
     assert len(samples) == 300
     assert list(samples.columns[:4]) == ["sample_id", "path", "label", "label_name"]
     assert {"scanner", "ruler", "condition", "prediction", "correct", "confidence", "loss"} <= set(samples.columns)
@@ -44,7 +49,7 @@ def test_run_end_to_end(tmp_path, torchscript_path, digits_dir):
     assert lo < s["clean"]["accuracy"] < hi
     assert s["clean"]["per_class"]["3"]["n"] == (samples["label"] == 3).sum()
     html = (out / "report.html").read_text()
-    assert "Clean performance" in html and "Confusion matrix" in html
+    assert "Clean performance" in html and "Confusion matrix" in html and "Adversarial robustness" in html
     assert "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "") and "https://" not in html
 
 
@@ -55,6 +60,8 @@ def test_bad_input_exits_2_with_one_line(tmp_path, torchscript_path, digits_dir)
         ("run", torchscript_path, digits_dir, "--checks", "nonsense"),
         ("run", torchscript_path, digits_dir, "--limit", "0"),
         ("run", torchscript_path, digits_dir, "--device", "tpu"),
+        ("run", torchscript_path, digits_dir, "--eps-linf", "8/two"),
+        ("run", torchscript_path, digits_dir, "--norms", "l3"),
     ]
     for args in cases:
         r = run_cli(*args, "--out", tmp_path / "o")
@@ -74,7 +81,9 @@ def test_two_runs_give_identical_summaries(tmp_path, torchscript_path, digits_di
     summaries = []
     for i in range(2):
         out = tmp_path / f"run{i}"
-        assert run_cli("run", torchscript_path, digits_dir, "--out", out, "--limit", "120", "--quiet").returncode == 0
+        r = run_cli("run", torchscript_path, digits_dir, "--out", out, "--limit", "120", "--quiet",
+                    "--norms", "linf", "--eps-linf", "0.05,0.1")
+        assert r.returncode == 0, r.stderr
         s = read_summary(out)
         s.pop("timing")
         summaries.append(s)
@@ -107,7 +116,7 @@ def test_untrusted_class_names_are_escaped(tmp_path, torchscript_path, digits_di
     meta["scanner"] = meta["scanner"].where(meta.index != 0, "<script>alert(2)</script>")
     meta.to_csv(root / "metadata.csv", index=False)
     out = tmp_path / "out"
-    r = run_cli("run", torchscript_path, root, "--out", out, "--quiet")
+    r = run_cli("run", torchscript_path, root, "--out", out, "--quiet", "--norms", "linf", "--eps-linf", "0.3")
     assert r.returncode == 0, r.stderr
     html = (out / "report.html").read_text()
     parser = _Collector()
@@ -117,4 +126,6 @@ def test_untrusted_class_names_are_escaped(tmp_path, torchscript_path, digits_di
     assert not [a for t, a in parser.tags if t == "img" and a.get("src") == "x"]
     assert XSS not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
     assert any(XSS in t for t in parser.text)  # shown to the reader as text
-    assert XSS in read_summary(out)["data"]["classes"]
+    summary = read_summary(out)
+    assert XSS in summary["data"]["classes"]
+    assert any(c["class"] == XSS for c in summary["adversarial"]["per_class"])  # shown in the adversarial table

@@ -9,7 +9,13 @@ import torchvision
 from torch import nn
 
 import cnnaudit
+from cnnaudit.demo import DigitsCNN
 from cnnaudit.errors import AuditError
+
+
+def audit(*args, **kwargs):
+    """The clean evaluation only: these tests are about loading models and data, not about the checks."""
+    return cnnaudit.audit(*args, checks=[], **kwargs)
 
 
 def predictions(result):
@@ -20,18 +26,18 @@ def predictions(result):
 
 @pytest.fixture(scope="module")
 def eager_predictions(eager_model, digits_dir):
-    return predictions(cnnaudit.audit(eager_model, digits_dir, input_size=(32, 32)))
+    return predictions(audit(eager_model, digits_dir, input_size=(32, 32)))
 
 
 def test_eager_model_is_a_real_classifier(eager_predictions, digits_dir):
-    result = cnnaudit.audit(cnnaudit.demo.DigitsCNN(), digits_dir, input_size=(32, 32), channels=1)
+    result = audit(DigitsCNN(), digits_dir, input_size=(32, 32), channels=1)
     labels = result.samples.sort_values("sample_id")["label"].to_numpy()
     assert (eager_predictions[0] == labels).mean() > 0.85
     assert result.summary["clean"]["accuracy"] < 0.3  # an untrained twin is near chance
 
 
 def test_torchscript_matches_eager(torchscript_path, digits_dir, eager_predictions):
-    result = cnnaudit.audit(torchscript_path, digits_dir)
+    result = audit(torchscript_path, digits_dir)
     assert result.summary["model"]["format"] == "torchscript"
     assert result.summary["model"]["input_shape"] == [1, 32, 32]  # channels detected, size from the images
     pred, conf = predictions(result)
@@ -43,7 +49,7 @@ def test_export_program_matches_eager(tmp_path, eager_model, digits_dir, eager_p
     batch = torch.export.Dim("batch", min=1, max=4096)
     ep = torch.export.export(eager_model, (torch.zeros(2, 1, 32, 32),), dynamic_shapes=({0: batch},))
     torch.export.save(ep, str(tmp_path / "model.pt2"))
-    result = cnnaudit.audit(tmp_path / "model.pt2", digits_dir)
+    result = audit(tmp_path / "model.pt2", digits_dir)
     assert result.summary["model"]["format"] == "export"
     pred, conf = predictions(result)
     np.testing.assert_array_equal(pred, eager_predictions[0])
@@ -54,7 +60,7 @@ def test_state_dict_with_arch_matches_eager(tmp_path, eager_model, digits_dir, e
     # a training checkpoint as DDP writes it: nested and 'module.'-prefixed
     state = {"epoch": 3, "state_dict": {f"module.{k}": v for k, v in eager_model.state_dict().items()}}
     torch.save(state, tmp_path / "ckpt.pt")
-    result = cnnaudit.audit(tmp_path / "ckpt.pt", digits_dir, arch="cnnaudit.demo:DigitsCNN", num_classes=10)
+    result = audit(tmp_path / "ckpt.pt", digits_dir, arch="cnnaudit.demo:DigitsCNN", num_classes=10)
     assert result.summary["model"]["format"] == "state_dict"
     pred, conf = predictions(result)
     np.testing.assert_array_equal(pred, eager_predictions[0])
@@ -64,13 +70,13 @@ def test_state_dict_with_arch_matches_eager(tmp_path, eager_model, digits_dir, e
 def test_state_dict_without_arch_names_the_flag(tmp_path, eager_model, digits_dir):
     torch.save(eager_model.state_dict(), tmp_path / "sd.pt")
     with pytest.raises(AuditError, match="--arch"):
-        cnnaudit.audit(tmp_path / "sd.pt", digits_dir)
+        audit(tmp_path / "sd.pt", digits_dir)
 
 
 def test_wrong_num_classes_for_arch_is_explained(tmp_path, eager_model, digits_dir):
     torch.save(eager_model.state_dict(), tmp_path / "sd.pt")
     with pytest.raises(AuditError, match="do not fit --arch"):
-        cnnaudit.audit(tmp_path / "sd.pt", digits_dir, arch="cnnaudit.demo:DigitsCNN", num_classes=7)
+        audit(tmp_path / "sd.pt", digits_dir, arch="cnnaudit.demo:DigitsCNN", num_classes=7)
 
 
 def test_torchvision_arch_state_dict_matches_eager(tmp_path, digits_dir):
@@ -78,14 +84,14 @@ def test_torchvision_arch_state_dict_matches_eager(tmp_path, digits_dir):
     net = torchvision.models.resnet18(num_classes=10).eval()
     net.conv1 = nn.Conv2d(1, 64, 7, 2, 3, bias=False)  # grey input; keep resnet18's key names otherwise
     torch.save(net.state_dict(), tmp_path / "r18.pt")
-    eager = predictions(cnnaudit.audit(net, digits_dir, limit=40))
+    eager = predictions(audit(net, digits_dir, limit=40))
     # torchvision's factory builds a 3-channel conv1; the user's weights do not fit: a clear error
     with pytest.raises(AuditError, match="conv1"):
-        cnnaudit.audit(tmp_path / "r18.pt", digits_dir, arch="torchvision:resnet18", num_classes=10, limit=40)
+        audit(tmp_path / "r18.pt", digits_dir, arch="torchvision:resnet18", num_classes=10, limit=40)
     net3 = torchvision.models.resnet18(num_classes=10).eval()
     torch.save(net3.state_dict(), tmp_path / "r18rgb.pt")
-    eager3 = predictions(cnnaudit.audit(net3, digits_dir, limit=40))
-    loaded = cnnaudit.audit(tmp_path / "r18rgb.pt", digits_dir, arch="torchvision:resnet18", num_classes=10, limit=40)
+    eager3 = predictions(audit(net3, digits_dir, limit=40))
+    loaded = audit(tmp_path / "r18rgb.pt", digits_dir, arch="torchvision:resnet18", num_classes=10, limit=40)
     assert loaded.summary["model"]["input_shape"] == [3, 32, 32]  # grey images expanded to the model's 3 channels
     np.testing.assert_array_equal(predictions(loaded)[0], eager3[0])
     assert len(eager[0]) == 40
@@ -94,23 +100,23 @@ def test_torchvision_arch_state_dict_matches_eager(tmp_path, digits_dir):
 def test_pickled_module_needs_unsafe_flag(tmp_path, eager_model, digits_dir, eager_predictions):
     torch.save(eager_model, tmp_path / "pickled.pt")
     with pytest.raises(AuditError, match="--unsafe-pickle") as err:
-        cnnaudit.audit(tmp_path / "pickled.pt", digits_dir)
+        audit(tmp_path / "pickled.pt", digits_dir)
     assert "runs code from the file" in str(err.value)
-    result = cnnaudit.audit(tmp_path / "pickled.pt", digits_dir, unsafe_pickle=True)
+    result = audit(tmp_path / "pickled.pt", digits_dir, unsafe_pickle=True)
     assert result.summary["model"]["format"] == "pickle"
     np.testing.assert_array_equal(predictions(result)[0], eager_predictions[0])
 
 
 def test_probability_outputs_are_detected_and_logged(eager_model, digits_dir, eager_predictions):
     softmax_model = nn.Sequential(eager_model, nn.Softmax(dim=1))
-    result = cnnaudit.audit(softmax_model, digits_dir)
+    result = audit(softmax_model, digits_dir)
     assert result.summary["model"]["outputs_probabilities"] is True
     assert any("probabilities" in f for f in result.summary["findings"])
     pred, conf = predictions(result)
     np.testing.assert_array_equal(pred, eager_predictions[0])
     np.testing.assert_allclose(conf, eager_predictions[1], atol=1e-4)
     # plain logits are not mistaken for probabilities
-    assert cnnaudit.audit(eager_model, digits_dir, limit=20).summary["model"]["outputs_probabilities"] is False
+    assert audit(eager_model, digits_dir, limit=20).summary["model"]["outputs_probabilities"] is False
 
 
 def test_normalization_happens_inside_the_wrapper(eager_model, digits_dir, eager_predictions):
@@ -122,7 +128,7 @@ def test_normalization_happens_inside_the_wrapper(eager_model, digits_dir, eager
         def forward(self, z):  # trained on (x - 0.5) / 0.25
             return self.inner(z * 0.25 + 0.5)
 
-    result = cnnaudit.audit(ExpectsNormalized(), digits_dir, mean=[0.5], std=[0.25])
+    result = audit(ExpectsNormalized(), digits_dir, mean=[0.5], std=[0.25])
     np.testing.assert_array_equal(predictions(result)[0], eager_predictions[0])
 
 
@@ -132,4 +138,4 @@ def test_nan_model_is_rejected(digits_dir):
             return torch.full((x.shape[0], 10), float("nan"))
 
     with pytest.raises(AuditError, match="NaN"):
-        cnnaudit.audit(NaNModel(), digits_dir, channels=1)
+        audit(NaNModel(), digits_dir, channels=1)

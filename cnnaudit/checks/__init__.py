@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from .base import Check, CheckResult
+from .adversarial import AdversarialCheck
 from .clean import CleanCheck
 
 REGISTRY: dict[str, type[Check]] = {
     CleanCheck.name: CleanCheck,
+    AdversarialCheck.name: AdversarialCheck,
 }
 
 

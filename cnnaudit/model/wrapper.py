@@ -40,6 +40,13 @@ class AuditedModel(nn.Module):
             out = torch.log(out.clamp_min(1e-12))
         return out
 
+    def train(self, mode: bool = True) -> "AuditedModel":
+        # An audit measures the deployed model: attack libraries call .train(False)/.train(True) around
+        # gradient computations, and exported programs refuse .eval() altogether, so the user's model is
+        # never switched out of the mode it was loaded in (eval).
+        self.training = mode
+        return self
+
     @property
     def device(self) -> torch.device:
         return self.mean.device

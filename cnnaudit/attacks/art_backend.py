@@ -1,0 +1,87 @@
+"""The one place that knows ART: build estimators around an AuditedModel and run its evasion attacks.
+
+Inputs and outputs are torch tensors in [0, 1]; ART's NumPy round-trips stay in here.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .losses import DifferenceOfLogitsRatio, ScaleInvariantCrossEntropy
+
+logging.getLogger("art").setLevel(logging.ERROR)  # ART logs every estimator it builds at INFO
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """One attack configuration. `steps`/`step_size` are ignored by single-step attacks."""
+    name: str
+    method: str  # fgm | pgd | apgd | autoattack
+    loss: str  # ce | dlr  (both scale-invariant: see losses.py)
+    steps: int = 1
+    step_size: float | None = None  # as a fraction of eps; None: the attack's documented default
+    restarts: int = 1
+
+
+# Defaults follow the literature: PGD with 10 steps of 2.5*eps/10 (Madry et al. 2018), APGD with its own
+# step-size schedule from 2*eps (Croce & Hein 2020), which needs no tuning.
+ATTACKS = {
+    "fgsm": AttackSpec("fgsm", "fgm", "ce"),
+    "pgd": AttackSpec("pgd", "pgd", "ce", steps=10, step_size=0.25),
+    "apgd_dlr": AttackSpec("apgd_dlr", "apgd", "dlr", steps=20, step_size=2.0),
+    "apgd_ce": AttackSpec("apgd_ce", "apgd", "ce", steps=20, step_size=2.0),
+    "autoattack": AttackSpec("autoattack", "autoattack", "ce"),
+}
+LOSSES = {"ce": ScaleInvariantCrossEntropy, "dlr": DifferenceOfLogitsRatio}
+NORMS = {"linf": np.inf, "l2": 2}
+
+
+class AttackRunner:
+    def __init__(self, model, *, num_classes: int, batch_size: int = 64):
+        self.model = model
+        self.num_classes = num_classes
+        self.batch_size = batch_size
+        self._estimators: dict[str, object] = {}
+
+    def estimator(self, loss: str):
+        if loss not in self._estimators:
+            from art.estimators.classification import PyTorchClassifier
+            self._estimators[loss] = PyTorchClassifier(
+                model=self.model, loss=LOSSES[loss](), input_shape=(self.model.channels, *self.model.input_size),
+                nb_classes=self.num_classes, clip_values=(0.0, 1.0),
+                device_type="gpu" if self.model.device.type == "cuda" else "cpu")
+        return self._estimators[loss]
+
+    def run(self, spec: AttackSpec, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str,
+            seed: int) -> torch.Tensor:
+        """Adversarial examples for (x, y) within the `norm` ball of radius eps, in [0, 1]."""
+        from art.attacks.evasion import (AutoAttack, AutoProjectedGradientDescent, FastGradientMethod,
+                                         ProjectedGradientDescent)
+        if not len(x):
+            return x.clone()
+        est = self.estimator(spec.loss)
+        common = dict(norm=NORMS[norm], eps=float(eps), batch_size=self.batch_size)
+        if spec.method == "fgm":
+            attack = FastGradientMethod(est, eps_step=float(eps), **common)
+        elif spec.method == "pgd":
+            attack = ProjectedGradientDescent(est, eps_step=float(eps) * spec.step_size, max_iter=spec.steps,
+                                              num_random_init=0 if spec.restarts <= 1 else spec.restarts,
+                                              verbose=False, **common)
+        elif spec.method == "apgd":
+            attack = AutoProjectedGradientDescent(est, eps_step=float(eps) * spec.step_size, max_iter=spec.steps,
+                                                  nb_random_init=max(1, spec.restarts), loss_type=None,
+                                                  verbose=False, **common)
+        elif spec.method == "autoattack":
+            attack = AutoAttack(est, eps_step=float(eps) / 4, **common)
+        else:
+            raise ValueError(f"unknown attack method {spec.method!r}")
+        # ART draws its random starts from NumPy's and torch's global generators.
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
+        y_onehot = np.eye(self.num_classes, dtype=np.float32)[y.cpu().numpy()]
+        x_adv = attack.generate(x=x.detach().cpu().numpy().astype(np.float32), y=y_onehot)
+        return torch.from_numpy(np.asarray(x_adv, dtype=np.float32)).to(x.device)

@@ -1,0 +1,55 @@
+"""Attack losses that cannot be fooled by the scale of the logits.
+
+A model whose logits are multiplied by 10^4 makes the same decisions as its twin, but its softmax
+saturates: cross-entropy gradients underflow to zero and a cross-entropy PGD reports ~95% robust
+accuracy where the twin has 0% (gradient masking by scaling; Carlini et al. 2019, Croce & Hein 2020).
+Both losses here are invariant to a positive rescaling of the logits, so such twins get identical
+attack directions and therefore identical robust accuracy:
+
+- `ScaleInvariantCrossEntropy`: cross-entropy on logits divided by their per-sample standard deviation
+  (detached), i.e. cross-entropy at a temperature set by the model's own logit scale;
+- `DifferenceOfLogitsRatio`: the DLR loss of Croce & Hein 2020, -(z_y - max_{i!=y} z_i) / (z_pi1 - z_pi3),
+  vectorised (ART's own DLR loops over samples in Python).
+
+Both accept class indices or one-hot targets (ART passes one-hot to custom losses) and honour
+`self.reduction`, which ART's APGD switches to 'none' for its per-image step size.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.nn.modules.loss import _Loss
+
+
+def _indices(target: torch.Tensor) -> torch.Tensor:
+    return target.argmax(dim=1) if target.ndim == 2 else target.long()
+
+
+def _reduce(loss: torch.Tensor, reduction: str) -> torch.Tensor:
+    if reduction == "none":
+        return loss
+    return loss.sum() if reduction == "sum" else loss.mean()
+
+
+class ScaleInvariantCrossEntropy(_Loss):
+    def __init__(self, reduction: str = "mean"):
+        super().__init__(reduction=reduction)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        z = logits.float()
+        scale = z.std(dim=1, keepdim=True).detach().clamp_min(1e-12)
+        return _reduce(F.cross_entropy(z / scale, _indices(target).to(z.device), reduction="none"), self.reduction)
+
+
+class DifferenceOfLogitsRatio(_Loss):
+    def __init__(self, reduction: str = "mean"):
+        super().__init__(reduction=reduction)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        z = logits.float()
+        y = _indices(target).to(z.device)
+        top = z.sort(dim=1, descending=True).values
+        z_y = z.gather(1, y[:, None])[:, 0]
+        z_other = z.masked_fill(F.one_hot(y, z.shape[1]).bool(), float("-inf")).max(dim=1).values
+        return _reduce(-(z_y - z_other) / (top[:, 0] - top[:, 2] + 1e-12), self.reduction)

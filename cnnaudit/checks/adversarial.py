@@ -1,0 +1,303 @@
+"""Adversarial robustness: how much accuracy survives an attacker with an L-inf or L2 budget eps?
+
+Inputs: the wrapped model (pixels in [0, 1]), the clean rows, an eps grid per norm.
+Procedure, per batch of clean-correct samples and per norm, eps ascending (a sound cascade):
+  1. FGSM on every sample: a cheap attack, and a standalone curve for the sanity checks.
+  2. A sample broken at eps stays broken at every larger eps (its example lies inside the larger ball),
+     so only survivors are attacked further.
+  3. Survivors of FGSM get PGD; survivors of PGD get APGD with the DLR loss (and, with
+     `attack_strength="thorough"`, more steps and restarts, APGD-CE and AutoAttack).
+All losses are invariant to the scale of the logits (attacks/losses.py), so a model with saturated
+softmax cannot hide behind vanishing cross-entropy gradients. Every adversarial example is checked to
+lie inside its eps ball and in [0, 1].
+Outputs: one row per sample, norm and eps (condition `adv_<norm>_<eps>`), with the prediction on the
+worst-case example, the attack that found it and the smallest eps at which the sample broke. Samples
+misclassified clean are not attacked and count as not robust. Robust accuracy (worst case, and FGSM
+alone), per class and per subgroup, with Wilson intervals, is derived from these rows.
+Sanity checks after Carlini et al. 2019, "On Evaluating Adversarial Robustness", run on a seeded
+subset; any failure is reported as possible gradient masking.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .. import aggregate
+from ..attacks import ATTACKS, AttackRunner
+from ..attacks.art_backend import AttackSpec
+from ..errors import AuditError
+from ..predict import predict
+from ..report.images import amplify, to_data_uri
+from .base import Check, CheckResult
+
+DEFAULT_EPS = {"linf": [1 / 255, 2 / 255, 4 / 255, 8 / 255], "l2": [0.25, 0.5, 1.0]}
+CASCADES = {
+    "standard": ["fgsm", "pgd", "apgd_dlr"],
+    "thorough": ["fgsm", "pgd_thorough", "apgd_dlr_thorough", "apgd_ce_thorough", "autoattack"],
+}
+THOROUGH = {
+    "pgd_thorough": AttackSpec("pgd", "pgd", "ce", steps=50, step_size=0.1, restarts=3),
+    "apgd_dlr_thorough": AttackSpec("apgd_dlr", "apgd", "dlr", steps=100, step_size=2.0, restarts=3),
+    "apgd_ce_thorough": AttackSpec("apgd_ce", "apgd", "ce", steps=100, step_size=2.0, restarts=3),
+}
+SANITY_SUBSET = 64
+BOUND_TOL = 1e-5  # float32 rounding in ART's projections; anything beyond is a bug, not noise
+
+
+@dataclass
+class AdversarialOptions:
+    norms: tuple[str, ...] = ("linf", "l2")
+    eps: dict | None = None  # {norm: [eps, ...]}; None: DEFAULT_EPS
+    attack_strength: str = "standard"  # standard | thorough
+    large_eps: dict | None = None  # the "should reach ~0%" budget for the sanity check
+
+    def grid(self) -> dict[str, list[float]]:
+        eps = self.eps or DEFAULT_EPS
+        norms = tuple(dict.fromkeys([*self.norms, *(self.eps or {})]))  # a norm given budgets is attacked
+        if self.attack_strength not in CASCADES:
+            raise AuditError(f"attack strength {self.attack_strength!r} is not one of {', '.join(CASCADES)}.")
+        return {n: sorted(set(float(e) for e in eps.get(n, DEFAULT_EPS[n]))) for n in norms}
+
+
+def spec(name: str) -> AttackSpec:
+    return THOROUGH.get(name) or ATTACKS[name]
+
+
+def eps_label(norm: str, eps: float) -> str:
+    k = eps * 255
+    return f"{round(k)}/255" if norm == "linf" and abs(k - round(k)) < 1e-6 and k <= 32 else f"{eps:.4g}"
+
+
+def condition_name(norm: str, eps: float) -> str:
+    return f"adv_{norm}_{eps:.6g}"
+
+
+def check_bounds(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
+    """Assert the eps ball and [0, 1], then remove float rounding so stored examples are exactly inside."""
+    delta = (x_adv - x).flatten(1)
+    size = delta.abs().max(dim=1).values if norm == "linf" else delta.norm(dim=1)
+    if len(size) and (float(size.max()) > eps * (1 + BOUND_TOL) + 1e-7
+                      or float(x_adv.min()) < -1e-6 or float(x_adv.max()) > 1 + 1e-6):
+        raise AssertionError(f"attack left the {norm} ball of radius {eps} or [0, 1] (max size {float(size.max())})")
+    if norm == "linf":
+        x_adv = torch.max(torch.min(x_adv, x + eps), x - eps)
+    else:
+        factor = torch.clamp(eps / size.clamp_min(1e-12), max=1.0).view(-1, *([1] * (x.ndim - 1)))
+        x_adv = x + (x_adv - x) * factor
+    return x_adv.clamp(0.0, 1.0)
+
+
+class AdversarialCheck(Check):
+    name = "adversarial"
+    title = "Adversarial robustness"
+    template = "sections/adversarial.html.j2"
+
+    def __init__(self, options: AdversarialOptions | None = None):
+        self.options = options
+
+    def run(self, ctx) -> CheckResult:
+        opts = self.options or AdversarialOptions(**ctx.config.options.get("adversarial", {}))
+        grid = self._grid = opts.grid()
+        runner = AttackRunner(ctx.model, num_classes=len(ctx.classes), batch_size=ctx.config.batch_size)
+        cascade = [spec(n) for n in CASCADES[opts.attack_strength]]
+        clean = ctx.clean_rows.set_index("sample_id")
+        correct_ids = clean.index[clean["correct"].astype(bool)].to_numpy()
+        parts, gallery = [], []
+        for batch in ctx.batches(correct_ids, desc="adversarial"):
+            x, y = batch.x.to(ctx.device), batch.y.to(ctx.device)
+            for norm, eps_list in grid.items():
+                parts.extend(self._attack_batch(ctx, runner, cascade, batch.sample_ids, x, y, norm, eps_list,
+                                                gallery))
+        rows = self._assemble_rows(ctx, clean, parts, grid)
+        summary = summarize_adversarial(rows, grid, ctx.classes, ctx.dataset.attributes)
+        summary["sanity"] = self._sanity(ctx, runner, correct_ids, grid, opts, summary)
+        summary["gradient_masking_suspected"] = not all(s["passed"] for s in summary["sanity"])
+        summary["attack_strength"] = opts.attack_strength
+        summary["cascade"] = [s.name for s in cascade]
+        findings = []
+        if summary["gradient_masking_suspected"]:
+            failed = [s["check"] for s in summary["sanity"] if not s["passed"]]
+            findings.append(f"Possible gradient masking: adversarial sanity check(s) failed ({', '.join(failed)}); "
+                            "robust accuracy may be overestimated.")
+        return CheckResult(self.name, rows, summary, findings=findings,
+                           report={"gallery": gallery[: ctx.config.gallery_size],
+                                   "kpis": _kpis(summary, grid)})
+
+    def _attack_batch(self, ctx, runner, cascade, sample_ids, x, y, norm, eps_list, gallery) -> list[pd.DataFrame]:
+        gallery_norm = next(iter(self._grid))
+        n = len(x)
+        broken = torch.zeros(n, dtype=torch.bool, device=x.device)
+        found_by = np.array([""] * n, dtype=object)
+        first_eps = np.full(n, np.nan)
+        x_best = x.clone()  # the adversarial example of broken samples; last attempt for survivors
+        seed = ctx.config.seed
+        out = []
+        for eps in eps_list:
+            fgsm_adv = check_bounds(runner.run(cascade[0], x, y, eps=eps, norm=norm, seed=seed), x, eps, norm)
+            fgsm_correct = predict(ctx.model, fgsm_adv, y)["correct"]
+            for k, attack in enumerate(cascade):
+                alive = (~broken).nonzero()[:, 0]
+                if not len(alive):
+                    break
+                if k == 0:
+                    x_att = fgsm_adv[alive]
+                else:
+                    x_att = check_bounds(runner.run(attack, x[alive], y[alive], eps=eps, norm=norm, seed=seed + k),
+                                         x[alive], eps, norm)
+                still = torch.as_tensor(predict(ctx.model, x_att, y[alive])["correct"], device=x.device)
+                x_best[alive] = x_att
+                new = alive[~still]
+                broken[new] = True
+                new_np = new.cpu().numpy()
+                found_by[new_np] = attack.name
+                first_eps[new_np] = eps
+            cols = predict(ctx.model, x_best, y)
+            out.append(pd.DataFrame({"sample_id": sample_ids, "norm": norm, "eps": eps, "attack": found_by.copy(),
+                                     "fgsm_correct": fgsm_correct, **cols}))
+            if norm == gallery_norm and eps == eps_list[-1]:  # the gallery shows the largest budget
+                for i in broken.nonzero()[:, 0].tolist()[: max(0, ctx.config.gallery_size - len(gallery))]:
+                    adv = predict(ctx.model, x_best[i:i + 1], y[i:i + 1])
+                    gallery.append({"sample_id": int(sample_ids[i]), "norm": norm, "eps": eps_label(norm, eps),
+                                    "original": to_data_uri(x[i]), "adversarial": to_data_uri(x_best[i]),
+                                    "perturbation": to_data_uri(amplify(x_best[i] - x[i])),
+                                    "label": ctx.classes[int(y[i])],
+                                    "prediction": ctx.classes[int(adv["prediction"][0])],
+                                    "confidence": float(adv["confidence"][0]), "attack": found_by[i]})
+        for df in out:
+            df["min_eps"] = first_eps
+        return out
+
+    def _assemble_rows(self, ctx, clean: pd.DataFrame, parts, grid) -> pd.DataFrame:
+        attacked = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
+            columns=["sample_id", "norm", "eps", "attack", "fgsm_correct", "prediction", "correct", "confidence",
+                     "loss", "min_eps"])
+        wrong = clean[~clean["correct"].astype(bool)]
+        frames = [attacked]
+        for norm, eps_list in grid.items():
+            for eps in eps_list:  # misclassified clean: not attacked, not robust at any eps
+                frames.append(pd.DataFrame({
+                    "sample_id": wrong.index.to_numpy(), "norm": norm, "eps": eps, "attack": "clean_error",
+                    "fgsm_correct": False, "prediction": wrong["prediction"].to_numpy(), "correct": False,
+                    "confidence": wrong["confidence"].to_numpy(), "loss": wrong["loss"].to_numpy(), "min_eps": 0.0}))
+        res = pd.concat([f for f in frames if len(f)], ignore_index=True)
+        res["correct"] = res["correct"].astype(bool)
+        res["fgsm_correct"] = res["fgsm_correct"].astype(bool)
+        res = res.sort_values(["norm", "eps", "sample_id"], kind="stable").reset_index(drop=True)
+        rows = ctx.base_rows(res["sample_id"])
+        rows["check"] = self.name
+        rows["condition"] = [condition_name(n, e) for n, e in zip(res["norm"], res["eps"])]
+        for col in ("norm", "eps", "attack", "min_eps", "prediction"):
+            rows[col] = res[col].to_numpy()
+        rows["prediction_name"] = [ctx.classes[p] for p in res["prediction"]]
+        for col in ("correct", "confidence", "loss", "fgsm_correct"):
+            rows[col] = res[col].to_numpy()
+        return rows
+
+    def _sanity(self, ctx, runner, correct_ids, grid, opts, summary) -> list[dict]:
+        rng = np.random.default_rng(ctx.config.seed)
+        subset = np.sort(rng.choice(correct_ids, size=min(SANITY_SUBSET, len(correct_ids)), replace=False))
+        batches = list(ctx.batches(subset, progress=False))
+        x = torch.cat([b.x for b in batches]).to(ctx.device) if batches else None
+        y = torch.cat([b.y for b in batches]).to(ctx.device) if batches else None
+        return sanity_checks(ctx.model, runner, x, y, grid, summary["results"], opts, ctx.config.seed)
+
+
+def sanity_checks(model, runner, x, y, grid, results, opts, seed) -> list[dict]:
+    checks = []
+    # 1. robust accuracy non-increasing in eps, for the standalone FGSM and for the worst case
+    for norm in grid:
+        for attack in ("fgsm", "worst_case"):
+            accs = [r["robust_accuracy"] for r in results if r["norm"] == norm and r["attack"] == attack]
+            rises = [(a, b) for a, b in zip(accs, accs[1:]) if b is not None and a is not None and b > a + 1e-9]
+            checks.append({"check": f"monotone_in_eps_{attack}_{norm}", "passed": not rises,
+                           "detail": f"{attack} robust accuracy by eps: {', '.join(f'{a:.3f}' for a in accs)}"})
+    if x is None or not len(x):
+        return checks
+    n = len(x)
+    for norm, eps_list in grid.items():
+        eps = eps_list[len(eps_list) // 2]
+        # 2. an iterative attack is at least as strong as a single step (else gradients mislead)
+        acc = {}
+        for name in ("fgsm", "pgd"):
+            adv = check_bounds(runner.run(ATTACKS[name], x, y, eps=eps, norm=norm, seed=seed), x, eps, norm)
+            acc[name] = float(predict(model, adv, y)["correct"].mean())
+        checks.append({"check": f"iterative_beats_single_step_{norm}", "passed": acc["pgd"] <= acc["fgsm"] + 1.0 / n,
+                       "detail": f"on {n} samples at eps {eps_label(norm, eps)}: PGD {acc['pgd']:.3f} vs FGSM "
+                                 f"{acc['fgsm']:.3f} robust accuracy"})
+        # 3. an (almost) unbounded attack must succeed
+        big = (opts.large_eps or {}).get(norm, 1.0 if norm == "linf" else 20.0)
+        alive = torch.ones(n, dtype=torch.bool, device=x.device)
+        for name in ("pgd", "apgd_dlr"):
+            adv = runner.run(ATTACKS[name], x[alive], y[alive], eps=big, norm=norm, seed=seed)
+            still = torch.as_tensor(predict(model, check_bounds(adv, x[alive], big, norm), y[alive])["correct"],
+                                    device=x.device)
+            alive[alive.nonzero()[:, 0][~still]] = False
+        acc_big = float(alive.float().mean())
+        checks.append({"check": f"large_eps_reaches_zero_{norm}", "passed": acc_big <= 0.1,
+                       "detail": f"robust accuracy {acc_big:.3f} at eps {big:g} (expected near 0)"})
+    # 4. gradients of the attack losses are finite and non-zero on most samples
+    shares = {}
+    for loss in ("ce", "dlr"):
+        onehot = np.eye(runner.num_classes, dtype=np.float32)[y.cpu().numpy()]
+        grad = runner.estimator(loss).loss_gradient(x.detach().cpu().numpy(), onehot)
+        norms = np.abs(grad.reshape(n, -1)).sum(axis=1)
+        shares[loss] = float((np.isfinite(norms) & (norms > 0)).mean())
+    raw = _raw_ce_gradient_share(model, x, y)
+    usable = max(shares.values())
+    checks.append({"check": "gradients_usable", "passed": usable >= 0.9,
+                   "detail": f"share of samples with finite non-zero input gradients: scale-invariant CE "
+                             f"{shares['ce']:.2f}, DLR {shares['dlr']:.2f}; plain cross-entropy {raw:.2f}"
+                             + (" (plain cross-entropy is saturated: a CE-only attack would be fooled)"
+                                if raw < 0.9 <= usable else "")})
+    return checks
+
+
+def _raw_ce_gradient_share(model, x, y) -> float:
+    xg = x.detach().clone().requires_grad_(True)
+    loss = torch.nn.functional.cross_entropy(model(xg).float(), y, reduction="sum")
+    (grad,) = torch.autograd.grad(loss, xg)
+    per = grad.flatten(1).abs().sum(dim=1)
+    return float((torch.isfinite(per) & (per > 0)).float().mean())
+
+
+def summarize_adversarial(rows: pd.DataFrame, grid, classes, attributes) -> dict:
+    results, per_class, per_group = [], [], []
+    for norm, eps_list in grid.items():
+        for eps in eps_list:
+            sel = rows[(rows["norm"] == norm) & (rows["eps"] == eps)]
+            for attack, col in (("fgsm", "fgsm_correct"), ("worst_case", "correct")):
+                acc = aggregate.accuracy(sel.assign(correct=sel[col]))
+                results.append({"attack": attack, "norm": norm, "eps": eps, "eps_label": eps_label(norm, eps),
+                                "robust_accuracy": acc["accuracy"], "robust_accuracy_ci": acc["accuracy_ci"],
+                                "n": acc["n"]})
+            found = sel["attack"].value_counts()
+            results[-1]["found_by"] = {k: int(v) for k, v in found.items() if k}
+            for label, g in sel.groupby("label_name", sort=False):
+                acc = aggregate.accuracy(g)
+                per_class.append({"norm": norm, "eps": eps, "class": label, "robust_accuracy": acc["accuracy"],
+                                  "robust_accuracy_ci": acc["accuracy_ci"], "n": acc["n"]})
+            for attr in attributes:
+                if attr.endswith(("_box", "_mask")) or sel[attr].nunique() > 20:
+                    continue
+                for value, g in sel.groupby(sel[attr].astype(str), sort=True):
+                    acc = aggregate.accuracy(g)
+                    per_group.append({"attribute": attr, "value": value, "norm": norm, "eps": eps,
+                                      "robust_accuracy": acc["accuracy"], "robust_accuracy_ci": acc["accuracy_ci"],
+                                      "n": acc["n"]})
+    order = {c: i for i, c in enumerate(classes)}
+    per_class.sort(key=lambda r: (r["norm"], r["eps"], order[r["class"]]))
+    return {"results": results, "per_class": per_class, "per_group": per_group}
+
+
+def _kpis(summary, grid) -> list[dict]:
+    out = []
+    for norm, eps_list in grid.items():
+        r = next(r for r in summary["results"] if r["norm"] == norm and r["eps"] == max(eps_list)
+                 and r["attack"] == "worst_case")
+        out.append({"value": f"{100 * r['robust_accuracy']:.1f}%",
+                    "label": f"robust accuracy, {norm} eps {r['eps_label']}"})
+    return out

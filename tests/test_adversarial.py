@@ -1,0 +1,210 @@
+"""The adversarial check: right (scale-invariant, bounded, monotone, at least as strong as a plain PGD),
+deterministic, and honest about gradient masking."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import cnnaudit
+from cnnaudit.attacks import ATTACKS, AttackRunner
+from cnnaudit.checks.adversarial import CASCADES, THOROUGH, check_bounds
+from cnnaudit.model.wrapper import AuditedModel
+
+LINF = [0.05, 0.1, 0.2]
+L2 = [1.0, 2.0]
+LIMIT = 100
+
+
+class Scaled(nn.Module):
+    """Same decisions as `inner`, logits x 10^4: softmax saturates and cross-entropy gradients vanish."""
+
+    def __init__(self, inner, factor=1e4):
+        super().__init__()
+        self.inner, self.factor = inner, factor
+
+    def forward(self, x):
+        return self.inner(x) * self.factor
+
+
+def audit_adv(model, data, **options):
+    opts = {"eps": {"linf": LINF, "l2": L2}, **options}
+    return cnnaudit.audit(model, data, checks=["adversarial"], limit=LIMIT, options={"adversarial": opts})
+
+
+def worst(summary, norm=None):
+    return {(r["norm"], r["eps"]): r["robust_accuracy"] for r in summary["adversarial"]["results"]
+            if r["attack"] == "worst_case" and (norm is None or r["norm"] == norm)}
+
+
+@pytest.fixture(scope="module")
+def base(eager_model, digits_dir):
+    return audit_adv(eager_model, digits_dir)
+
+
+@pytest.fixture(scope="module")
+def eval_tensors(digits_dir, base):
+    from cnnaudit.data import iter_batches, open_dataset
+    ds = open_dataset(digits_dir)
+    ids = base.samples.query("condition == 'clean'")["sample_id"].to_numpy()
+    batch = next(iter_batches(ds, ids, channels=1, size=(32, 32), batch_size=10**6))
+    return batch.x, batch.y
+
+
+def plain_pgd_robust(model, x, y, eps, norm, steps=20, restarts=1, seed=0):
+    """An independent plain-torch PGD with ordinary cross-entropy (Madry et al. 2018)."""
+    torch.manual_seed(seed)
+    robust = model(x).argmax(1) == y
+    alpha = 2.5 * eps / steps
+    for _ in range(restarts):
+        delta = torch.zeros_like(x)
+        for _ in range(steps):
+            delta.requires_grad_(True)
+            loss = F.cross_entropy(model(x + delta), y)
+            (g,) = torch.autograd.grad(loss, delta)
+            with torch.no_grad():
+                if norm == "linf":
+                    delta = (delta + alpha * g.sign()).clamp(-eps, eps)
+                else:
+                    gn = g.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+                    delta = delta + alpha * g / gn
+                    dn = delta.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+                    delta = delta * torch.clamp(eps / dn.clamp_min(1e-12), max=1.0)
+                delta = (x + delta).clamp(0, 1) - x
+        with torch.no_grad():
+            robust &= model(x + delta).argmax(1) == y
+    return robust.float().mean().item()
+
+
+def test_summary_shape_and_rows(base):
+    adv = base.summary["adversarial"]
+    assert {"results", "sanity", "gradient_masking_suspected"} <= set(adv)
+    keys = {(r["attack"], r["norm"], r["eps"]) for r in adv["results"]}
+    assert keys == {(a, "linf", e) for a in ("fgsm", "worst_case") for e in LINF} | \
+                   {(a, "l2", e) for a in ("fgsm", "worst_case") for e in L2}
+    rows = base.samples.query("check == 'adversarial'")
+    assert len(rows) == LIMIT * (len(LINF) + len(L2))
+    for r in adv["results"]:  # aggregates are derived from the rows
+        sel = rows[(rows["norm"] == r["norm"]) & (rows["eps"] == r["eps"])]
+        col = "correct" if r["attack"] == "worst_case" else "fgsm_correct"
+        assert r["robust_accuracy"] == pytest.approx(sel[col].mean(), abs=1e-6) and r["n"] == LIMIT
+        lo, hi = r["robust_accuracy_ci"]
+        assert lo <= r["robust_accuracy"] <= hi
+    # the worst case breaks something at every budget here and FGSM alone is weaker than the cascade
+    w = worst(base.summary)
+    assert w[("linf", 0.2)] < 0.1 and w[("linf", 0.05)] > w[("linf", 0.1)]
+    fg = {(r["norm"], r["eps"]): r["robust_accuracy"] for r in adv["results"] if r["attack"] == "fgsm"}
+    assert all(w[k] <= fg[k] for k in w) and any(w[k] < fg[k] for k in w)
+    assert not adv["gradient_masking_suspected"], adv["sanity"]
+
+
+def test_robust_accuracy_is_monotone_and_min_eps_consistent(base):
+    for norm in ("linf", "l2"):
+        accs = [a for _, a in sorted(worst(base.summary, norm).items())]
+        assert all(b <= a for a, b in zip(accs, accs[1:]))
+    rows = base.samples.query("check == 'adversarial'")
+    clean = base.samples.query("condition == 'clean'").set_index("sample_id")["correct"]
+    for _, r in rows.iterrows():
+        if not clean[r["sample_id"]]:
+            assert not r["correct"] and r["attack"] == "clean_error"
+        elif r["correct"]:
+            assert np.isnan(r["min_eps"]) or r["min_eps"] > r["eps"]
+        else:
+            assert r["min_eps"] <= r["eps"] and r["attack"] in ("fgsm", "pgd", "apgd_dlr")
+
+
+def test_scaled_logit_twin_gets_the_same_numbers(eager_model, digits_dir, base, eval_tensors):
+    twin = audit_adv(Scaled(eager_model), digits_dir)
+    a, b = worst(base.summary), worst(twin.summary)
+    assert max(abs(a[k] - b[k]) for k in a) <= 0.02, (a, b)
+    # the trap is real: a cross-entropy-only PGD is fooled by the scaled twin
+    x, y = eval_tensors
+    x, y = x[:LIMIT], y[:LIMIT]
+    plain = plain_pgd_robust(eager_model, x, y, 0.2, "linf")
+    fooled = plain_pgd_robust(Scaled(eager_model), x, y, 0.2, "linf")
+    assert plain < 0.1 and fooled > plain + 0.5, (plain, fooled)
+    # and cnnaudit says why, without calling the twin's robustness real
+    detail = next(s["detail"] for s in twin.summary["adversarial"]["sanity"] if s["check"] == "gradients_usable")
+    assert "plain cross-entropy is saturated" in detail
+
+
+def test_at_least_as_strong_as_independent_plain_pgd(eager_model, base, eval_tensors):
+    x, y = eval_tensors
+    ids = base.samples.query("condition == 'clean'")["sample_id"].to_numpy()
+    assert len(ids) == len(x) == LIMIT
+    w = worst(base.summary)
+    for norm, grid in (("linf", LINF), ("l2", L2)):
+        for eps in grid:
+            theirs = plain_pgd_robust(eager_model, x, y, eps, norm)
+            assert w[(norm, eps)] <= round(theirs, 6), (norm, eps, w[(norm, eps)], theirs)
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 0.1), ("l2", 1.5)])
+def test_every_attack_stays_in_the_eps_ball_and_unit_range(eager_model, eval_tensors, norm, eps):
+    model = AuditedModel(eager_model, channels=1, input_size=(32, 32))
+    runner = AttackRunner(model, num_classes=10, batch_size=32)
+    x, y = eval_tensors
+    x, y = x[:24], y[:24]
+    specs = {ATTACKS[n] for n in CASCADES["standard"]} | set(THOROUGH.values())
+    for spec in sorted(specs, key=lambda s: (s.name, s.steps)):
+        adv = runner.run(spec, x, y, eps=eps, norm=norm, seed=0)
+        assert adv.shape == x.shape
+        assert float(adv.min()) >= 0.0 and float(adv.max()) <= 1.0
+        d = (adv - x).flatten(1)
+        size = d.abs().max(1).values if norm == "linf" else d.norm(dim=1)
+        assert float(size.max()) <= eps * (1 + 1e-5) + 1e-7, spec
+        assert float(size.max()) > 0.5 * eps, spec  # it did perturb
+        fixed = check_bounds(adv, x, eps, norm)
+        d = (fixed - x).flatten(1)
+        size = d.abs().max(1).values if norm == "linf" else d.norm(dim=1)
+        assert float(size.max()) <= eps + 1e-6
+
+
+def test_bounds_violation_is_an_error(eval_tensors):
+    x = eval_tensors[0][:4]
+    with pytest.raises(AssertionError):
+        check_bounds((x + 0.2).clamp(0, 1), x, 0.1, "linf")
+    with pytest.raises(AssertionError):
+        check_bounds(x * 0 + 1.5, x, 10.0, "l2")
+
+
+def test_deterministic(eager_model, digits_dir, base):
+    again = audit_adv(eager_model, digits_dir)
+    a, b = dict(base.summary["adversarial"]), dict(again.summary["adversarial"])
+    assert a == b
+    cols = ["sample_id", "condition", "prediction", "correct", "attack", "min_eps"]
+    left = base.samples.query("check == 'adversarial'")[cols].reset_index(drop=True)
+    right = again.samples.query("check == 'adversarial'")[cols].reset_index(drop=True)
+    assert left.equals(right)
+
+
+def test_gradient_masking_is_reported(eager_model, digits_dir):
+    class Quantized(nn.Module):  # a classic "defence": rounding the input has zero gradient everywhere
+        def __init__(self):
+            super().__init__()
+            self.inner = eager_model
+
+        def forward(self, x):
+            return self.inner(torch.round(x * 8) / 8)
+
+    result = cnnaudit.audit(Quantized(), digits_dir, checks=["adversarial"], limit=40,
+                            options={"adversarial": {"eps": {"linf": [0.1, 0.3]}, "norms": ("linf",)}})
+    adv = result.summary["adversarial"]
+    assert adv["gradient_masking_suspected"] is True
+    failed = {s["check"] for s in adv["sanity"] if not s["passed"]}
+    assert "gradients_usable" in failed and "large_eps_reaches_zero_linf" in failed
+    assert any("Possible gradient masking" in f for f in result.summary["findings"])
+    assert "possible gradient masking" in result.html()
+
+
+def test_torchscript_and_export_models_can_be_attacked(torchscript_path, tmp_path, eager_model, digits_dir):
+    ep = torch.export.export(eager_model, (torch.zeros(2, 1, 32, 32),),
+                             dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},))
+    torch.export.save(ep, str(tmp_path / "m.pt2"))
+    opts = {"adversarial": {"eps": {"linf": [0.1]}, "norms": ("linf",)}}
+    r1 = cnnaudit.audit(torchscript_path, digits_dir, checks=["adversarial"], limit=30, options=opts)
+    r2 = cnnaudit.audit(tmp_path / "m.pt2", digits_dir, checks=["adversarial"], limit=30, options=opts)
+    assert worst(r1.summary) == worst(r2.summary)

@@ -24,6 +24,8 @@ def _add_audit_options(p: argparse.ArgumentParser) -> None:
     a.add_argument("--attack-strength", choices=("standard", "thorough"),
                    help="standard: FGSM, PGD-10, APGD-DLR-20 cascade; thorough: PGD-50 and APGD-100 with 3 "
                         "restarts, APGD-CE and ART's AutoAttack (default: standard)")
+    a.add_argument("--attacks", help="the attack cascade, cheapest first, comma-separated from fgsm, pgd, apgd_dlr, "
+                   "apgd_ce, autoattack (default: set by --attack-strength)")
     p.add_argument("--limit", type=int, help="audit a seeded, class-stratified subset of N images")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=64, help="images per batch (default: %(default)s)")
@@ -101,6 +103,8 @@ def _adversarial_options(args) -> dict:
         opts["eps"] = eps
     if args.attack_strength:
         opts["attack_strength"] = args.attack_strength
+    if args.attacks:
+        opts["attacks"] = [a.strip() for a in args.attacks.split(",") if a.strip()]
     return opts
 
 

@@ -6,8 +6,12 @@ accuracy where the twin has 0% (gradient masking by scaling; Carlini et al. 2019
 Both losses here are invariant to a positive rescaling of the logits, so such twins get identical
 attack directions and therefore identical robust accuracy:
 
-- `ScaleInvariantCrossEntropy`: cross-entropy on logits divided by their per-sample standard deviation
-  (detached), i.e. cross-entropy at a temperature set by the model's own logit scale;
+- `ScaleInvariantCrossEntropy`: cross-entropy on logits rescaled (by a detached per-sample factor) to a
+  canonical standard deviation of 8. The canonical scale matters: at std 1 the softmax is so soft that
+  the gradient pushes towards all classes alike instead of the nearest one. Measured with PGD-10 on
+  the demo digits CNN (its own logit std is 6.9), robust accuracy at L-inf 0.1: plain CE 0.280,
+  std 1: 0.377 (much weaker), std 5: 0.277, std 10: 0.280; with the logits x 10^4 plain CE reports
+  0.963 while every rescaled variant reports the same number as for the unscaled model;
 - `DifferenceOfLogitsRatio`: the DLR loss of Croce & Hein 2020, -(z_y - max_{i!=y} z_i) / (z_pi1 - z_pi3),
   vectorised (ART's own DLR loops over samples in Python).
 
@@ -32,13 +36,16 @@ def _reduce(loss: torch.Tensor, reduction: str) -> torch.Tensor:
     return loss.sum() if reduction == "sum" else loss.mean()
 
 
+CANONICAL_LOGIT_STD = 8.0
+
+
 class ScaleInvariantCrossEntropy(_Loss):
     def __init__(self, reduction: str = "mean"):
         super().__init__(reduction=reduction)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         z = logits.float()
-        scale = z.std(dim=1, keepdim=True).detach().clamp_min(1e-12)
+        scale = z.std(dim=1, keepdim=True).detach().clamp_min(1e-12) / CANONICAL_LOGIT_STD
         return _reduce(F.cross_entropy(z / scale, _indices(target).to(z.device), reduction="none"), self.reduction)
 
 

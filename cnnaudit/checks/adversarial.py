@@ -54,6 +54,16 @@ class AdversarialOptions:
     eps: dict | None = None  # {norm: [eps, ...]}; None: DEFAULT_EPS
     attack_strength: str = "standard"  # standard | thorough
     large_eps: dict | None = None  # the "should reach ~0%" budget for the sanity check
+    attacks: list[str] | None = None  # the cascade, cheapest first; None: CASCADES[attack_strength]
+
+    def cascade(self) -> list[AttackSpec]:
+        names = list(self.attacks) if self.attacks else CASCADES[self.attack_strength]
+        unknown = [n for n in names if n not in ATTACKS and n not in THOROUGH]
+        if unknown or not names:
+            raise AuditError(f"--attacks has {(unknown or [''])[0]!r}; choose from {', '.join(ATTACKS)}.")
+        if names[0] != "fgsm":  # FGSM alone is always measured: the cascade's first stage and a sanity curve
+            names = ["fgsm", *[n for n in names if n != "fgsm"]]
+        return [spec(n) for n in names]
 
     def grid(self) -> dict[str, list[float]]:
         eps = self.eps or DEFAULT_EPS
@@ -103,7 +113,7 @@ class AdversarialCheck(Check):
         opts = self.options or AdversarialOptions(**ctx.config.options.get("adversarial", {}))
         grid = self._grid = opts.grid()
         runner = AttackRunner(ctx.model, num_classes=len(ctx.classes), batch_size=ctx.config.batch_size)
-        cascade = [spec(n) for n in CASCADES[opts.attack_strength]]
+        cascade = opts.cascade()
         clean = ctx.clean_rows.set_index("sample_id")
         correct_ids = clean.index[clean["correct"].astype(bool)].to_numpy()
         parts, gallery = [], []

@@ -33,7 +33,7 @@ def _input_size(config: AuditConfig, dataset, sample_ids) -> tuple[int, int]:
     if config.input_size is not None:
         return tuple(config.input_size)
     for sid in sample_ids:  # the first readable image's size; unreadable ones become skip records later
-        size = image_size(dataset.abspath(dataset.table.at[sid, "path"]))
+        size = image_size(dataset.abspath(dataset.path_of(sid)))
         if size is not None:
             return size
     raise AuditError(f"No file in {str(dataset.root)!r} could be read as an image; check the data folder.")

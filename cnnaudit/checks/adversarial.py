@@ -239,7 +239,8 @@ def sanity_checks(model, runner, x, y, grid, results, opts, seed) -> list[dict]:
                        "detail": f"on {n} samples at eps {eps_label(norm, eps)}: PGD {acc['pgd']:.3f} vs FGSM "
                                  f"{acc['fgsm']:.3f} robust accuracy"})
         # 3. an (almost) unbounded attack must succeed
-        big = (opts.large_eps or {}).get(norm, 1.0 if norm == "linf" else 20.0)
+        # unbounded within [0, 1]: L-inf 1, and for L2 the diameter of the pixel cube, sqrt(C*H*W)
+        big = (opts.large_eps or {}).get(norm, 1.0 if norm == "linf" else float(x[0].numel()) ** 0.5)
         alive = torch.ones(n, dtype=torch.bool, device=x.device)
         for name in ("pgd", "apgd_dlr"):
             adv = runner.run(ATTACKS[name], x[alive], y[alive], eps=big, norm=norm, seed=seed)

@@ -26,7 +26,7 @@ class CleanCheck(Check):
     def run(self, ctx) -> CheckResult:
         parts, thumbs = [], {}
         for batch in ctx.batches(ctx.sample_ids, desc="clean"):
-            ctx.skipped.extend({"path": ctx.dataset.table.at[sid, "path"], "reason": reason}
+            ctx.skipped.extend({"path": ctx.dataset.path_of(sid), "reason": reason}
                                for sid, reason in batch.skipped)
             ctx.clipped.extend(batch.clipped)
             if not len(batch.sample_ids):

@@ -38,6 +38,10 @@ class Dataset:
     def abspath(self, rel: str) -> Path:
         return self.root / rel
 
+    def path_of(self, sample_id: int) -> str:
+        """The relative path of a sample; sample ids are row positions of `table` (set in open_dataset)."""
+        return self.table["path"].iat[int(sample_id)]
+
 
 def _read_classes(file: Path) -> list[str]:
     try:

@@ -111,7 +111,8 @@ class AdversarialCheck(Check):
 
     def run(self, ctx) -> CheckResult:
         opts = self.options or AdversarialOptions(**ctx.config.options.get("adversarial", {}))
-        grid = self._grid = opts.grid()
+        grid = opts.grid()
+        gallery_norm = next(iter(grid))  # the gallery shows the first norm's largest budget
         runner = AttackRunner(ctx.model, num_classes=len(ctx.classes), batch_size=ctx.config.batch_size)
         cascade = opts.cascade()
         clean = ctx.clean_rows.set_index("sample_id")
@@ -121,7 +122,7 @@ class AdversarialCheck(Check):
             x, y = batch.x.to(ctx.device), batch.y.to(ctx.device)
             for norm, eps_list in grid.items():
                 parts.extend(self._attack_batch(ctx, runner, cascade, batch.sample_ids, x, y, norm, eps_list,
-                                                gallery))
+                                                gallery if norm == gallery_norm else None))
         rows = self._assemble_rows(ctx, clean, parts, grid)
         summary = summarize_adversarial(rows, grid, ctx.classes, ctx.dataset.attributes)
         summary["sanity"] = self._sanity(ctx, runner, correct_ids, grid, opts, summary)
@@ -138,7 +139,7 @@ class AdversarialCheck(Check):
                                    "kpis": _kpis(summary, grid)})
 
     def _attack_batch(self, ctx, runner, cascade, sample_ids, x, y, norm, eps_list, gallery) -> list[pd.DataFrame]:
-        gallery_norm = next(iter(self._grid))
+        """Rows for one batch and norm; appends examples at the largest eps to `gallery` unless it is None."""
         n = len(x)
         broken = torch.zeros(n, dtype=torch.bool, device=x.device)
         found_by = np.array([""] * n, dtype=object)
@@ -168,15 +169,14 @@ class AdversarialCheck(Check):
             cols = predict(ctx.model, x_best, y)
             out.append(pd.DataFrame({"sample_id": sample_ids, "norm": norm, "eps": eps, "attack": found_by.copy(),
                                      "fgsm_correct": fgsm_correct, **cols}))
-            if norm == gallery_norm and eps == eps_list[-1]:  # the gallery shows the largest budget
+            if gallery is not None and eps == eps_list[-1]:
                 for i in broken.nonzero()[:, 0].tolist()[: max(0, ctx.config.gallery_size - len(gallery))]:
-                    adv = predict(ctx.model, x_best[i:i + 1], y[i:i + 1])
                     gallery.append({"sample_id": int(sample_ids[i]), "norm": norm, "eps": eps_label(norm, eps),
                                     "original": to_data_uri(x[i]), "adversarial": to_data_uri(x_best[i]),
                                     "perturbation": to_data_uri(amplify(x_best[i] - x[i])),
                                     "label": ctx.classes[int(y[i])],
-                                    "prediction": ctx.classes[int(adv["prediction"][0])],
-                                    "confidence": float(adv["confidence"][0]), "attack": found_by[i]})
+                                    "prediction": ctx.classes[int(cols["prediction"][i])],
+                                    "confidence": float(cols["confidence"][i]), "attack": found_by[i]})
         for df in out:
             df["min_eps"] = first_eps
         return out
@@ -252,8 +252,8 @@ def sanity_checks(model, runner, x, y, grid, results, opts, seed) -> list[dict]:
                        "detail": f"robust accuracy {acc_big:.3f} at eps {big:g} (expected near 0)"})
     # 4. gradients of the attack losses are finite and non-zero on most samples
     shares = {}
+    onehot = np.eye(runner.num_classes, dtype=np.float32)[y.cpu().numpy()]
     for loss in ("ce", "dlr"):
-        onehot = np.eye(runner.num_classes, dtype=np.float32)[y.cpu().numpy()]
         grad = runner.estimator(loss).loss_gradient(x.detach().cpu().numpy(), onehot)
         norms = np.abs(grad.reshape(n, -1)).sum(axis=1)
         shares[loss] = float((np.isfinite(norms) & (norms > 0)).mean())

@@ -208,3 +208,11 @@ def test_torchscript_and_export_models_can_be_attacked(torchscript_path, tmp_pat
     r1 = cnnaudit.audit(torchscript_path, digits_dir, checks=["adversarial"], limit=30, options=opts)
     r2 = cnnaudit.audit(tmp_path / "m.pt2", digits_dir, checks=["adversarial"], limit=30, options=opts)
     assert worst(r1.summary) == worst(r2.summary)
+
+
+def test_gallery_spreads_over_classes(base):
+    gallery = next(r for r in base.results if r.name == "adversarial").report["gallery"]
+    labels = [g["label"] for g in gallery]
+    assert 0 < len(gallery) <= 12
+    assert max(labels.count(label) for label in labels) <= 2  # ceil(12 / 10 classes)
+    assert len(set(labels)) > 1

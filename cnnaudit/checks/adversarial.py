@@ -170,7 +170,13 @@ class AdversarialCheck(Check):
             out.append(pd.DataFrame({"sample_id": sample_ids, "norm": norm, "eps": eps, "attack": found_by.copy(),
                                      "fgsm_correct": fgsm_correct, **cols}))
             if gallery is not None and eps == eps_list[-1]:
-                for i in broken.nonzero()[:, 0].tolist()[: max(0, ctx.config.gallery_size - len(gallery))]:
+                # at most ceil(size / classes) per class, so the gallery is not all the first class on disk
+                per_class = -(-ctx.config.gallery_size // len(ctx.classes))
+                for i in broken.nonzero()[:, 0].tolist():
+                    label = ctx.classes[int(y[i])]
+                    if (len(gallery) >= ctx.config.gallery_size
+                            or sum(g["label"] == label for g in gallery) >= per_class):
+                        continue
                     gallery.append({"sample_id": int(sample_ids[i]), "norm": norm, "eps": eps_label(norm, eps),
                                     "original": to_data_uri(x[i]), "adversarial": to_data_uri(x_best[i]),
                                     "perturbation": to_data_uri(amplify(x_best[i] - x[i])),

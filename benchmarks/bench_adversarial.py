@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _workload import digits_workload  # noqa: E402
 
 import cnnaudit  # noqa: E402
-from cnnaudit.attacks.art_backend import ATTACKS, NORMS  # noqa: E402
+from cnnaudit.attacks.specs import ATTACKS, NORMS  # noqa: E402
 from cnnaudit.checks.adversarial import DEFAULT_EPS, eps_label  # noqa: E402
 from cnnaudit.data import iter_batches, open_dataset  # noqa: E402
 

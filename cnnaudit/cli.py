@@ -26,6 +26,9 @@ def _add_audit_options(p: argparse.ArgumentParser) -> None:
                         "restarts, APGD-CE and ART's AutoAttack (default: standard)")
     a.add_argument("--attacks", help="the attack cascade, cheapest first, comma-separated from fgsm, pgd, apgd_dlr, "
                    "apgd_ce, autoattack (default: set by --attack-strength)")
+    a.add_argument("--attack-backend", choices=("torch", "art"),
+                   help="torch: cnnaudit's FGSM/PGD/APGD (per-sample early stopping, stays on the device; default); "
+                        "art: ART's implementations, as a reference (slower)")
     p.add_argument("--limit", type=int, help="audit a seeded, class-stratified subset of N images")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=64, help="images per batch (default: %(default)s)")
@@ -103,6 +106,8 @@ def _adversarial_options(args) -> dict:
         opts["eps"] = eps
     if args.attack_strength:
         opts["attack_strength"] = args.attack_strength
+    if args.attack_backend:
+        opts["backend"] = args.attack_backend
     if args.attacks:
         opts["attacks"] = [a.strip() for a in args.attacks.split(",") if a.strip()]
     return opts

@@ -216,3 +216,35 @@ def test_gallery_spreads_over_classes(base):
     assert 0 < len(gallery) <= 12
     assert max(labels.count(label) for label in labels) <= 2  # ceil(12 / 10 classes)
     assert len(set(labels)) > 1
+
+
+@pytest.mark.parametrize("name,norm,eps", [("pgd", "linf", 0.1), ("pgd", "l2", 2.0), ("apgd_dlr", "linf", 0.1),
+                                           ("apgd_dlr", "l2", 2.0)])
+def test_torch_attacks_at_least_as_strong_as_arts(eager_model, eval_tensors, name, norm, eps):
+    """cnnaudit's own PGD/APGD (early stopping, no NumPy) against ART's, same loss and settings."""
+    model = AuditedModel(eager_model, channels=1, input_size=(32, 32))
+    x, y = eval_tensors
+    x, y = x[:64], y[:64]
+    robust = {}
+    for backend in ("torch", "art"):
+        runner = AttackRunner(model, num_classes=10, batch_size=32, backend=backend)
+        adv = check_bounds(runner.run(ATTACKS[name], x, y, eps=eps, norm=norm, seed=0, ids=range(64)), x, eps, norm)
+        with torch.no_grad():
+            robust[backend] = model(adv).argmax(1) == y
+    assert 0 < int((~robust["art"]).sum()) < 64  # the budget is informative
+    if name == "pgd":  # same deterministic trajectory: every sample ART breaks, early stopping breaks too
+        assert not bool((robust["torch"] & ~robust["art"]).any()), (robust["torch"].sum(), robust["art"].sum())
+    else:  # different random starts: no weaker beyond one sample
+        assert int(robust["torch"].sum()) <= int(robust["art"].sum()) + 1
+
+
+def test_random_starts_depend_on_sample_id_not_batch(eval_tensors):
+    from cnnaudit.attacks.ball import random_start
+    x = eval_tensors[0][:40]
+    whole = random_start(x, 0.1, "l2", seed=3, ids=range(100, 140), salt="a")
+    part = random_start(x[25:], 0.1, "l2", seed=3, ids=range(125, 140), salt="a")
+    assert torch.equal(whole[25:], part)
+    other = random_start(x, 0.1, "l2", seed=4, ids=range(100, 140), salt="a")
+    assert not torch.equal(whole, other)
+    d = (whole - x).flatten(1).norm(dim=1)
+    assert float(d.max()) <= 0.1 + 1e-6 and float(d.mean()) > 0.05

@@ -1,46 +1,23 @@
-"""The one place that knows ART: build estimators around an AuditedModel and run its evasion attacks.
+"""The one place that knows ART: its PyTorchClassifier around an AuditedModel, and its evasion attacks.
 
-Inputs and outputs are torch tensors in [0, 1]; ART's NumPy round-trips stay in here.
+cnnaudit runs FGSM, PGD and APGD in torch (fgsm.py, pgd.py, apgd.py: per-sample early stopping, no
+NumPy round-trips); ART supplies AutoAttack, the `--attack-backend art` reference path, and the
+cross-check in the tests. Inputs and outputs are torch tensors in [0, 1]; NumPy stays in here.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from .losses import DifferenceOfLogitsRatio, ScaleInvariantCrossEntropy
+from .specs import LOSSES, NORMS, AttackSpec
 
 logging.getLogger("art").setLevel(logging.ERROR)  # ART logs every estimator it builds at INFO
 
 
-@dataclass(frozen=True)
-class AttackSpec:
-    """One attack configuration. `steps`/`step_size` are ignored by single-step attacks."""
-    name: str
-    method: str  # fgm | pgd | apgd | autoattack
-    loss: str  # ce | dlr  (both scale-invariant: see losses.py)
-    steps: int = 1
-    step_size: float | None = None  # as a fraction of eps; None: the attack's documented default
-    restarts: int = 1
-
-
-# Defaults follow the literature: PGD with 10 steps of 2.5*eps/10 (Madry et al. 2018), APGD with its own
-# step-size schedule from 2*eps (Croce & Hein 2020), which needs no tuning.
-ATTACKS = {
-    "fgsm": AttackSpec("fgsm", "fgm", "ce"),
-    "pgd": AttackSpec("pgd", "pgd", "ce", steps=10, step_size=0.25),
-    "apgd_dlr": AttackSpec("apgd_dlr", "apgd", "dlr", steps=20, step_size=2.0),
-    "apgd_ce": AttackSpec("apgd_ce", "apgd", "ce", steps=20, step_size=2.0),
-    "autoattack": AttackSpec("autoattack", "autoattack", "ce"),
-}
-LOSSES = {"ce": ScaleInvariantCrossEntropy, "dlr": DifferenceOfLogitsRatio}
-NORMS = {"linf": np.inf, "l2": 2}
-
-
-class AttackRunner:
+class ArtAttacks:
     def __init__(self, model, *, num_classes: int, batch_size: int = 64):
         self.model = model
         self.num_classes = num_classes

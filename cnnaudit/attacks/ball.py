@@ -1,0 +1,73 @@
+"""The geometry every gradient attack shares: eps balls in [0, 1], steepest-ascent steps, seeded random starts.
+
+Tensors are images in [0, 1] of shape (N, C, H, W) on the model's device; eps is in the same pixel units.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+
+
+def _per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return v.view(-1, *([1] * (like.ndim - 1)))
+
+
+def project(x_adv: torch.Tensor, x: torch.Tensor, eps, norm: str) -> torch.Tensor:
+    """Nearest point of the `norm` ball of radius eps around x, then clipped to [0, 1].
+
+    Clipping after the ball projection only shrinks every coordinate of the perturbation towards x, so
+    the result stays inside the ball."""
+    delta = x_adv - x
+    if norm == "linf":
+        delta = torch.max(torch.min(delta, _per_sample(torch.as_tensor(eps, device=x.device).expand(len(x)), x)),
+                          -_per_sample(torch.as_tensor(eps, device=x.device).expand(len(x)), x))
+    else:
+        size = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
+        delta = delta * _per_sample(torch.clamp(torch.as_tensor(eps, device=x.device) / size, max=1.0), x)
+    return (x + delta).clamp(0.0, 1.0)
+
+
+def ascent_direction(grad: torch.Tensor, norm: str) -> torch.Tensor:
+    """Steepest ascent of unit size in the norm: sign for L-inf, the normalised gradient for L2."""
+    if norm == "linf":
+        return grad.sign()
+    return grad / _per_sample(grad.flatten(1).norm(dim=1).clamp_min(1e-12), grad)
+
+
+def sample_seed(seed: int, sample_id: int, salt: str = "") -> int:
+    """A generator seed that depends only on (seed, sample id, salt): a sample gets the same random start
+    whatever its batch, position or process (sharded runs must agree with single-process ones)."""
+    digest = hashlib.blake2b(f"{seed}:{int(sample_id)}:{salt}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & (2**63 - 1)
+
+
+def random_start(x: torch.Tensor, eps: float, norm: str, *, seed: int, ids, salt: str) -> torch.Tensor:
+    """A point drawn uniformly from each sample's eps ball (then clipped to [0, 1]), seeded per sample."""
+    dim = x[0].numel()
+    noise = []
+    for sid in ids:
+        g = torch.Generator().manual_seed(sample_seed(seed, sid, salt))
+        if norm == "linf":
+            noise.append((torch.rand(x.shape[1:], generator=g) * 2 - 1) * eps)
+        else:  # uniform in the L2 ball: a Gaussian direction, radius eps * U^(1/d)
+            d = torch.randn(x.shape[1:], generator=g)
+            r = torch.rand((), generator=g) ** (1.0 / dim)
+            noise.append(d / d.norm().clamp_min(1e-12) * eps * r)
+    return project(x + torch.stack(noise).to(x.device, x.dtype), x, eps, norm)
+
+
+def loss_and_gradient(model, loss_fn, x: torch.Tensor, y: torch.Tensor):
+    """Per-sample loss, its input gradient and the predicted class, from one forward and one backward pass."""
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        logits = model(x)
+        loss = loss_fn(logits, y)
+        (grad,) = torch.autograd.grad(loss.sum(), x)
+    return loss.detach(), grad.detach(), logits.detach().argmax(dim=1)
+
+
+@torch.no_grad()
+def predicted(model, x: torch.Tensor) -> torch.Tensor:
+    return model(x).argmax(dim=1)

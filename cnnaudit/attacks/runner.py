@@ -1,0 +1,60 @@
+"""Run an attack spec on a batch: cnnaudit's torch attacks by default, ART's on request (and for AutoAttack).
+
+The torch path never leaves the model's device; ART's estimators convert through NumPy between every
+call (measured on the demo grid in benchmarks/bench_adversarial.py).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .apgd import apgd
+from .art_backend import ArtAttacks
+from .ball import loss_and_gradient
+from .fgsm import fgsm_direction, fgsm_step
+from .pgd import pgd
+from .specs import LOSSES, AttackSpec
+
+BACKENDS = ("torch", "art")
+
+
+class AttackRunner:
+    def __init__(self, model, *, num_classes: int, batch_size: int = 64, backend: str = "torch"):
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown attack backend {backend!r}")
+        self.model = model
+        self.num_classes = num_classes
+        self.backend = backend
+        self.art = ArtAttacks(model, num_classes=num_classes, batch_size=batch_size)
+        self._losses = {name: cls(reduction="none") for name, cls in LOSSES.items()}
+
+    def fgsm(self, x: torch.Tensor, y: torch.Tensor, *, eps_list, norm: str, seed: int) -> dict:
+        """FGSM examples at every eps of the grid: {eps: x_adv}."""
+        if self.backend == "art":
+            spec = AttackSpec("fgsm", "fgm", "ce")
+            return {eps: self.art.run(spec, x, y, eps=eps, norm=norm, seed=seed) for eps in eps_list}
+        direction = fgsm_direction(self.model, self._losses["ce"], x, y, norm=norm)
+        return {eps: fgsm_step(x, direction, eps=eps, norm=norm) for eps in eps_list}
+
+    def run(self, spec: AttackSpec, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str, seed: int,
+            ids=None, start=None) -> torch.Tensor:
+        """Adversarial examples for (x, y) within the `norm` ball of radius eps, in [0, 1]."""
+        if not len(x):
+            return x.clone()
+        if self.backend == "art" or spec.method == "autoattack":
+            return self.art.run(spec, x, y, eps=eps, norm=norm, seed=seed)
+        if spec.method == "fgm":
+            return self.fgsm(x, y, eps_list=[eps], norm=norm, seed=seed)[eps]
+        kw = dict(eps=float(eps), norm=norm, steps=spec.steps, step_size=spec.step_size, restarts=spec.restarts,
+                  seed=seed, ids=ids)
+        if spec.method == "pgd":
+            x_adv, _ = pgd(self.model, self._losses[spec.loss], x, y, **kw)
+        else:
+            x_adv, _ = apgd(self.model, self._losses[spec.loss], x, y, start=start, **kw)
+        return x_adv
+
+    def usable_gradient_share(self, loss: str, x: torch.Tensor, y: torch.Tensor) -> float:
+        """Share of samples whose input gradient of `loss` is finite and non-zero."""
+        _, grad, _ = loss_and_gradient(self.model, self._losses[loss], x, y)
+        per = grad.flatten(1).abs().sum(dim=1)
+        return float((torch.isfinite(per) & (per > 0)).float().mean())

@@ -1,0 +1,35 @@
+"""The attacks cnnaudit knows, as data: name, algorithm, loss, steps, step size (as a fraction of eps), restarts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .losses import DifferenceOfLogitsRatio, ScaleInvariantCrossEntropy
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """One attack configuration. `steps`/`step_size` are ignored by single-step attacks."""
+    name: str
+    method: str  # fgm | pgd | apgd | autoattack
+    loss: str  # ce | dlr  (both scale-invariant: see losses.py)
+    steps: int = 1
+    step_size: float | None = None  # as a fraction of eps; None: the attack's documented default
+    restarts: int = 1
+
+
+# Defaults follow the literature: PGD with 10 steps of 2.5*eps/10 (Madry et al. 2018), APGD with its own
+# step-size schedule from 2*eps (Croce & Hein 2020), which needs no tuning.
+ATTACKS = {
+    "fgsm": AttackSpec("fgsm", "fgm", "ce"),
+    "pgd": AttackSpec("pgd", "pgd", "ce", steps=10, step_size=0.25),
+    "apgd_dlr": AttackSpec("apgd_dlr", "apgd", "dlr", steps=20, step_size=2.0),
+    "apgd_ce": AttackSpec("apgd_ce", "apgd", "ce", steps=20, step_size=2.0),
+    "autoattack": AttackSpec("autoattack", "autoattack", "ce"),
+}
+LOSSES = {"ce": ScaleInvariantCrossEntropy, "dlr": DifferenceOfLogitsRatio}
+NORMS = {"linf": np.inf, "l2": 2}
+
+

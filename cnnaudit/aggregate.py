@@ -38,3 +38,20 @@ def most_confident_errors(rows: pd.DataFrame, k: int) -> pd.DataFrame:
 
 def round_floats(values: np.ndarray, digits: int = 6) -> list[float]:
     return [round(float(v), digits) for v in values]
+
+
+def group_columns(rows: pd.DataFrame, attributes: list[str], max_values: int = 20) -> list[str]:
+    """Attribute columns that define subgroups: not artifact boxes/masks, at most `max_values` values."""
+    return [a for a in attributes if not a.endswith(("_box", "_mask")) and rows[a].nunique() <= max_values]
+
+
+def accuracy_by(rows: pd.DataFrame, keys: list[str], prefix: str = "") -> list[dict]:
+    """Accuracy with a Wilson interval per combination of `keys` (values as they appear, sorted),
+    as records {key: value, ..., <prefix>accuracy, <prefix>accuracy_ci, n}."""
+    out = []
+    for values, g in rows.groupby(keys, sort=True):
+        values = values if isinstance(values, tuple) else (values,)
+        acc = accuracy(g)
+        out.append({**{k: (v.item() if hasattr(v, "item") else v) for k, v in zip(keys, values)},
+                    f"{prefix}accuracy": acc["accuracy"], f"{prefix}accuracy_ci": acc["accuracy_ci"], "n": acc["n"]})
+    return out

@@ -29,6 +29,10 @@ def _add_audit_options(p: argparse.ArgumentParser) -> None:
     a.add_argument("--attack-backend", choices=("torch", "art"),
                    help="torch: cnnaudit's FGSM/PGD/APGD (per-sample early stopping, stays on the device; default); "
                         "art: ART's implementations, as a reference (slower)")
+    c = p.add_argument_group("corruption check")
+    c.add_argument("--corruptions", help="comma-separated from rain, snow, low_light, fog, motion_blur, "
+                   "gaussian_noise, jpeg, contrast, brightness, or 'all' (default: rain,snow,low_light)")
+    c.add_argument("--severities", help="comma-separated severities 1-5 (default: 1,2,3,4,5)")
     p.add_argument("--limit", type=int, help="audit a seeded, class-stratified subset of N images")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=64, help="images per batch (default: %(default)s)")
@@ -113,6 +117,18 @@ def _adversarial_options(args) -> dict:
     return opts
 
 
+def _corruption_options(args) -> dict:
+    opts = {}
+    if args.corruptions:
+        opts["corruptions"] = tuple(c.strip() for c in args.corruptions.split(",") if c.strip())
+    if args.severities:
+        try:
+            opts["severities"] = tuple(int(v) for v in args.severities.split(",") if v.strip())
+        except ValueError:
+            raise AuditError(f"--severities has {args.severities!r}; give integers 1 to 5 like 1,3,5.") from None
+    return opts
+
+
 def _config_from_args(args) -> "AuditConfig":
     from .config import AuditConfig
     from .data.images import DEFAULT_MAX_PIXELS
@@ -129,7 +145,8 @@ def _config_from_args(args) -> "AuditConfig":
         classes_file=getattr(args, "classes", None), arch=getattr(args, "arch", None),
         num_classes=getattr(args, "num_classes", None), device=args.device, limit=args.limit, seed=args.seed,
         batch_size=args.batch_size, max_pixels=getattr(args, "max_pixels", None) or DEFAULT_MAX_PIXELS,
-        workers=args.workers, quiet=args.quiet, options={"adversarial": _adversarial_options(args)})
+        workers=args.workers, quiet=args.quiet, options={"adversarial": _adversarial_options(args),
+                                                       "corruption": _corruption_options(args)})
 
 
 def _run(args) -> int:

@@ -54,6 +54,8 @@ def run_audit(model: str | Path | nn.Module, data: str | Path, config: AuditConf
     timing: dict[str, float] = {}
     t0 = time.perf_counter()
     names = _checks_to_run(config)
+    for name in names:
+        REGISTRY[name].options(config)
     device = resolve_device(config.device)
     loaded = (from_module(model) if isinstance(model, nn.Module)
               else load_model(model, arch=config.arch, num_classes=config.num_classes, unsafe_pickle=unsafe_pickle))

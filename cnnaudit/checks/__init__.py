@@ -5,10 +5,12 @@ from __future__ import annotations
 from .base import Check, CheckResult
 from .adversarial import AdversarialCheck
 from .clean import CleanCheck
+from .corruption import CorruptionCheck
 
 REGISTRY: dict[str, type[Check]] = {
     CleanCheck.name: CleanCheck,
     AdversarialCheck.name: AdversarialCheck,
+    CorruptionCheck.name: CorruptionCheck,
 }
 
 

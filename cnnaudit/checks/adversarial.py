@@ -67,6 +67,11 @@ class AdversarialOptions:
             names = ["fgsm", *[n for n in names if n != "fgsm"]]
         return [spec(n) for n in names]
 
+    def validated(self) -> "AdversarialOptions":
+        self.grid()
+        self.cascade()
+        return self
+
     def grid(self) -> dict[str, list[float]]:
         eps = self.eps or DEFAULT_EPS
         norms = tuple(dict.fromkeys([*self.norms, *(self.eps or {})]))  # a norm given budgets is attacked
@@ -109,12 +114,10 @@ class AdversarialCheck(Check):
     name = "adversarial"
     title = "Adversarial robustness"
     template = "sections/adversarial.html.j2"
-
-    def __init__(self, options: AdversarialOptions | None = None):
-        self.options = options
+    options_type = AdversarialOptions
 
     def run(self, ctx) -> CheckResult:
-        opts = self.options or AdversarialOptions(**ctx.config.options.get("adversarial", {}))
+        opts = self.resolved_options(ctx)
         grid = opts.grid()
         gallery_norm = next(iter(grid))  # the gallery shows the first norm's largest budget
         runner = AttackRunner(ctx.model, num_classes=len(ctx.classes), batch_size=ctx.config.batch_size,
@@ -301,9 +304,7 @@ def summarize_adversarial(rows: pd.DataFrame, grid, classes, attributes) -> dict
                 acc = aggregate.accuracy(g)
                 per_class.append({"norm": norm, "eps": eps, "class": label, "robust_accuracy": acc["accuracy"],
                                   "robust_accuracy_ci": acc["accuracy_ci"], "n": acc["n"]})
-            for attr in attributes:
-                if attr.endswith(("_box", "_mask")) or sel[attr].nunique() > 20:
-                    continue
+            for attr in aggregate.group_columns(sel, attributes):
                 for value, g in sel.groupby(sel[attr].astype(str), sort=True):
                     acc = aggregate.accuracy(g)
                     per_group.append({"attribute": attr, "value": value, "norm": norm, "eps": eps,

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, ClassVar
 
 import pandas as pd
 
+from ..errors import AuditError
+
 if TYPE_CHECKING:
     from ..context import AuditContext
 
@@ -29,6 +31,28 @@ class Check:
     name: ClassVar[str]
     title: ClassVar[str]
     template: ClassVar[str]  # under reports/templates/
+    options_type: ClassVar[type | None] = None  # a dataclass with a validated() method
+
+    def __init__(self, options=None):
+        self._options = options  # None: from the audit's configuration
+
+    def resolved_options(self, ctx):
+        return self._options.validated() if self._options is not None else type(self).options(ctx.config)
+
+    @classmethod
+    def options(cls, config):
+        """This check's options from config.options[name], validated: the pipeline calls this for every
+        check before loading anything, so a bad flag fails in a second, not after the clean pass."""
+        if cls.options_type is None:
+            return None
+        given = dict(config.options.get(cls.name, {}))
+        try:
+            opts = cls.options_type(**given)
+        except TypeError:
+            known = ", ".join(cls.options_type.__dataclass_fields__)
+            raise AuditError(f"options for the {cls.name} check ({', '.join(sorted(given))}) include an unknown "
+                             f"name; known: {known}.") from None
+        return opts.validated()
 
     def run(self, ctx: "AuditContext") -> CheckResult:
         raise NotImplementedError

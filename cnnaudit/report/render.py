@@ -22,13 +22,21 @@ def _heat(value: float, peak: float) -> str:
     return f"background: rgba(37, 99, 235, {a * 0.85:.2f}); color: {'#fff' if a > 0.55 else '#111'}"
 
 
+def _score(value) -> str:
+    """Background for an accuracy-like cell: light red at 0 through light amber to light green at 1."""
+    if value is None:
+        return ""
+    v = max(0.0, min(1.0, float(value)))
+    return f"background: hsl({int(120 * v)}, 70%, 88%)"
+
+
 def environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(template_dir())),
         autoescape=True,  # class names, paths and metadata are untrusted text
         undefined=jinja2.StrictUndefined,  # a template typo fails the test suite, not silently blanks a number
         trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(pct=_pct, ci=_ci, heat=_heat)
+    env.filters.update(pct=_pct, ci=_ci, heat=_heat, score=_score)
     env.globals.update(svg=svg)
     return env
 

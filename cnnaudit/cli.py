@@ -33,6 +33,12 @@ def _add_audit_options(p: argparse.ArgumentParser) -> None:
     c.add_argument("--corruptions", help="comma-separated from rain, snow, low_light, fog, motion_blur, "
                    "gaussian_noise, jpeg, contrast, brightness, or 'all' (default: rain,snow,low_light)")
     c.add_argument("--severities", help="comma-separated severities 1-5 (default: 1,2,3,4,5)")
+    g = p.add_argument_group("subgroups check (bias)")
+    g.add_argument("--group-by", help="metadata columns to compare groups of, comma-separated (default: every "
+                   "categorical column that is not an artifact)")
+    g.add_argument("--intersections", help="attribute pairs to cross, comma-separated, like scanner*site")
+    g.add_argument("--min-group-size", type=int, help="smaller groups are 'insufficient data', never ranked "
+                   "(default: 30)")
     p.add_argument("--limit", type=int, help="audit a seeded, class-stratified subset of N images")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=64, help="images per batch (default: %(default)s)")
@@ -129,6 +135,17 @@ def _corruption_options(args) -> dict:
     return opts
 
 
+def _subgroup_options(args) -> dict:
+    opts = {}
+    if args.group_by:
+        opts["group_by"] = tuple(c.strip() for c in args.group_by.split(",") if c.strip())
+    if args.intersections:
+        opts["intersections"] = tuple(c.strip() for c in args.intersections.split(",") if c.strip())
+    if args.min_group_size is not None:
+        opts["min_group_size"] = args.min_group_size
+    return opts
+
+
 def _config_from_args(args) -> "AuditConfig":
     from .config import AuditConfig
     from .data.images import DEFAULT_MAX_PIXELS
@@ -146,7 +163,8 @@ def _config_from_args(args) -> "AuditConfig":
         num_classes=getattr(args, "num_classes", None), device=args.device, limit=args.limit, seed=args.seed,
         batch_size=args.batch_size, max_pixels=getattr(args, "max_pixels", None) or DEFAULT_MAX_PIXELS,
         workers=args.workers, quiet=args.quiet, options={"adversarial": _adversarial_options(args),
-                                                       "corruption": _corruption_options(args)})
+                                                       "corruption": _corruption_options(args),
+                                                       "subgroups": _subgroup_options(args)})
 
 
 def _run(args) -> int:

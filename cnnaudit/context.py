@@ -26,6 +26,7 @@ class AuditContext:
     clean_rows: pd.DataFrame | None = None  # set once the clean evaluation has run
     skipped: list[dict] = field(default_factory=list)
     clipped: list[int] = field(default_factory=list)
+    results: dict = field(default_factory=dict)  # name -> CheckResult of the checks that already ran
 
     @property
     def device(self) -> torch.device:

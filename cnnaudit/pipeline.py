@@ -45,7 +45,7 @@ def _checks_to_run(config: AuditConfig) -> list[str]:
     if unknown:
         raise AuditError(f"--checks names {unknown[0]!r}, which is not a check; choose from "
                          f"{', '.join(available()) or '(none yet)'}.")
-    return ["clean"] + [n for n in names if n != "clean"]
+    return ["clean"] + [n for n in REGISTRY if n in names and n != "clean"]  # registry order: later checks read earlier rows
 
 
 def run_audit(model: str | Path | nn.Module, data: str | Path, config: AuditConfig | None = None, *,
@@ -54,8 +54,7 @@ def run_audit(model: str | Path | nn.Module, data: str | Path, config: AuditConf
     timing: dict[str, float] = {}
     t0 = time.perf_counter()
     names = _checks_to_run(config)
-    for name in names:
-        REGISTRY[name].options(config)
+    check_options = {name: REGISTRY[name].options(config) for name in names}
     device = resolve_device(config.device)
     loaded = (from_module(model) if isinstance(model, nn.Module)
               else load_model(model, arch=config.arch, num_classes=config.num_classes, unsafe_pickle=unsafe_pickle))
@@ -64,6 +63,8 @@ def run_audit(model: str | Path | nn.Module, data: str | Path, config: AuditConf
     if config.limit is not None and config.limit < 1:
         raise AuditError("--limit must be a positive number of images.")
     sample_ids = table["sample_id"].to_numpy()
+    for name in names:
+        REGISTRY[name].check_data(check_options[name], dataset, config)
     size = _input_size(config, dataset, sample_ids)
     audited, num_classes = build_audited_model(loaded.module.to(device), channels=config.channels,
                                                input_size=size, mean=config.mean, std=config.std, device=device)
@@ -80,7 +81,8 @@ def run_audit(model: str | Path | nn.Module, data: str | Path, config: AuditConf
     for name in names:
         seed_everything(config.seed)  # each check's randomness is independent of which checks ran before
         t = time.perf_counter()
-        results.append(REGISTRY[name]().run(ctx))
+        results.append(REGISTRY[name](check_options[name]).run(ctx))
+        ctx.results[name] = results[-1]
         timing[name] = time.perf_counter() - t
     timing["total"] = time.perf_counter() - t0
     summary = {

@@ -57,3 +57,42 @@ def reliability_bins(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 
             "accuracy": float(correct[in_bin].mean()) if n else None,
         })
     return out
+
+
+def fisher_vs_rest(k: int, n: int, k_all: int, n_all: int) -> float:
+    """Two-sided Fisher exact p-value: is a group's accuracy (k of n) different from the rest's?
+    Exact, so small groups get honest p-values where a chi-square approximation would not."""
+    from scipy.stats import fisher_exact
+    rest_k, rest_n = k_all - k, n_all - n
+    if n == 0 or rest_n == 0:
+        return 1.0
+    return float(fisher_exact([[k, n - k], [rest_k, rest_n - rest_k]]).pvalue)
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (family-wise error control, uniformly more powerful than
+    Bonferroni); scipy has no Holm and statsmodels would be a dependency for ten lines."""
+    order = np.argsort(p_values, kind="stable")
+    m = len(p_values)
+    adjusted = np.empty(m)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i] = running
+    return [float(a) for a in adjusted]
+
+
+def bootstrap_gap(successes: list[int], sizes: list[int], *, seed: int, n_boot: int = 2000,
+                  confidence: float = CONFIDENCE) -> dict:
+    """Seeded percentile-bootstrap intervals of the largest accuracy difference (max - min) and the
+    smallest ratio (min / max) between groups. Resampling a group's 0/1 outcomes with replacement is
+    exactly a binomial draw, so each replicate costs one binomial per group, not a resampled table."""
+    k, n = np.asarray(successes, dtype=float), np.asarray(sizes, dtype=float)
+    rng = np.random.default_rng(seed)
+    acc = rng.binomial(n.astype(int)[None, :], (k / n)[None, :], size=(n_boot, len(n))) / n[None, :]
+    hi, lo = acc.max(axis=1), acc.min(axis=1)
+    gaps = hi - lo
+    ratios = np.where(hi > 0, lo / np.where(hi > 0, hi, 1), 1.0)
+    a = (1 - confidence) / 2
+    return {"gap_ci": [round(float(np.quantile(gaps, a)), 6), round(float(np.quantile(gaps, 1 - a)), 6)],
+            "ratio_ci": [round(float(np.quantile(ratios, a)), 6), round(float(np.quantile(ratios, 1 - a)), 6)]}

@@ -6,11 +6,13 @@ from .base import Check, CheckResult
 from .adversarial import AdversarialCheck
 from .clean import CleanCheck
 from .corruption import CorruptionCheck
+from .subgroups import SubgroupCheck
 
 REGISTRY: dict[str, type[Check]] = {
     CleanCheck.name: CleanCheck,
     AdversarialCheck.name: AdversarialCheck,
     CorruptionCheck.name: CorruptionCheck,
+    SubgroupCheck.name: SubgroupCheck,
 }
 
 

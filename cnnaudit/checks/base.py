@@ -54,5 +54,9 @@ class Check:
                              f"name; known: {known}.") from None
         return opts.validated()
 
+    @classmethod
+    def check_data(cls, opts, dataset, config) -> None:
+        """Check options that name data (metadata columns) once the dataset is open; raise AuditError."""
+
     def run(self, ctx: "AuditContext") -> CheckResult:
         raise NotImplementedError

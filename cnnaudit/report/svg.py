@@ -80,3 +80,42 @@ def reliability_diagram(bins: list[dict], width: int = 300, height: int = 260) -
                  f'<text x="12" y="{mt + size / 2}" text-anchor="middle" font-size="12" '
                  f'transform="rotate(-90 12 {mt + size / 2})">accuracy</text></svg>')
     return Markup("".join(parts))
+
+
+def bar_chart(bars: list[dict], *, y_label: str, width: int = 520, height: int = 240) -> Markup:
+    """Vertical bars with interval whiskers. bars: [{label, value, lo, hi, muted}]; a muted bar (e.g. a
+    group too small to rank) is drawn hatched-grey."""
+    ml, mr, mt, mb = 52, 12, 12, 46
+    pw, ph = width - ml - mr, height - mt - mb
+    n = max(1, len(bars))
+    slot = pw / n
+
+    def sy(y):
+        return mt + (1 - y) * ph
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+             f'viewBox="0 0 {width} {height}" role="img" class="chart">']
+    for i in range(6):
+        yv = i / 5
+        parts.append(f'<line x1="{ml}" x2="{ml + pw}" y1="{sy(yv):.1f}" y2="{sy(yv):.1f}" stroke="#e5e7eb"/>'
+                     f'<text x="{ml - 6}" y="{sy(yv) + 4:.1f}" text-anchor="end" font-size="11">{_fmt(yv)}</text>')
+    for k, b in enumerate(bars):
+        x = ml + k * slot + slot * 0.15
+        w = slot * 0.7
+        v = b["value"] or 0.0
+        color = "#9ca3af" if b.get("muted") else PALETTE[0]
+        parts.append(f'<rect x="{x:.1f}" y="{sy(v):.1f}" width="{w:.1f}" height="{sy(0) - sy(v):.1f}" '
+                     f'fill="{color}" fill-opacity="0.8"><title>{escape(b["label"])}: {_fmt(v)}</title></rect>')
+        if b.get("lo") is not None and b.get("hi") is not None:
+            cx = x + w / 2
+            parts.append(f'<line x1="{cx:.1f}" x2="{cx:.1f}" y1="{sy(b["lo"]):.1f}" y2="{sy(b["hi"]):.1f}" '
+                         f'stroke="#111" stroke-width="1.5"/>'
+                         f'<line x1="{cx - 5:.1f}" x2="{cx + 5:.1f}" y1="{sy(b["lo"]):.1f}" y2="{sy(b["lo"]):.1f}" stroke="#111"/>'
+                         f'<line x1="{cx - 5:.1f}" x2="{cx + 5:.1f}" y1="{sy(b["hi"]):.1f}" y2="{sy(b["hi"]):.1f}" stroke="#111"/>')
+        label = str(b["label"])
+        label = label if len(label) <= 14 else label[:13] + "…"
+        parts.append(f'<text x="{x + w / 2:.1f}" y="{mt + ph + 16}" text-anchor="middle" font-size="11">'
+                     f'{escape(label)}</text>')
+    parts.append(f'<text x="14" y="{mt + ph / 2}" text-anchor="middle" font-size="12" '
+                 f'transform="rotate(-90 14 {mt + ph / 2})">{escape(y_label)}</text></svg>')
+    return Markup("".join(parts))

@@ -1,0 +1,1 @@
+"""Who does the model fail? Subgroup metrics with honest statistics, the data audit, image properties."""

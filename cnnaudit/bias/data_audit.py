@@ -1,0 +1,126 @@
+"""The data audit: most bias starts in the data. Pure functions of the dataset table and property rows.
+
+- class balance and missing metadata;
+- representation of each attribute's groups per class, and label-attribute association (Cramér's V
+  from scipy's chi-square) with the groups that are nearly all one class flagged as shortcut risks;
+- exact duplicates (same decoded pixels) and near duplicates (dHash within 3 bits, found by the
+  pigeonhole trick: two 64-bit hashes within 3 bits share one of four 16-bit bands exactly, so only
+  band collisions are compared, not all pairs);
+- automatic slices by image properties (quartiles of brightness, contrast, sharpness, stored size and
+  aspect) where accuracy is significantly lower than elsewhere (Fisher exact vs rest, Holm-adjusted).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+import pandas as pd
+from scipy.stats import chi2_contingency
+
+from .. import aggregate
+from ..stats import fisher_vs_rest, holm
+from .groups import ALPHA
+
+NEAR_BITS = 3
+NEAR_THUMB_MAD = 4.0  # mean absolute difference of 16 x 16 thumbnails, in 0-255 grey levels
+SLICE_PROPERTIES = ("brightness", "contrast", "sharpness", "width", "height", "aspect")
+MAX_LISTED = 20
+
+
+def class_balance(table: pd.DataFrame, classes: list[str]) -> dict:
+    counts = {c: int((table["label"] == i).sum()) for i, c in enumerate(classes)}
+    nonzero = [v for v in counts.values() if v]
+    return {"counts": counts, "imbalance_ratio": round(max(nonzero) / min(nonzero), 6) if nonzero else None}
+
+
+def missing_metadata(table: pd.DataFrame, attributes: list[str]) -> dict[str, int]:
+    return {a: int((table[a].isna() | (table[a].astype(str).str.strip() == "")).sum()) for a in attributes}
+
+
+def representation(table: pd.DataFrame, column: str, classes: list[str], min_size: int) -> dict:
+    values = table[column].astype(str)
+    counts = pd.crosstab(values, table["label"]).reindex(columns=range(len(classes)), fill_value=0)
+    out = {"values": [str(v) for v in counts.index], "classes": list(classes), "counts": counts.to_numpy().tolist()}
+    if counts.shape[0] > 1 and (counts.sum(axis=0) > 0).sum() > 1:
+        nz = counts.loc[:, counts.sum(axis=0) > 0]
+        chi2, p, _, _ = chi2_contingency(nz.to_numpy())
+        n = nz.to_numpy().sum()
+        v = np.sqrt(chi2 / (n * (min(nz.shape) - 1))) if min(nz.shape) > 1 else 0.0
+        out.update(cramers_v=round(float(v), 6), p_value=float(p))
+    else:
+        out.update(cramers_v=None, p_value=None)
+    overall = counts.sum(axis=0) / max(1, counts.to_numpy().sum())
+    flagged = []
+    for value, row in counts.iterrows():
+        n = int(row.sum())
+        if n < min_size:
+            continue
+        top = int(row.to_numpy().argmax())
+        share = row.iloc[top] / n
+        if share >= max(0.5, 3 * overall.iloc[top]):
+            flagged.append({"value": str(value), "class": classes[top], "share": round(float(share), 6), "n": n,
+                            "class_share_overall": round(float(overall.iloc[top]), 6)})
+    out["flagged"] = flagged
+    return out
+
+
+def duplicates(props: pd.DataFrame, thumbs: np.ndarray) -> dict:
+    """props: path, label_name, dhash, pixel_hash; thumbs: (N, 256) uint8 thumbnails in the same order.
+    Near duplicates: dHash within 3 bits and thumbnails within 4 grey levels on average."""
+    exact = []
+    for _, g in props.groupby("pixel_hash", sort=True):
+        if len(g) > 1:
+            exact.append({"paths": g["path"].tolist(), "labels": sorted(set(g["label_name"])),
+                          "conflicting_labels": g["label_name"].nunique() > 1})
+    hashes = np.array([int(h, 16) for h in props["dhash"]], dtype=np.uint64)
+    buckets = defaultdict(list)
+    for i, h in enumerate(hashes):
+        for band in range(4):
+            buckets[(band, int(h >> np.uint64(16 * band)) & 0xFFFF)].append(i)
+    pairs = set()
+    pix = props["pixel_hash"].to_numpy()
+    for members in buckets.values():
+        for a in range(len(members)):
+            for b in range(a + 1, len(members)):
+                i, j = members[a], members[b]
+                if (pix[i] != pix[j] and bin(int(hashes[i] ^ hashes[j])).count("1") <= NEAR_BITS
+                        and np.abs(thumbs[i].astype(int) - thumbs[j].astype(int)).mean() <= NEAR_THUMB_MAD):
+                    pairs.add((min(i, j), max(i, j)))
+    near = [{"paths": [props["path"].iat[i], props["path"].iat[j]],
+             "labels": sorted({props["label_name"].iat[i], props["label_name"].iat[j]}),
+             "conflicting_labels": props["label_name"].iat[i] != props["label_name"].iat[j],
+             "bits": bin(int(hashes[i] ^ hashes[j])).count("1")} for i, j in sorted(pairs)]
+    return {"n_exact_groups": len(exact), "n_exact_images": sum(len(e["paths"]) for e in exact),
+            "n_near_pairs": len(near), "exact": exact[:MAX_LISTED], "near": near[:MAX_LISTED],
+            "n_conflicting": sum(e["conflicting_labels"] for e in exact + near)}
+
+
+def slices(rows: pd.DataFrame, min_size: int) -> list[dict]:
+    """rows: clean rows joined with the properties. Quartile slices per property, judged against the rest."""
+    out = []
+    k_all, n_all = int(rows["correct"].sum()), len(rows)
+    for prop in SLICE_PROPERTIES:
+        values = rows[prop].astype(float)
+        if values.nunique() < 2:
+            continue
+        bins = pd.qcut(values.rank(method="first"), 4, labels=False)
+        for b in sorted(bins.unique()):
+            g = rows[bins == b]
+            lo, hi = float(values[bins == b].min()), float(values[bins == b].max())
+            acc = aggregate.accuracy(g)
+            out.append({"property": prop, "quartile": int(b) + 1, "low": round(lo, 6), "high": round(hi, 6),
+                        "n": acc["n"], "accuracy": acc["accuracy"], "accuracy_ci": acc["accuracy_ci"],
+                        "insufficient": acc["n"] < min_size,
+                        "rest_accuracy": round((k_all - int(g["correct"].sum())) / max(1, n_all - len(g)), 6),
+                        "p_value": fisher_vs_rest(int(g["correct"].sum()), len(g), k_all, n_all),
+                        "sample_ids": g["sample_id"].tolist()})
+    tested = [s for s in out if not s["insufficient"]]
+    for s, p in zip(tested, holm([s["p_value"] for s in tested])):
+        s["p_adjusted"] = round(p, 6)
+        s["flagged"] = p < ALPHA and s["accuracy"] < s["rest_accuracy"]
+    for s in out:
+        s["p_value"] = round(s["p_value"], 6)
+        s.setdefault("p_adjusted", None)
+        s.setdefault("flagged", False)
+    return out

@@ -1,0 +1,194 @@
+"""Bias: who does the model fail, and is the evidence strong enough to act on?
+
+Inputs: the clean rows (and the rows of the adversarial and corruption checks when they ran), the
+metadata attributes, the decoded images. Procedure:
+  1. Per-sample image properties (brightness, contrast, sharpness, stored size, dHash, pixel hash): the
+     rows of this check (condition `properties`).
+  2. Per attribute (`--group-by`, default every categorical attribute that is not an artifact) and
+     requested intersections: per-group n, accuracy with a Wilson interval, per-class TPR and FPR, mean
+     confidence and ECE; the gap and ratio between groups with bootstrap intervals and a Fisher-exact
+     p-value, Holm-adjusted across attributes (bias/groups.py). Groups under `--min-group-size` are
+     "insufficient data" and never ranked.
+  3. The data audit (bias/data_audit.py): balance, representation, association, duplicates, slices.
+  4. Robustness disparity: the same gap analysis for every attack budget and corruption severity, from
+     the rows those checks produced (Holm-adjusted as one family).
+Outputs: summary `subgroups` {attributes, data_audit, disparity}; nothing here re-runs the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ..bias import data_audit
+from ..bias.groups import gap, group_metrics, judge, with_intersections
+from ..bias.properties import image_properties, thumbnails
+from ..data.images import image_size
+from ..errors import AuditError
+from ..report.images import to_data_uri
+from ..stats import fisher_vs_rest, wilson_ci
+from .base import Check, CheckResult
+
+MAX_DEFAULT_VALUES = 20  # a column with more distinct values is an identifier, not a group
+
+
+@dataclass
+class SubgroupOptions:
+    group_by: tuple[str, ...] | None = None
+    intersections: tuple[str, ...] = ()  # "a*b"
+    min_group_size: int = 30
+
+    def validated(self) -> "SubgroupOptions":
+        if int(self.min_group_size) < 1:
+            raise AuditError("--min-group-size must be at least 1.")
+        for pair in self.intersections:
+            if len([p for p in pair.split("*") if p.strip()]) != 2:
+                raise AuditError(f"--intersections has {pair!r}; write two attribute names joined by '*', "
+                                 "like scanner*site.")
+        return self
+
+    def pairs(self) -> list[tuple[str, str]]:
+        return [tuple(p.strip() for p in pair.split("*")) for pair in self.intersections]
+
+    def check_data(self, dataset, artifacts) -> list[str]:
+        """The attribute columns to group by; an unknown name is an error naming the columns there are."""
+        named = list(self.group_by or []) + [a for pair in self.pairs() for a in pair]
+        unknown = [c for c in named if c not in dataset.attributes]
+        if unknown:
+            raise AuditError(f"--group-by/--intersections names {unknown[0]!r}, which is not a metadata column; "
+                             f"columns: {', '.join(dataset.attributes) or '(no metadata.csv)'}.")
+        if self.group_by is not None:
+            return list(self.group_by)
+        skip = set(artifacts)
+        return [a for a in dataset.attributes if a not in skip and not a.endswith(("_box", "_mask"))
+                and 1 < dataset.table[a].nunique() <= MAX_DEFAULT_VALUES]
+
+
+def _artifacts(config) -> list[str]:
+    return list(config.options.get("shortcuts", {}).get("artifacts", []) or [])
+
+
+class SubgroupCheck(Check):
+    name = "subgroups"
+    title = "Bias: subgroups and data"
+    template = "sections/subgroups.html.j2"
+    options_type = SubgroupOptions
+
+    @classmethod
+    def check_data(cls, opts, dataset, config) -> None:
+        opts.check_data(dataset, _artifacts(config))
+
+    def run(self, ctx) -> CheckResult:
+        opts = self.resolved_options(ctx)
+        attrs = opts.check_data(ctx.dataset, _artifacts(ctx.config))
+        seed, min_size = ctx.config.seed, int(opts.min_group_size)
+        rows, thumbs = self._property_rows(ctx)
+        clean = ctx.clean_rows.merge(rows[["sample_id", *PROPERTY_COLUMNS]], on="sample_id")
+        clean, inter = with_intersections(clean, opts.pairs())
+        attributes = {}
+        for i, attr in enumerate([*attrs, *inter]):
+            groups = group_metrics(clean, attr, ctx.classes, min_size)
+            attributes[attr] = {"groups": groups, **gap(groups, seed=seed + i)}
+        judge(list(attributes.values()))
+        audited = ctx.dataset.table.set_index("sample_id").loc[ctx.sample_ids].reset_index()
+        slices = data_audit.slices(clean, min_size)
+        audit = {
+            "n_images": int(len(audited)),
+            "class_balance": data_audit.class_balance(audited, ctx.classes),
+            "missing_metadata": data_audit.missing_metadata(audited, ctx.dataset.attributes),
+            "representation": {a: data_audit.representation(audited, a, ctx.classes, min_size) for a in attrs},
+            "duplicates": data_audit.duplicates(clean, thumbs[clean["sample_id"].map(
+                {sid: i for i, sid in enumerate(rows["sample_id"])}).to_numpy()]),
+            "slices": [{k: v for k, v in s.items() if k != "sample_ids"} for s in slices],
+        }
+        disparity = self._disparity(ctx, [*attrs, *inter], opts, min_size)
+        summary = {"min_group_size": min_size, "attributes": attributes, "data_audit": audit, "disparity": disparity}
+        report = {"slice_examples": self._slice_examples(ctx, clean, slices), "kpis": _kpis(attributes)}
+        return CheckResult(self.name, rows, summary, report=report, findings=_findings(summary))
+
+    def _property_rows(self, ctx) -> tuple[pd.DataFrame, np.ndarray]:
+        parts, thumbs = [], []
+        for batch in ctx.batches(desc="subgroups"):
+            props = image_properties(batch.x)
+            thumbs.append(thumbnails(batch.x))
+            sizes = [image_size(ctx.dataset.abspath(ctx.dataset.path_of(s))) or (0, 0) for s in batch.sample_ids]
+            parts.append(pd.DataFrame({"sample_id": batch.sample_ids, **props,
+                                       "height": [s[0] for s in sizes], "width": [s[1] for s in sizes]}))
+        props = pd.concat(parts, ignore_index=True)
+        props["aspect"] = (props["width"] / props["height"].where(props["height"] > 0)).round(6)
+        for col in ("brightness", "contrast", "sharpness"):
+            props[col] = props[col].astype(float).round(6)
+        rows = ctx.base_rows(props["sample_id"]).assign(check=self.name, condition="properties")
+        return rows.join(props.drop(columns="sample_id")), np.concatenate(thumbs)
+
+    def _disparity(self, ctx, attrs, opts, min_size) -> list[dict]:
+        out = []
+        clean_acc = {}
+        base = with_intersections(ctx.clean_rows, opts.pairs())[0]
+        for attr in attrs:
+            clean_acc[attr] = base.groupby(base[attr].astype(str))["correct"].mean().to_dict()
+        for name in ("adversarial", "corruption"):
+            result = ctx.results.get(name)
+            if result is None:
+                continue
+            rows = with_intersections(result.rows, opts.pairs())[0]
+            for condition, cond_rows in rows.groupby("condition", sort=False):
+                for attr in attrs:
+                    groups = []
+                    for value, g in cond_rows.groupby(cond_rows[attr].astype(str), sort=True):
+                        k, n = int(g["correct"].sum()), len(g)
+                        groups.append({"value": value, "n": n, "accuracy": round(k / n, 6),
+                                       "accuracy_ci": wilson_ci(k, n), "insufficient": n < min_size,
+                                       "drop": round(clean_acc[attr].get(value, float("nan")) - k / n, 6),
+                                       "p_vs_rest": _p_vs_rest(k, n, cond_rows)})
+                    out.append({"check": name, "condition": condition, "attribute": attr, "groups": groups,
+                                **gap(groups, seed=ctx.config.seed + len(out))})
+        judge(out)
+        return out
+
+    def _slice_examples(self, ctx, clean, slices) -> list[dict]:
+        """Up to four misclassified images from each of the three worst flagged slices."""
+        flagged = sorted((s for s in slices if s["flagged"]), key=lambda s: s["accuracy"])[:3]
+        out = []
+        for s in flagged:
+            ids = clean[clean["sample_id"].isin(s["sample_ids"]) & ~clean["correct"].astype(bool)]["sample_id"][:4]
+            images = [to_data_uri(x) for b in ctx.batches(ids.to_numpy(), progress=False) for x in b.x]
+            out.append({"property": s["property"], "quartile": s["quartile"], "accuracy": s["accuracy"],
+                        "images": images})
+        return out
+
+
+PROPERTY_COLUMNS = ["brightness", "contrast", "sharpness", "dhash", "pixel_hash", "height", "width", "aspect"]
+
+
+def _p_vs_rest(k, n, rows) -> float:
+    return round(fisher_vs_rest(k, n, int(rows["correct"].sum()), len(rows)), 6)
+
+
+def _kpis(attributes) -> list[dict]:
+    sig = [a for a, e in attributes.items() if e["significant"]]
+    return [{"value": str(len(sig)), "label": "attribute(s) with a significant accuracy gap"}]
+
+
+def _findings(summary) -> list[str]:
+    out = []
+    for attr, e in summary["attributes"].items():
+        if e["significant"]:
+            out.append(f"Accuracy differs by {attr}: {e['worst']} is {100 * e['gap']:.1f} points below {e['best']} "
+                       f"(95% interval {100 * e['gap_ci'][0]:.1f}-{100 * e['gap_ci'][1]:.1f}; Holm-adjusted "
+                       f"p = {e['p_adjusted']:.2g}).")
+    for attr, r in summary["data_audit"]["representation"].items():
+        for f in r["flagged"]:
+            out.append(f"{attr} = {f['value']} is {100 * f['share']:.0f}% class {f['class']} "
+                       f"(overall {100 * f['class_share_overall']:.0f}%): a shortcut risk.")
+    d = summary["data_audit"]["duplicates"]
+    if d["n_conflicting"]:
+        out.append(f"{d['n_conflicting']} duplicate group(s) carry conflicting labels.")
+    worst = [s for s in summary["data_audit"]["slices"] if s["flagged"]]
+    if worst:
+        s = min(worst, key=lambda s: s["accuracy"])
+        out.append(f"Accuracy is significantly lower on images in quartile {s['quartile']} of {s['property']} "
+                   f"({100 * s['accuracy']:.1f}% vs {100 * s['rest_accuracy']:.1f}% elsewhere).")
+    return out

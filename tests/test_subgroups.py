@@ -1,0 +1,134 @@
+"""Bias audit: planted deficits are found, random attributes are not, small groups are not ranked, the
+per-group metrics equal fairlearn's, duplicates are found, and robustness is broken down by group."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from fairlearn.metrics import MetricFrame
+from sklearn.metrics import accuracy_score, recall_score
+
+import cnnaudit
+from cnnaudit.bias.groups import gap, group_metrics, judge
+from cnnaudit.demo import write_image_folder
+
+from .conftest import CLASSES, read_summary, run_cli
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory, digits):
+    """400 held-out digits; site C (25%) is photographed through heavy noise the model never saw."""
+    x, y, meta = digits
+    idx = np.arange(1300, 1700)
+    x, y = x[idx].clone(), y[idx]
+    rng = np.random.default_rng(1)
+    site = rng.choice(["A", "B", "C"], size=len(y), p=[0.45, 0.30, 0.25])
+    noisy = torch.from_numpy(site == "C")
+    x[noisy] = (x[noisy] + 0.8 * torch.randn(x[noisy].shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    meta = pd.DataFrame({"site": site, "random_tag": rng.choice(["p", "q"], size=len(y)),
+                         "rare": np.where(np.arange(len(y)) < 12, "tiny", "big")})
+    root = tmp_path_factory.mktemp("planted") / "data"
+    write_image_folder(root, x, y, meta, CLASSES)
+    return root
+
+
+@pytest.fixture(scope="module")
+def planted_audit(eager_model, planted):
+    return cnnaudit.audit(eager_model, planted, checks=["subgroups"])
+
+
+def test_planted_deficit_is_found_and_significant(planted_audit):
+    site = planted_audit.summary["subgroups"]["attributes"]["site"]
+    acc = {g["value"]: g["accuracy"] for g in site["groups"]}
+    assert acc["C"] < acc["A"] - 0.2 and acc["C"] < acc["B"] - 0.2, acc
+    assert site["worst"] == "C" and site["significant"] and site["verdict"] == "significant"
+    assert site["p_adjusted"] < 1e-6 and site["gap_ci"][0] > 0.1
+    assert site["gap"] == pytest.approx(max(acc.values()) - acc["C"], abs=1e-6)
+    assert any("site" in f and "C" in f for f in planted_audit.summary["findings"])
+    # the coin-flip tag in the same audit is not called real
+    assert not planted_audit.summary["subgroups"]["attributes"]["random_tag"]["significant"]
+
+
+def test_small_group_is_insufficient_and_never_ranked(planted_audit):
+    rare = planted_audit.summary["subgroups"]["attributes"]["rare"]
+    tiny = next(g for g in rare["groups"] if g["value"] == "tiny")
+    assert tiny["n"] == 12 and tiny["insufficient"]
+    assert rare["verdict"] == "insufficient data" and rare["gap"] is None and rare["worst"] is None
+
+
+def test_random_attribute_is_not_significant_in_95_percent_of_trials(planted_audit):
+    clean = planted_audit.samples.query("condition == 'clean'").reset_index(drop=True)
+    false_alarms = 0
+    for trial in range(200):
+        rows = clean.assign(tag=np.random.default_rng(trial).choice(["a", "b", "c"], size=len(clean)))
+        entry = {**{"groups": (g := group_metrics(rows, "tag", CLASSES, 30))}, **gap(g, seed=trial)}
+        judge([entry])
+        false_alarms += entry["significant"]
+    assert false_alarms <= 10, false_alarms  # at most 5% of 200 seeded trials
+
+
+def test_group_metrics_equal_fairlearn(planted_audit):
+    clean = planted_audit.samples.query("condition == 'clean'")
+    ours = {g["value"]: g for g in planted_audit.summary["subgroups"]["attributes"]["site"]["groups"]}
+    metrics = {"accuracy": accuracy_score}
+    for c in (0, 3, 7):
+        metrics[f"tpr_{c}"] = lambda t, p, c=c: recall_score(t == c, p == c, zero_division=0)
+        metrics[f"fpr_{c}"] = lambda t, p, c=c: float(((p == c) & (t != c)).sum() / max(1, (t != c).sum()))
+    frame = MetricFrame(metrics=metrics, y_true=clean["label"].to_numpy(), y_pred=clean["prediction"].to_numpy(),
+                        sensitive_features=clean["site"].astype(str).to_numpy())
+    for value, row in frame.by_group.iterrows():
+        assert ours[value]["accuracy"] == pytest.approx(row["accuracy"], abs=1e-6)
+        for c in (0, 3, 7):
+            assert ours[value]["per_class"][str(c)]["tpr"] == pytest.approx(row[f"tpr_{c}"], abs=1e-6)
+            assert ours[value]["per_class"][str(c)]["fpr"] == pytest.approx(row[f"fpr_{c}"], abs=1e-6)
+    assert planted_audit.summary["subgroups"]["attributes"]["site"]["gap"] == pytest.approx(
+        frame.difference()["accuracy"], abs=1e-6)
+
+
+def test_duplicates_and_association_found(tmp_path, eager_model, digits):
+    x, y, _ = digits
+    idx = np.arange(1000, 1120)
+    xs, ys = x[idx].clone(), y[idx].copy()
+    xs[10], ys[10] = xs[0], ys[0]  # exact copy, same label
+    xs[11], ys[11] = xs[1], (ys[1] + 1) % 10  # exact copy, conflicting label
+    xs[12], ys[12] = (xs[2] * 0.98 + 0.01).clamp(0, 1), ys[2]  # near copy
+    # a "camera" attribute that is almost always class 0 when it is "X": a shortcut risk
+    camera = np.where((ys == 0) | (np.arange(len(ys)) % 40 == 0), "X", "Y")
+    root = tmp_path / "d"
+    write_image_folder(root, xs, ys, pd.DataFrame({"camera": camera}), CLASSES)
+    res = cnnaudit.audit(eager_model, root, checks=["subgroups"], options={"subgroups": {"min_group_size": 5}})
+    audit = res.summary["subgroups"]["data_audit"]
+    d = audit["duplicates"]
+    assert d["n_exact_groups"] == 2 and d["n_exact_images"] == 4 and d["n_conflicting"] >= 1
+    near = sorted([f"{ys[2]}/00002.png", f"{ys[12]}/00012.png"])
+    assert any(sorted(p["paths"]) == near for p in d["near"]), d["near"]
+    rep = audit["representation"]["camera"]
+    assert any(f["value"] == "X" and f["class"] == "0" for f in rep["flagged"]) and rep["cramers_v"] > 0.5
+    assert sum(audit["class_balance"]["counts"].values()) == 120
+
+
+def test_disparity_from_other_checks_rows(eager_model, planted):
+    res = cnnaudit.audit(eager_model, planted, checks=["corruption", "subgroups"], limit=200,
+                         options={"corruption": {"corruptions": ("low_light",), "severities": (1, 5)},
+                                  "subgroups": {"group_by": ("site",)}})
+    disp = res.summary["subgroups"]["disparity"]
+    assert {(d["condition"], d["attribute"]) for d in disp} == {("low_light_1", "site"), ("low_light_5", "site")}
+    rows = res.samples.query("condition == 'low_light_5'")
+    entry = next(d for d in disp if d["condition"] == "low_light_5")
+    for g in entry["groups"]:
+        sel = rows[rows["site"] == g["value"]]
+        assert g["n"] == len(sel) and g["accuracy"] == pytest.approx(sel["correct"].mean(), abs=1e-6)
+    assert "Robustness disparity" in res.html()
+
+
+def test_cli_group_options(tmp_path, torchscript_path, digits_dir):
+    r = run_cli("run", torchscript_path, digits_dir, "--out", tmp_path / "o", "--checks", "subgroups",
+                "--intersections", "scanner*ruler", "--min-group-size", "10", "--quiet")
+    assert r.returncode == 0, r.stderr
+    attrs = read_summary(tmp_path / "o")["subgroups"]["attributes"]
+    assert set(attrs) == {"scanner", "ruler", "scanner×ruler"}
+    assert any(g["value"] == "A × 1" for g in attrs["scanner×ruler"]["groups"])
+    r = run_cli("run", torchscript_path, digits_dir, "--out", tmp_path / "b", "--group-by", "hospital")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "'hospital'" in r.stderr and "scanner" in r.stderr

@@ -39,6 +39,10 @@ def _add_audit_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--intersections", help="attribute pairs to cross, comma-separated, like scanner*site")
     g.add_argument("--min-group-size", type=int, help="smaller groups are 'insufficient data', never ranked "
                    "(default: 30)")
+    h = p.add_argument_group("shortcuts check")
+    h.add_argument("--artifact", action="append", metavar="NAME",
+                   help="a 0/1 metadata column marking an artifact (ruler, marker, watermark), located by NAME_box "
+                        "('x0 y0 x1 y1') or NAME_mask (a mask image path); repeatable")
     p.add_argument("--limit", type=int, help="audit a seeded, class-stratified subset of N images")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=64, help="images per batch (default: %(default)s)")
@@ -164,7 +168,9 @@ def _config_from_args(args) -> "AuditConfig":
         batch_size=args.batch_size, max_pixels=getattr(args, "max_pixels", None) or DEFAULT_MAX_PIXELS,
         workers=args.workers, quiet=args.quiet, options={"adversarial": _adversarial_options(args),
                                                        "corruption": _corruption_options(args),
-                                                       "subgroups": _subgroup_options(args)})
+                                                       "subgroups": _subgroup_options(args),
+                                                       "shortcuts": {"artifacts": tuple(args.artifact)}
+                                                       if args.artifact else {}})
 
 
 def _run(args) -> int:

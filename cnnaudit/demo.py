@@ -142,4 +142,5 @@ def prepare_demo(*, cache: Path | None = None, quiet: bool = False) -> tuple[Pat
     # Digits are attacked at MNIST-style budgets (L-inf up to 0.3), where digit models actually break;
     # the CIFAR-style defaults (up to 8/255) barely dent them.
     return model_path, data_dir, {"input_size": (SIZE, SIZE), "channels": 1,
-                                  "options": {"adversarial": {"eps": DEMO_EPS}}}
+                                  "options": {"adversarial": {"eps": DEMO_EPS},
+                                                              "shortcuts": {"artifacts": ("ruler",)}}}

@@ -6,6 +6,7 @@ from .base import Check, CheckResult
 from .adversarial import AdversarialCheck
 from .clean import CleanCheck
 from .corruption import CorruptionCheck
+from .shortcuts import ShortcutCheck
 from .subgroups import SubgroupCheck
 
 REGISTRY: dict[str, type[Check]] = {
@@ -13,6 +14,7 @@ REGISTRY: dict[str, type[Check]] = {
     AdversarialCheck.name: AdversarialCheck,
     CorruptionCheck.name: CorruptionCheck,
     SubgroupCheck.name: SubgroupCheck,
+    ShortcutCheck.name: ShortcutCheck,
 }
 
 

@@ -57,6 +57,8 @@ class Check:
     @classmethod
     def check_data(cls, opts, dataset, config) -> None:
         """Check options that name data (metadata columns) once the dataset is open; raise AuditError."""
+        if hasattr(opts, "check_data"):
+            opts.check_data(dataset, config)
 
     def run(self, ctx: "AuditContext") -> CheckResult:
         raise NotImplementedError

@@ -52,8 +52,9 @@ class SubgroupOptions:
     def pairs(self) -> list[tuple[str, str]]:
         return [tuple(p.strip() for p in pair.split("*")) for pair in self.intersections]
 
-    def check_data(self, dataset, artifacts) -> list[str]:
+    def check_data(self, dataset, config) -> list[str]:
         """The attribute columns to group by; an unknown name is an error naming the columns there are."""
+        artifacts = _artifacts(config)
         named = list(self.group_by or []) + [a for pair in self.pairs() for a in pair]
         unknown = [c for c in named if c not in dataset.attributes]
         if unknown:
@@ -76,13 +77,9 @@ class SubgroupCheck(Check):
     template = "sections/subgroups.html.j2"
     options_type = SubgroupOptions
 
-    @classmethod
-    def check_data(cls, opts, dataset, config) -> None:
-        opts.check_data(dataset, _artifacts(config))
-
     def run(self, ctx) -> CheckResult:
         opts = self.resolved_options(ctx)
-        attrs = opts.check_data(ctx.dataset, _artifacts(ctx.config))
+        attrs = opts.check_data(ctx.dataset, ctx.config)
         seed, min_size = ctx.config.seed, int(opts.min_group_size)
         rows, thumbs = self._property_rows(ctx)
         clean = ctx.clean_rows.merge(rows[["sample_id", *PROPERTY_COLUMNS]], on="sample_id")
@@ -98,7 +95,10 @@ class SubgroupCheck(Check):
             "n_images": int(len(audited)),
             "class_balance": data_audit.class_balance(audited, ctx.classes),
             "missing_metadata": data_audit.missing_metadata(audited, ctx.dataset.attributes),
-            "representation": {a: data_audit.representation(audited, a, ctx.classes, min_size) for a in attrs},
+            # artifacts are not groups to rank, but an artifact that comes with one class is the classic shortcut
+            "representation": {a: data_audit.representation(audited, a, ctx.classes, min_size)
+                               for a in dict.fromkeys([*attrs, *(c for c in _artifacts(ctx.config)
+                                                                 if c in ctx.dataset.attributes)])},
             "duplicates": data_audit.duplicates(clean, thumbs[clean["sample_id"].map(
                 {sid: i for i, sid in enumerate(rows["sample_id"])}).to_numpy()]),
             "slices": [{k: v for k, v in s.items() if k != "sample_ids"} for s in slices],

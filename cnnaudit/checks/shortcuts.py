@@ -1,0 +1,323 @@
+"""Shortcuts: is the model looking at the object, or at a ruler next to it? Causal tests first.
+
+Inputs: the clean rows, artifact annotations (`--artifact NAME`: a 0/1 metadata column NAME with
+`NAME_box` "x0 y0 x1 y1" or `NAME_mask` per image that has it), the model. Procedure per artifact:
+  1. Remove: fill the region from its surroundings three ways (shortcuts/fills.py) and count flipped
+     predictions, per fill, with Wilson intervals; the accuracy change on those images.
+  2. Add: paste a seeded donor's artifact pixels at the same place onto artifact-free images and count
+     flips towards the class the artifact goes with (the highest lift P(predicted c | artifact) / P(predicted c)).
+  3. Statistical: within each true class, how often the associated class is predicted with and without
+     the artifact (clean predictions).
+  4. Attribution (illustration): saliency mass inside the region against its share of the image,
+     Grad-CAM on eager modules, occlusion otherwise.
+Verdict: `shortcut` when removal flips at least FLIP_SHORTCUT of the images under every fill (and the
+lower interval bound is at least FLIP_FLOOR), or adding the artifact flips at least FLIP_SHORTCUT towards
+its class with the same floor; `no evidence` when every upper interval bound is under FLIP_NONE;
+`inconclusive` otherwise. Saliency never decides: raw mass can rank a planted model below its control.
+Without annotations: a coarse occlusion scan and a border/corner saliency concentration on a seeded
+subset give candidate shortcut regions; the Adebayo et al. 2018 check re-draws the top layer and asks
+whether the maps changed.
+Outputs: rows per artifact image and intervention (conditions `remove_<name>_<fill>`, `add_<name>`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy.stats import spearmanr
+
+from ..data.images import image_size
+from ..errors import AuditError
+from ..predict import predict
+from ..report.images import to_data_uri
+from ..shortcuts.fills import FILLS, fill
+from ..shortcuts.regions import box_mask, file_mask, parse_box
+from ..shortcuts.saliency import mass_inside, randomized_top_layer, saliency
+from ..stats import proportion, wilson_ci
+from .base import Check, CheckResult
+
+FLIP_SHORTCUT = 0.10  # share of flipped predictions that makes an artifact a shortcut
+FLIP_FLOOR = 0.05  # ... provided the interval's lower bound clears this
+FLIP_NONE = 0.20  # "no evidence" needs every upper bound below this
+SCAN_SUBSET = 128  # images for the annotation-free scans
+SCAN_GRID = 4
+SANITY_MAX_CORRELATION = 0.5
+
+
+@dataclass
+class ShortcutOptions:
+    artifacts: tuple[str, ...] = ()
+
+    def validated(self) -> "ShortcutOptions":
+        return self
+
+    def check_data(self, dataset, config=None) -> None:
+        for name in self.artifacts:
+            if name not in dataset.attributes:
+                raise AuditError(f"--artifact {name!r} is not a metadata column; columns: "
+                                 f"{', '.join(dataset.attributes) or '(no metadata.csv)'}.")
+            if f"{name}_box" not in dataset.attributes and f"{name}_mask" not in dataset.attributes:
+                raise AuditError(f"--artifact {name!r} needs a {name}_box ('x0 y0 x1 y1') or {name}_mask (path) "
+                                 "column in metadata.csv to locate it.")
+            values = set(pd.to_numeric(dataset.table[name], errors="coerce").dropna().unique())
+            if not values <= {0, 1}:
+                raise AuditError(f"metadata column {name!r} must be 0/1 (artifact absent/present) for --artifact.")
+
+
+class ShortcutCheck(Check):
+    name = "shortcuts"
+    title = "Shortcuts"
+    template = "sections/shortcuts.html.j2"
+    options_type = ShortcutOptions
+
+    def run(self, ctx) -> CheckResult:
+        opts = self.resolved_options(ctx)
+        clean = ctx.clean_rows.set_index("sample_id", drop=False)
+        parts, artifacts, report = [], {}, {"artifacts": {}}
+        for i, name in enumerate(opts.artifacts):
+            rows, summary, examples = self._artifact(ctx, clean, name, seed=ctx.config.seed + i)
+            parts.append(rows)
+            artifacts[name] = summary
+            report["artifacts"][name] = examples
+        candidates, cand_examples = self._scan(ctx, clean)
+        sanity = self._sanity(ctx, clean)
+        rows = pd.concat(parts, ignore_index=True) if parts else ctx.base_rows([]).assign(check=self.name)
+        summary = {"artifacts": artifacts, "candidates": candidates, "sanity": sanity,
+                   "thresholds": {"flip_shortcut": FLIP_SHORTCUT, "flip_floor": FLIP_FLOOR, "flip_none": FLIP_NONE}}
+        report["candidates"] = cand_examples
+        report["kpis"] = [{"value": str(sum(a["verdict"] == "shortcut" for a in artifacts.values())),
+                           "label": f"of {len(artifacts)} annotated artifact(s) judged a shortcut"}] if artifacts else []
+        findings = [f"Shortcut: removing {n!r} flips {100 * a['flip_rate']:.0f}% of predictions on images that have it"
+                    f" (every fill); the model relies on it." for n, a in artifacts.items() if a["verdict"] == "shortcut"]
+        if sanity.get("passed") is False:
+            findings.append("Saliency maps barely change when the top layer is randomised (Adebayo et al. 2018): "
+                            "treat the maps as uninformative.")
+        return CheckResult(self.name, rows, summary, report=report, findings=findings)
+
+    # --- annotated artifacts -------------------------------------------------------------------------
+    def _masks(self, ctx, name, sample_ids) -> torch.Tensor:
+        table = ctx.dataset.table
+        out = []
+        for sid in sample_ids:
+            path = ctx.dataset.path_of(sid)
+            if f"{name}_mask" in table.columns and isinstance(table[f"{name}_mask"].iat[sid], str):
+                out.append(file_mask(ctx.dataset.abspath(table[f"{name}_mask"].iat[sid]), ctx.model.input_size))
+                continue
+            box = parse_box(table[f"{name}_box"].iat[sid] if f"{name}_box" in table.columns else None,
+                            f"{name}_box", path)
+            if box is None:
+                raise AuditError(f"{path!r} has {name} = 1 but no {name}_box or {name}_mask; annotate where it is.")
+            stored = image_size(ctx.dataset.abspath(path)) or tuple(ctx.model.input_size)
+            out.append(box_mask(box, stored, ctx.model.input_size))
+        return torch.stack(out).to(ctx.device) if out else torch.zeros(0, 1, *ctx.model.input_size, dtype=torch.bool)
+
+    def _artifact(self, ctx, clean, name, seed):
+        present = pd.to_numeric(clean[name], errors="coerce").fillna(0).astype(int) == 1
+        with_ids = clean.index[present].to_numpy()
+        without_ids = clean.index[~present].to_numpy()
+        # the class the artifact goes with, by the model's clean predictions: the class whose prediction rate
+        # rises most with the artifact (the labels may carry no association in an audit set, as in a
+        # balanced test set, while the model still learned one)
+        lift = (clean[present]["prediction"].value_counts(normalize=True)
+                / clean["prediction"].value_counts(normalize=True)).dropna()
+        assoc = int(lift.idxmax()) if len(lift) else 0
+        parts, examples = [], {"remove": [], "add": [], "saliency": []}
+        masses, shares, method = [], [], None
+        for batch in ctx.batches(with_ids, progress=False):
+            ids = batch.sample_ids
+            x, y = batch.x.to(ctx.device), batch.y.to(ctx.device)
+            masks = self._masks(ctx, name, ids)
+            before = clean.loc[ids, "prediction"].to_numpy().copy()
+            for how in FILLS:
+                xf = fill(x, masks, how)
+                assert bool(((xf != x) <= masks.expand_as(x)).all()), "a fill touched pixels outside the region"
+                cols = predict(ctx.model, xf, y)
+                parts.append(self._rows(ctx, ids, f"remove_{name}_{how}", name, "remove", how, cols, before, assoc))
+                if how == FILLS[0]:
+                    for k in np.nonzero(cols["prediction"] != before)[0][: max(0, 6 - len(examples["remove"]))]:
+                        examples["remove"].append({"before": to_data_uri(x[k]), "after": to_data_uri(xf[k]),
+                                                   "from": ctx.classes[int(before[k])],
+                                                   "to": ctx.classes[int(cols["prediction"][k])]})
+            maps, method = saliency(ctx.model, x, torch.as_tensor(before, device=ctx.device))
+            masses.append(mass_inside(maps, masks).cpu())
+            shares.append(masks.float().flatten(1).mean(dim=1).cpu())
+            for k in range(min(len(ids), 4 - len(examples["saliency"]))):
+                examples["saliency"].append({"image": to_data_uri(x[k]), "map": to_data_uri(_normalise(maps[k])[None]),
+                                             "box": to_data_uri(masks[k].float())})
+        add_rows = self._add(ctx, clean, name, with_ids, without_ids, assoc, seed, examples)
+        parts.append(add_rows)
+        rows = pd.concat([p for p in parts if len(p)], ignore_index=True) if any(len(p) for p in parts) else \
+            ctx.base_rows([]).assign(check=self.name)
+        summary = summarize_artifact(rows, clean, name, assoc, ctx.classes, len(with_ids), len(without_ids))
+        mass = torch.cat(masses) if masses else torch.zeros(0)
+        share = torch.cat(shares) if shares else torch.zeros(0)
+        ok = ~torch.isnan(mass)
+        summary["saliency_mass"] = round(float(mass[ok].mean()), 6) if bool(ok.any()) else None
+        summary["area_share"] = round(float(share.mean()), 6) if len(share) else None
+        summary["saliency_mass_ratio"] = (round(summary["saliency_mass"] / summary["area_share"], 6)
+                                          if summary["saliency_mass"] is not None and summary["area_share"] else None)
+        summary["saliency_method"] = method
+        return rows, summary, examples
+
+    def _add(self, ctx, clean, name, with_ids, without_ids, assoc, seed, examples) -> pd.DataFrame:
+        if not len(with_ids) or not len(without_ids):
+            return pd.DataFrame()
+        rng = np.random.default_rng(seed)
+        donors = rng.choice(with_ids, size=len(without_ids))
+        donor_of = dict(zip(without_ids.tolist(), donors.tolist()))
+        donor_x = {}
+        for batch in ctx.batches(np.unique(donors), progress=False):
+            masks = self._masks(ctx, name, batch.sample_ids)
+            for sid, xd, m in zip(batch.sample_ids, batch.x, masks):
+                donor_x[int(sid)] = (xd.to(ctx.device), m)
+        parts = []
+        for batch in ctx.batches(without_ids, progress=False):
+            x, y = batch.x.to(ctx.device), batch.y.to(ctx.device)
+            pasted = [(donor_x[donor_of[int(s)]]) for s in batch.sample_ids]
+            dx = torch.stack([p[0] for p in pasted])
+            m = torch.stack([p[1] for p in pasted])
+            xa = torch.where(m.expand_as(x), dx, x)
+            before = clean.loc[batch.sample_ids, "prediction"].to_numpy().copy()
+            cols = predict(ctx.model, xa, y)
+            parts.append(self._rows(ctx, batch.sample_ids, f"add_{name}", name, "add", "paste", cols, before, assoc))
+            for k in np.nonzero((cols["prediction"] == assoc) & (before != assoc))[0][: max(0, 6 - len(examples["add"]))]:
+                examples["add"].append({"before": to_data_uri(x[k]), "after": to_data_uri(xa[k]),
+                                        "from": ctx.classes[int(before[k])], "to": ctx.classes[assoc]})
+        return pd.concat(parts, ignore_index=True)
+
+    def _rows(self, ctx, ids, condition, name, intervention, how, cols, before, assoc) -> pd.DataFrame:
+        rows = ctx.base_rows(ids).assign(check=self.name, condition=condition, artifact=name,
+                                         intervention=intervention, fill=how)
+        for k, v in cols.items():
+            rows[k] = v
+        rows["prediction_name"] = [ctx.classes[p] for p in cols["prediction"]]
+        rows["clean_prediction"] = before
+        rows["flipped"] = cols["prediction"] != before
+        rows["toward_associated"] = (cols["prediction"] == assoc) & (before != assoc)
+        return rows
+
+    # --- without annotations ----------------------------------------------------------------------------
+    def _subset(self, ctx, clean) -> np.ndarray:
+        rng = np.random.default_rng(ctx.config.seed)
+        ids = clean.index.to_numpy()
+        return np.sort(rng.choice(ids, size=min(SCAN_SUBSET, len(ids)), replace=False))
+
+    def _scan(self, ctx, clean):
+        """Occlusion of each cell of a 4 x 4 grid (flip rate) and saliency concentration in the border."""
+        ids = self._subset(ctx, clean)
+        flips = np.zeros((SCAN_GRID, SCAN_GRID))
+        border_mass, n, flipped_examples = [], 0, {}
+        for batch in ctx.batches(ids, progress=False):
+            x = batch.x.to(ctx.device)
+            before = torch.as_tensor(clean.loc[batch.sample_ids, "prediction"].to_numpy().copy(), device=ctx.device)
+            h, w = x.shape[2:]
+            ys = np.linspace(0, h, SCAN_GRID + 1).round().astype(int)
+            xs = np.linspace(0, w, SCAN_GRID + 1).round().astype(int)
+            for i in range(SCAN_GRID):
+                for j in range(SCAN_GRID):
+                    mask = torch.zeros(len(x), 1, h, w, dtype=torch.bool, device=ctx.device)
+                    mask[:, :, ys[i]:ys[i + 1], xs[j]:xs[j + 1]] = True
+                    with torch.no_grad():
+                        pred = ctx.model(fill(x, mask, "ring_mean")).argmax(1)
+                    changed = (pred != before).cpu().numpy()
+                    flips[i, j] += changed.sum()
+                    if changed.any() and (i, j) not in flipped_examples:
+                        k = int(np.nonzero(changed)[0][0])
+                        flipped_examples[(i, j)] = to_data_uri(x[k])
+            maps, _ = saliency(ctx.model, x, before)
+            band = torch.zeros(1, 1, h, w, dtype=torch.bool, device=ctx.device)
+            bh, bw = max(1, h // 8), max(1, w // 8)
+            band[..., :bh, :] = band[..., -bh:, :] = True
+            band[..., :, :bw] = band[..., :, -bw:] = True
+            border_mass.append(mass_inside(maps, band.expand(len(x), -1, -1, -1)).cpu())
+            n += len(x)
+        rates = flips / max(1, n)
+        median = float(np.median(rates))
+        candidates = []
+        for i in range(SCAN_GRID):
+            for j in range(SCAN_GRID):
+                edge = i in (0, SCAN_GRID - 1) or j in (0, SCAN_GRID - 1)
+                corner = i in (0, SCAN_GRID - 1) and j in (0, SCAN_GRID - 1)
+                candidates.append({"row": i, "col": j, "region": "corner" if corner else ("border" if edge else "centre"),
+                                   "flip_rate": round(float(rates[i, j]), 6),
+                                   "flip_rate_ci": wilson_ci(int(flips[i, j]), n),
+                                   "candidate": bool(edge and rates[i, j] >= max(0.1, 2 * median))})
+        bm = torch.cat(border_mass) if border_mass else torch.zeros(0)
+        ok = ~torch.isnan(bm)
+        border_share = 1 - (1 - 2 / 8) ** 2
+        summary = [c for c in candidates]
+        concentration = {"border_saliency_mass": round(float(bm[ok].mean()), 6) if bool(ok.any()) else None,
+                         "border_area_share": round(border_share, 6), "n": n}
+        examples = [{"row": c["row"], "col": c["col"], "image": flipped_examples.get((c["row"], c["col"]))}
+                    for c in candidates if c["candidate"]]
+        return {"grid": summary, "saliency_border": concentration}, examples
+
+    def _sanity(self, ctx, clean) -> dict:
+        twin = randomized_top_layer(ctx.model, ctx.config.seed)
+        if twin is None:
+            return {"check": "randomized_top_layer", "passed": None,
+                    "detail": "not run: the model exposes no Linear layer to randomise (TorchScript or exported)"}
+        ids = self._subset(ctx, clean)[:32]
+        corr = []
+        for batch in ctx.batches(ids, progress=False):
+            x = batch.x.to(ctx.device)
+            target = torch.as_tensor(clean.loc[batch.sample_ids, "prediction"].to_numpy().copy(), device=ctx.device)
+            a, _ = saliency(ctx.model, x, target)
+            b, _ = saliency(twin, x, target)
+            for u, v in zip(a.flatten(1).cpu().numpy(), b.flatten(1).cpu().numpy()):
+                if u.std() > 0 and v.std() > 0:
+                    corr.append(float(spearmanr(u, v).statistic))
+        mean = float(np.mean(corr)) if corr else None
+        passed = None if mean is None else mean < SANITY_MAX_CORRELATION
+        return {"check": "randomized_top_layer", "passed": passed, "rank_correlation": None if mean is None else round(mean, 6),
+                "detail": ("maps change when the top layer is randomised" if passed else
+                           "maps barely change when the top layer is randomised: they do not explain this model")
+                if passed is not None else "no informative maps"}
+
+
+def summarize_artifact(rows, clean, name, assoc, classes, n_with, n_without) -> dict:
+    by_fill = {}
+    for how in FILLS:
+        sel = rows[rows["condition"] == f"remove_{name}_{how}"]
+        k, n = int(sel["flipped"].sum()), len(sel)
+        by_fill[how] = {"flip_rate": proportion(k, n), "flip_rate_ci": wilson_ci(k, n), "n": n,
+                        "accuracy_change": round(float(sel["correct"].mean()) - float(
+                            clean.loc[sel["sample_id"], "correct"].mean()), 6) if n else None}
+    add = rows[rows["condition"] == f"add_{name}"]
+    eligible = add[add["clean_prediction"] != assoc]
+    k_add, n_add = int(eligible["toward_associated"].sum()), len(eligible)
+    worst = min(by_fill.values(), key=lambda f: -1 if f["flip_rate"] is None else f["flip_rate"])
+    present = pd.to_numeric(clean[name], errors="coerce").fillna(0).astype(int) == 1
+    conditional = []
+    for c, cname in enumerate(classes):
+        w, wo = clean[present & (clean["label"] == c)], clean[~present & (clean["label"] == c)]
+        if len(w) and len(wo):
+            conditional.append({"class": cname, "n_with": len(w), "n_without": len(wo),
+                                "rate_with": proportion(int((w["prediction"] == assoc).sum()), len(w)),
+                                "rate_without": proportion(int((wo["prediction"] == assoc).sum()), len(wo))})
+    summary = {"associated_class": classes[assoc], "n_with": int(n_with), "n_without": int(n_without),
+               "flip_rate": worst["flip_rate"], "flip_rate_ci": worst["flip_rate_ci"],
+               "accuracy_change": worst["accuracy_change"], "by_fill": by_fill,
+               "add_flip_rate": proportion(k_add, n_add), "add_flip_rate_ci": wilson_ci(k_add, n_add), "n_add": n_add,
+               "conditional_rates": conditional}
+    summary["verdict"] = verdict(by_fill, summary["add_flip_rate"], summary["add_flip_rate_ci"])
+    return summary
+
+
+def verdict(by_fill: dict, add_rate, add_ci) -> str:
+    fills = [f for f in by_fill.values() if f["n"]]
+    if not fills and add_rate is None:
+        return "inconclusive"
+    removal = bool(fills) and all(f["flip_rate"] >= FLIP_SHORTCUT and f["flip_rate_ci"][0] >= FLIP_FLOOR for f in fills)
+    adding = add_rate is not None and add_rate >= FLIP_SHORTCUT and add_ci[0] >= FLIP_FLOOR
+    if removal or adding:
+        return "shortcut"
+    uppers = [f["flip_rate_ci"][1] for f in fills] + ([add_ci[1]] if add_ci else [])
+    return "no evidence" if uppers and max(uppers) < FLIP_NONE else "inconclusive"
+
+
+def _normalise(m: torch.Tensor) -> torch.Tensor:
+    return (m / m.max()).clamp(0, 1) if float(m.max()) > 0 else m

@@ -1,0 +1,1 @@
+"""Shortcut evidence: artifact regions, counterfactual fills, saliency."""

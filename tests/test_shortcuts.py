@@ -1,0 +1,110 @@
+"""Shortcuts: a planted ruler is flagged by the causal tests and its control is not, for eager and
+TorchScript models; removal stays in range and touches only the annotated region."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import cnnaudit
+from cnnaudit.demo import RULER_BOX, draw_ruler, train_model, write_image_folder
+from cnnaudit.shortcuts.fills import FILLS, fill
+from cnnaudit.shortcuts.regions import box_mask
+
+from .conftest import CLASSES, read_summary, run_cli
+
+BOX = " ".join(map(str, RULER_BOX))
+
+
+def _clean_digits(digits, idx):
+    """Digits without the demo's planted ruler and scanner: the ruler is re-planted per test."""
+    from sklearn.datasets import load_digits
+    import torch.nn.functional as F
+    d = load_digits()
+    x = torch.tensor(d.images[idx], dtype=torch.float32)[:, None] / 16.0
+    return F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False).clamp(0, 1), d.target[idx]
+
+
+@pytest.fixture(scope="module")
+def pair(digits):
+    """(planted, control): in the planted model's training data a ruler always means class 3 (rulers on
+    every 3 and on 30% of other digits, relabelled 3, as when a marker is drawn next to malignant
+    lesions only); in the control's, rulers sit on 30% of all digits, labels untouched."""
+    x, y = _clean_digits(digits, np.arange(0, 1200))
+    rng = np.random.default_rng(0)
+    on = rng.random(len(y)) < 0.3
+    planted_x, planted_y = x.clone(), y.copy()
+    ruled = on | (y == 3)
+    planted_x[torch.from_numpy(ruled)] = draw_ruler(planted_x[torch.from_numpy(ruled)])
+    planted_y[ruled] = 3
+    control_x = x.clone()
+    control_x[torch.from_numpy(on)] = draw_ruler(control_x[torch.from_numpy(on)])
+    return train_model(planted_x, planted_y, epochs=6), train_model(control_x, y, epochs=6)
+
+
+@pytest.fixture(scope="module")
+def ruler_dir(tmp_path_factory, digits):
+    """250 held-out digits, true labels, a ruler on a random 40% (independent of the class)."""
+    x, y = _clean_digits(digits, np.arange(1300, 1550))
+    on = np.random.default_rng(1).random(len(y)) < 0.4
+    x[torch.from_numpy(on)] = draw_ruler(x[torch.from_numpy(on)])
+    meta = pd.DataFrame({"ruler": on.astype(int), "ruler_box": [BOX if r else "" for r in on]})
+    root = tmp_path_factory.mktemp("ruler") / "data"
+    write_image_folder(root, x, y, meta, CLASSES)
+    return root
+
+
+def shortcut_summary(model, data):
+    return cnnaudit.audit(model, data, checks=["shortcuts"], options={"shortcuts": {"artifacts": ("ruler",)}})
+
+
+def test_planted_ruler_is_a_shortcut_and_its_control_is_not(pair, ruler_dir):
+    planted, control = (shortcut_summary(m, ruler_dir).summary["shortcuts"] for m in pair)
+    p, c = planted["artifacts"]["ruler"], control["artifacts"]["ruler"]
+    assert p["verdict"] == "shortcut" and c["verdict"] != "shortcut", (p["verdict"], c["verdict"])
+    assert p["associated_class"] == "3"
+    for how in FILLS:  # every fill flips the planted model, none the control
+        assert p["by_fill"][how]["flip_rate"] >= 0.3 > c["by_fill"][how]["flip_rate"] + 0.2, (how, p, c)
+    assert p["add_flip_rate"] >= 0.3 and c["add_flip_rate"] < 0.1
+    # removal restores accuracy on the planted model: its ruler images were being called "3"
+    assert p["accuracy_change"] > 0.2
+    # statistical view: within true non-3 classes, "3" is predicted far more often with a ruler
+    rates = [r for r in p["conditional_rates"] if r["class"] != "3"]
+    assert np.mean([r["rate_with"] for r in rates]) > np.mean([r["rate_without"] for r in rates]) + 0.3
+    assert p["saliency_method"] == "grad-cam" and p["saliency_mass_ratio"] is not None
+    assert planted["sanity"]["passed"] is not None
+
+
+def test_torchscript_model_gets_the_same_verdict(pair, ruler_dir, tmp_path):
+    path = tmp_path / "planted.pt"
+    torch.jit.save(torch.jit.script(pair[0]), str(path))
+    r = run_cli("run", path, ruler_dir, "--out", tmp_path / "o", "--checks", "shortcuts", "--artifact", "ruler",
+                "--quiet")
+    assert r.returncode == 0, r.stderr
+    s = read_summary(tmp_path / "o")["shortcuts"]
+    assert s["artifacts"]["ruler"]["verdict"] == "shortcut"
+    assert s["artifacts"]["ruler"]["saliency_method"] == "occlusion"
+    assert s["sanity"]["passed"] is None and "not run" in s["sanity"]["detail"]
+
+
+def test_removal_stays_in_range_and_only_touches_the_region():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(5, 3, 32, 32, generator=g)
+    mask = box_mask((3, 26, 29, 30), (32, 32), (32, 32))[None].expand(5, -1, -1, -1)
+    assert int(mask[0].sum()) == 26 * 4
+    for how in FILLS:
+        out = fill(x, mask, how)
+        assert out.shape == x.shape and float(out.min()) >= 0 and float(out.max()) <= 1
+        assert torch.equal(out[~mask.expand_as(x)], x[~mask.expand_as(x)]), how
+        assert not torch.equal(out[mask.expand_as(x)], x[mask.expand_as(x)]), how
+    # a box in stored pixels lands on the same content after resizing to the model input
+    scaled = box_mask((6, 52, 58, 60), (64, 64), (32, 32))
+    assert torch.equal(scaled, box_mask((3, 26, 29, 30), (32, 32), (32, 32)))
+
+
+def test_artifact_errors_exit_2(tmp_path, torchscript_path, digits_dir):
+    for flag, needle in ((["--artifact", "watermark"], "'watermark'"), (["--artifact", "scanner"], "scanner_box")):
+        r = run_cli("run", torchscript_path, digits_dir, "--out", tmp_path / "o", "--checks", "shortcuts", *flag)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and needle in r.stderr, r.stderr

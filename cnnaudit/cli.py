@@ -1,4 +1,7 @@
-"""Command line: `cnnaudit run MODEL DATA`, `cnnaudit demo`. Exit 0 pass, 1 gate failed, 2 bad input."""
+"""Command line: `cnnaudit run MODEL DATA`, `demo`, `gate SUMMARY`, `diff OLD NEW`.
+
+Exit 0 pass, 1 gate failed, 2 bad input or usage, 130 interrupted (outputs are written only at the end,
+each atomically, so an interrupted run leaves no partial report)."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .errors import EXIT_BAD_INPUT, EXIT_PASS, AuditError
+from .errors import EXIT_BAD_INPUT, EXIT_GATE_FAILED, EXIT_PASS, AuditError
 
 
 def _add_audit_options(p: argparse.ArgumentParser) -> None:
@@ -43,12 +46,22 @@ def _add_audit_options(p: argparse.ArgumentParser) -> None:
     h.add_argument("--artifact", action="append", metavar="NAME",
                    help="a 0/1 metadata column marking an artifact (ruler, marker, watermark), located by NAME_box "
                         "('x0 y0 x1 y1') or NAME_mask (a mask image path); repeatable")
+    _add_gate_outputs(p)
     p.add_argument("--limit", type=int, help="audit a seeded, class-stratified subset of N images")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=64, help="images per batch (default: %(default)s)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
     p.add_argument("--workers", type=int, default=2, help="image-decoding threads (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def _add_gate_outputs(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("release gate")
+    g.add_argument("--policy", help="TOML policy of named rules; the exit code is 1 when a 'fail' rule fails")
+    g.add_argument("--baseline", help="summary.json of the last release, for max_regression rules")
+    g.add_argument("--junit", metavar="PATH", help="write the gate as JUnit XML (one testcase per rule)")
+    g.add_argument("--markdown", metavar="PATH", help="write the gate as Markdown (pull-request comment, job summary)")
+    g.add_argument("--json", action="store_true", help="print the gate (or summary) as JSON on stdout")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,6 +98,18 @@ def build_parser() -> argparse.ArgumentParser:
                           "planted ruler shortcut and a rare washed-out scanner, then audit it.")
     _add_audit_options(demo)
     demo.set_defaults(out="cnnaudit-demo")
+
+    gate = sub.add_parser("gate", help="re-judge a finished audit's summary.json against a policy",
+                          description="Judge SUMMARY (a summary.json) against --policy without running the model. "
+                          "Exit 0 pass, 1 gate failed, 2 bad input.")
+    gate.add_argument("summary", help="summary.json of a finished audit")
+    _add_gate_outputs(gate)
+
+    diff = sub.add_parser("diff", help="print metric deltas between two audits",
+                          description="Print every gateable metric of OLD and NEW (summary.json files) and its change.")
+    diff.add_argument("old")
+    diff.add_argument("new")
+    diff.add_argument("--json", action="store_true", help="print the deltas as JSON")
     return parser
 
 
@@ -173,9 +198,72 @@ def _config_from_args(args) -> "AuditConfig":
                                                        if args.artifact else {}})
 
 
+def _read_summary(path: str, flag: str) -> dict:
+    import json
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise AuditError(f"{flag} {path!r} does not exist; give the summary.json of a finished audit.") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise AuditError(f"{flag} {path!r} is not valid JSON ({exc}); give a cnnaudit summary.json.") from None
+    if not isinstance(data, dict) or "clean" not in data or "version" not in data:
+        raise AuditError(f"{flag} {path!r} is not a cnnaudit summary.json (no 'clean' section).")
+    return data
+
+
+def _load_gate_inputs(args):
+    """Policy and baseline are read before any work, so a typo fails in a second, not after the audit."""
+    from .gate import load_policy
+    if args.baseline and not args.policy:
+        raise AuditError("--baseline is only used by a policy's max_regression rules; add --policy.")
+    rules = load_policy(args.policy) if args.policy else None
+    baseline = _read_summary(args.baseline, "--baseline") if args.baseline else None
+    return rules, baseline
+
+
+def _emit_gate(args, gate: dict, summary: dict) -> None:
+    from .gate.outputs import junit_xml, markdown, text
+    from .io import write_text
+    if args.junit:
+        write_text(Path(args.junit), junit_xml(gate))
+    if args.markdown:
+        write_text(Path(args.markdown), markdown(gate, summary))
+    if not args.json and not getattr(args, "quiet", False):
+        print(text(gate))
+
+
+def _run_gate(args) -> int:
+    import json
+    from .gate import judge
+    if not args.policy:
+        raise AuditError("cnnaudit gate needs --policy FILE.")
+    rules, baseline = _load_gate_inputs(args)
+    summary = _read_summary(args.summary, "SUMMARY")
+    gate = judge(rules, summary, baseline)
+    _emit_gate(args, gate, summary)
+    if args.json:
+        print(json.dumps(gate, indent=2))
+    return EXIT_PASS if gate["passed"] else EXIT_GATE_FAILED
+
+
+def _run_diff(args) -> int:
+    import json
+    from .gate import diff
+    from .gate.outputs import diff_text
+    rows = diff(_read_summary(args.old, "OLD"), _read_summary(args.new, "NEW"))
+    print(json.dumps(rows, indent=2) if args.json else diff_text(rows))
+    return EXIT_PASS
+
+
 def _run(args) -> int:
+    if args.command == "gate":
+        return _run_gate(args)
+    if args.command == "diff":
+        return _run_diff(args)
+    import json
     from .pipeline import run_audit
     config = _config_from_args(args)
+    rules, baseline = _load_gate_inputs(args)
     if args.command == "demo":
         from .demo import prepare_demo
         model_path, data_dir, demo_options = prepare_demo(quiet=args.quiet)
@@ -188,16 +276,26 @@ def _run(args) -> int:
         result = run_audit(model_path, data_dir, config)
     else:
         result = run_audit(args.model, args.data, config, unsafe_pickle=args.unsafe_pickle)
-    paths = result.write(args.out)
     s = result.summary
-    if not args.quiet:
+    gate = None
+    if rules is not None:
+        from .gate import judge
+        gate = judge(rules, s, baseline)  # an impossible rule (exit 2) leaves no report behind
+        s["gate"] = gate
+    paths = result.write(args.out)
+    if not args.quiet and not args.json:
         ci = s["clean"]["accuracy_ci"]
         print(f"clean accuracy {100 * s['clean']['accuracy']:.1f}% [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}] on "
               f"{s['data']['n_samples']} images, {s['data']['n_skipped']} skipped, {len(s['findings'])} finding(s)")
         for f in s["findings"]:
             print(f"  - {f}")
-    print(f"report: {Path(paths['report']).resolve()}")
-    return EXIT_PASS
+    if gate is not None:
+        _emit_gate(args, gate, s)
+    if args.json:
+        print(json.dumps(gate if gate is not None else s, indent=2))
+    else:
+        print(f"report: {Path(paths['report']).resolve()}")
+    return EXIT_PASS if gate is None or gate["passed"] else EXIT_GATE_FAILED
 
 
 def main(argv: list[str] | None = None) -> int:

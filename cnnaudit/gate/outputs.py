@@ -1,0 +1,66 @@
+"""Gate results for CI systems and people: JUnit XML, Markdown, plain text. Pure functions of the gate."""
+
+from __future__ import annotations
+
+from xml.etree import ElementTree as ET
+
+
+def _fmt(v) -> str:
+    return "n/a" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
+
+
+def junit_xml(gate: dict, suite: str = "cnnaudit gate") -> str:
+    """One testcase per rule. A failed `fail` rule is a <failure>; a failed `warn` rule passes with its
+    warning in <system-out> (CI systems show it without failing the build). Follows the JUnit schema that
+    Jenkins, GitLab and GitHub test reporters read (testsuites/testsuite/testcase)."""
+    rules = gate["rules"]
+    failures = sum(not r["passed"] and r["severity"] == "fail" for r in rules)
+    root = ET.Element("testsuites", name="cnnaudit", tests=str(len(rules)), failures=str(failures), errors="0")
+    ts = ET.SubElement(root, "testsuite", name=suite, tests=str(len(rules)), failures=str(failures), errors="0",
+                       skipped="0", time="0")
+    for r in rules:
+        tc = ET.SubElement(ts, "testcase", name=r["name"], classname=f"cnnaudit.gate.{r['kind']}", time="0")
+        if not r["passed"] and r["severity"] == "fail":
+            f = ET.SubElement(tc, "failure", message=r["detail"], type=r["kind"])
+            f.text = f"{r['metric']} = {_fmt(r['value'])}, threshold {_fmt(r['threshold'])}"
+        elif not r["passed"]:
+            ET.SubElement(tc, "system-out").text = f"WARNING: {r['detail']}"
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def _md(text) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown(gate: dict, summary: dict | None = None) -> str:
+    head = "✅ **cnnaudit gate passed**" if gate["passed"] else f"❌ **cnnaudit gate failed** ({gate['n_failed']} rule(s))"
+    lines = [head, ""]
+    if summary:
+        m = summary.get("model", {})
+        lines += [f"Model `{_md(m.get('path'))}` (sha256 `{(m.get('sha256') or 'n/a')[:12]}`), "
+                  f"{summary.get('data', {}).get('n_samples')} images, seed {summary.get('seed')}.", ""]
+    lines += ["| rule | metric | value | threshold | result |", "|---|---|---|---|---|"]
+    for r in gate["rules"]:
+        mark = "✅ pass" if r["passed"] else ("⚠️ warn" if r["severity"] == "warn" else "❌ fail")
+        lines.append(f"| {_md(r['name'])} | `{_md(r['metric'])}` | {_fmt(r['value'])} | {_fmt(r['threshold'])} | {mark} |")
+    failed = [r for r in gate["rules"] if not r["passed"]]
+    if failed:
+        lines += ["", *[f"- **{_md(r['name'])}**: {_md(r['detail'])}" for r in failed]]
+    return "\n".join(lines) + "\n"
+
+
+def text(gate: dict) -> str:
+    lines = [f"gate {'PASSED' if gate['passed'] else 'FAILED'}"]
+    for r in gate["rules"]:
+        mark = "pass" if r["passed"] else ("WARN" if r["severity"] == "warn" else "FAIL")
+        lines.append(f"  [{mark}] {r['name']}: {r['detail']}")
+    return "\n".join(lines)
+
+
+def diff_text(rows: list[dict]) -> str:
+    width = max([len(r["metric"]) for r in rows] + [6])
+    out = [f"{'metric':{width}}  {'old':>9}  {'new':>9}  {'delta':>9}  change"]
+    for r in rows:
+        delta = "n/a" if r["delta"] is None else f"{r['delta']:+.4f}"
+        out.append(f"{r['metric']:{width}}  {_fmt(r['old']):>9}  {_fmt(r['new']):>9}  {delta:>9}  {r['change']}")
+    return "\n".join(out)

@@ -53,6 +53,8 @@ def _add_audit_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
     p.add_argument("--workers", type=int, default=2, help="image-decoding threads (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--resume", action="store_true", help="checkpoint each finished check in OUT and reuse the "
+                   "checks of an interrupted run when model, data and configuration are unchanged")
 
 
 def _add_gate_outputs(p: argparse.ArgumentParser) -> None:
@@ -273,9 +275,10 @@ def _run(args) -> int:
                     config.options[check] = {**opts, **config.options.get(check, {})}
             else:
                 setattr(config, key, value)
-        result = run_audit(model_path, data_dir, config)
+        result = run_audit(model_path, data_dir, config, resume_dir=args.out if args.resume else None)
     else:
-        result = run_audit(args.model, args.data, config, unsafe_pickle=args.unsafe_pickle)
+        result = run_audit(args.model, args.data, config, unsafe_pickle=args.unsafe_pickle,
+                           resume_dir=args.out if args.resume else None)
     s = result.summary
     gate = None
     if rules is not None:

@@ -49,7 +49,9 @@ def _checks_to_run(config: AuditConfig) -> list[str]:
 
 
 def run_audit(model: str | Path | nn.Module, data: str | Path, config: AuditConfig | None = None, *,
-              unsafe_pickle: bool = False) -> AuditResult:
+              unsafe_pickle: bool = False, resume_dir: str | Path | None = None) -> AuditResult:
+    """Run the audit. With `resume_dir` (the output folder), each finished check is checkpointed there and
+    reused by a later run whose model, data, configuration and earlier checks are unchanged."""
     config = config or AuditConfig()
     timing: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -77,12 +79,32 @@ def run_audit(model: str | Path | nn.Module, data: str | Path, config: AuditConf
         f"on {device} ({', '.join(names)})", quiet=config.quiet)
 
     ctx = AuditContext(config=config, model=audited, loaded=loaded, dataset=dataset, sample_ids=sample_ids)
-    results = []
+    checkpoints = None
+    if resume_dir is not None and loaded.sha256:
+        from .resume import Checkpoints, data_fingerprint
+        checkpoints = Checkpoints(resume_dir, model_sha256=loaded.sha256, data=data_fingerprint(dataset, sample_ids),
+                                  config={k: v for k, v in config.recorded().items() if k != "options"})
+    results, resumed, key = [], [], ""
     for name in names:
         seed_everything(config.seed)  # each check's randomness is independent of which checks ran before
         t = time.perf_counter()
-        results.append(REGISTRY[name](check_options[name]).run(ctx))
-        ctx.results[name] = results[-1]
+        reads = {o: config.options.get(o) for o in REGISTRY[name].reads_options}
+        key = checkpoints.key(name, [check_options[name], reads], key) if checkpoints else ""
+        saved = checkpoints.load(name, key) if checkpoints else None
+        if saved is not None:
+            result, state = saved
+            for attr, value in state.items():
+                setattr(ctx, attr, value)
+            resumed.append(name)
+            log(f"{name}: reused from an earlier run (--resume)", quiet=config.quiet)
+        else:
+            result = REGISTRY[name](check_options[name]).run(ctx)
+            if checkpoints:
+                state = ({"clean_rows": ctx.clean_rows, "skipped": ctx.skipped, "clipped": ctx.clipped}
+                         if name == "clean" else {})
+                checkpoints.save(name, key, (result, state))
+        results.append(result)
+        ctx.results[name] = result
         timing[name] = time.perf_counter() - t
     timing["total"] = time.perf_counter() - t0
     summary = {
@@ -101,4 +123,6 @@ def run_audit(model: str | Path | nn.Module, data: str | Path, config: AuditConf
         summary[r.name] = r.summary
     summary["findings"] = [f for r in results for f in r.findings]
     summary["timing"] = {k: round(v, 3) for k, v in timing.items()}
+    if resume_dir is not None:
+        summary["timing"]["resumed"] = resumed
     return AuditResult(summary=summary, results=results)

@@ -32,6 +32,7 @@ class Check:
     title: ClassVar[str]
     template: ClassVar[str]  # under reports/templates/
     options_type: ClassVar[type | None] = None  # a dataclass with a validated() method
+    reads_options: ClassVar[tuple[str, ...]] = ()  # other checks' options this one depends on (for --resume)
 
     def __init__(self, options=None):
         self._options = options  # None: from the audit's configuration

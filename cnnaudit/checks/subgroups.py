@@ -76,6 +76,7 @@ class SubgroupCheck(Check):
     title = "Bias: subgroups and data"
     template = "sections/subgroups.html.j2"
     options_type = SubgroupOptions
+    reads_options = ("shortcuts",)  # artifacts are not ranked as groups
 
     def run(self, ctx) -> CheckResult:
         opts = self.resolved_options(ctx)

@@ -1,0 +1,56 @@
+"""--resume: an interrupted audit continues with its finished checks, recomputes what changed, and ends
+with the same summary as an uninterrupted run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+from .conftest import read_summary, run_cli
+
+ARGS = ["--checks", "adversarial,corruption", "--norms", "linf", "--eps-linf", "0.1,0.2", "--limit", "120",
+        "--corruptions", "rain,snow,low_light,fog,motion_blur,gaussian_noise,jpeg,contrast,brightness"]
+
+
+def _interrupt_at(cmd, marker: str) -> int:
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env={**os.environ})
+    reached = threading.Event()
+
+    def watch():
+        for line in proc.stderr:
+            if marker in line:
+                reached.set()
+    threading.Thread(target=watch, daemon=True).start()
+    assert reached.wait(300), f"never reached {marker!r}"
+    proc.send_signal(signal.SIGINT)
+    return proc.wait(60)
+
+
+def strip(summary: dict) -> dict:
+    return {k: v for k, v in summary.items() if k != "timing"}
+
+
+def test_resume_after_interrupt(tmp_path, torchscript_path, digits_dir):
+    out = tmp_path / "o"
+    cmd = [sys.executable, "-m", "cnnaudit", "run", str(torchscript_path), str(digits_dir), "--out", str(out),
+           "--resume", *ARGS]
+    assert _interrupt_at(cmd, "corruption:") == 130
+    assert not (out / "report.html").exists()
+    r = run_cli("run", torchscript_path, digits_dir, "--out", out, "--resume", *ARGS)
+    assert r.returncode == 0, r.stderr
+    resumed = read_summary(out)
+    assert resumed["timing"]["resumed"] == ["clean", "adversarial"]
+    assert "reused from an earlier run" in r.stderr
+    fresh = tmp_path / "fresh"
+    r = run_cli("run", torchscript_path, digits_dir, "--out", fresh, *ARGS)
+    assert r.returncode == 0, r.stderr
+    assert strip(read_summary(fresh)) == strip(resumed)
+    # a changed option recomputes that check (and the ones after it), a changed seed recomputes all
+    r = run_cli("run", torchscript_path, digits_dir, "--out", out, "--resume", *ARGS[:-1], "rain")
+    assert r.returncode == 0 and read_summary(out)["timing"]["resumed"] == ["clean", "adversarial"]
+    assert read_summary(out)["corruption"]["corruptions"] == ["rain"]
+    r = run_cli("run", torchscript_path, digits_dir, "--out", out, "--resume", "--seed", "5", *ARGS)
+    assert r.returncode == 0 and read_summary(out)["timing"]["resumed"] == []

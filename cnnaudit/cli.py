@@ -115,13 +115,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _csv(text: str) -> list[str]:
+    """A comma-separated flag value as its non-empty, stripped items."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
 def _parse_eps(text: str, flag: str) -> list[float]:
+    from .checks.adversarial import parse_budget
     values = []
     for part in text.split(","):
         part = part.strip()
         try:
-            num, _, den = part.partition("/")
-            value = float(num) / (float(den) if den else 1.0)
+            value = parse_budget(part)
         except ValueError:
             raise AuditError(f"{flag} has {part!r}, which is not a number or fraction like 8/255.") from None
         if not value > 0:
@@ -133,7 +138,7 @@ def _parse_eps(text: str, flag: str) -> list[float]:
 def _adversarial_options(args) -> dict:
     opts = {}
     if args.norms:
-        norms = tuple(n.strip() for n in args.norms.split(",") if n.strip())
+        norms = tuple(_csv(args.norms))
         bad = [n for n in norms if n not in ("linf", "l2")]
         if bad or not norms:
             raise AuditError(f"--norms has {(bad or [args.norms])[0]!r}; choose linf, l2 or linf,l2.")
@@ -150,17 +155,17 @@ def _adversarial_options(args) -> dict:
     if args.attack_backend:
         opts["backend"] = args.attack_backend
     if args.attacks:
-        opts["attacks"] = [a.strip() for a in args.attacks.split(",") if a.strip()]
+        opts["attacks"] = _csv(args.attacks)
     return opts
 
 
 def _corruption_options(args) -> dict:
     opts = {}
     if args.corruptions:
-        opts["corruptions"] = tuple(c.strip() for c in args.corruptions.split(",") if c.strip())
+        opts["corruptions"] = tuple(_csv(args.corruptions))
     if args.severities:
         try:
-            opts["severities"] = tuple(int(v) for v in args.severities.split(",") if v.strip())
+            opts["severities"] = tuple(int(v) for v in _csv(args.severities))
         except ValueError:
             raise AuditError(f"--severities has {args.severities!r}; give integers 1 to 5 like 1,3,5.") from None
     return opts
@@ -169,9 +174,9 @@ def _corruption_options(args) -> dict:
 def _subgroup_options(args) -> dict:
     opts = {}
     if args.group_by:
-        opts["group_by"] = tuple(c.strip() for c in args.group_by.split(",") if c.strip())
+        opts["group_by"] = tuple(_csv(args.group_by))
     if args.intersections:
-        opts["intersections"] = tuple(c.strip() for c in args.intersections.split(",") if c.strip())
+        opts["intersections"] = tuple(_csv(args.intersections))
     if args.min_group_size is not None:
         opts["min_group_size"] = args.min_group_size
     return opts
@@ -182,7 +187,7 @@ def _config_from_args(args) -> "AuditConfig":
     from .data.images import DEFAULT_MAX_PIXELS
     checks = None
     if args.checks is not None:
-        checks = [] if args.checks.strip() == "none" else [c.strip() for c in args.checks.split(",") if c.strip()]
+        checks = [] if args.checks.strip() == "none" else _csv(args.checks)
     if args.batch_size < 1:
         raise AuditError("--batch-size must be at least 1.")
     if args.limit is not None and args.limit < 1:
@@ -266,6 +271,7 @@ def _run(args) -> int:
     from .pipeline import run_audit
     config = _config_from_args(args)
     rules, baseline = _load_gate_inputs(args)
+    resume_dir = args.out if args.resume else None
     if args.command == "demo":
         from .demo import prepare_demo
         model_path, data_dir, demo_options = prepare_demo(quiet=args.quiet)
@@ -275,10 +281,9 @@ def _run(args) -> int:
                     config.options[check] = {**opts, **config.options.get(check, {})}
             else:
                 setattr(config, key, value)
-        result = run_audit(model_path, data_dir, config, resume_dir=args.out if args.resume else None)
+        result = run_audit(model_path, data_dir, config, resume_dir=resume_dir)
     else:
-        result = run_audit(args.model, args.data, config, unsafe_pickle=args.unsafe_pickle,
-                           resume_dir=args.out if args.resume else None)
+        result = run_audit(args.model, args.data, config, unsafe_pickle=args.unsafe_pickle, resume_dir=resume_dir)
     s = result.summary
     gate = None
     if rules is not None:

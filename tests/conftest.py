@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -54,3 +56,18 @@ def run_cli(*args, cwd=None, env=None) -> subprocess.CompletedProcess:
 
 def read_summary(out: Path) -> dict:
     return json.loads((Path(out) / "summary.json").read_text())
+
+
+def interrupt_at(cmd: list[str], marker: str) -> int:
+    """Run `cmd`, send it SIGINT (Ctrl-C) once its stderr shows `marker`, and return its exit code."""
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env={**os.environ})
+    reached = threading.Event()
+
+    def watch():
+        for line in proc.stderr:
+            if marker in line:
+                reached.set()
+    threading.Thread(target=watch, daemon=True).start()
+    assert reached.wait(300), f"never reached {marker!r}"
+    proc.send_signal(signal.SIGINT)
+    return proc.wait(60)

@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -21,7 +18,7 @@ from cnnaudit.gate import diff, judge
 from cnnaudit.gate.outputs import junit_xml, markdown
 from cnnaudit.gate.policy import parse_policy
 
-from .conftest import read_summary, run_cli
+from .conftest import interrupt_at, read_summary, run_cli
 
 XSD = Path(__file__).parent / "data" / "junit.xsd"
 SUMMARY = {
@@ -202,19 +199,9 @@ def test_cli_policy_typo_exits_2_before_any_work(tmp_path, torchscript_path, dig
 
 def test_interrupted_run_exits_130_and_leaves_no_report(tmp_path, torchscript_path, digits_dir):
     out = tmp_path / "o"
-    proc = subprocess.Popen([sys.executable, "-m", "cnnaudit", "run", str(torchscript_path), str(digits_dir),
-                             "--out", str(out), "--checks", "adversarial"], stderr=subprocess.PIPE, text=True,
-                            env={**os.environ})
-    started = threading.Event()
-
-    def watch():
-        for line in proc.stderr:
-            if "adversarial" in line:
-                started.set()
-    threading.Thread(target=watch, daemon=True).start()
-    assert started.wait(120), "the audit never reached the adversarial check"
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(60) == 130
+    cmd = [sys.executable, "-m", "cnnaudit", "run", str(torchscript_path), str(digits_dir), "--out", str(out),
+           "--checks", "adversarial"]
+    assert interrupt_at(cmd, "adversarial") == 130
     assert not (out / "report.html").exists() and not (out / "summary.json").exists()
 
 

@@ -3,30 +3,12 @@ with the same summary as an uninterrupted run."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import sys
-import threading
 
-from .conftest import read_summary, run_cli
+from .conftest import interrupt_at, read_summary, run_cli
 
 ARGS = ["--checks", "adversarial,corruption", "--norms", "linf", "--eps-linf", "0.1,0.2", "--limit", "120",
         "--corruptions", "rain,snow,low_light,fog,motion_blur,gaussian_noise,jpeg,contrast,brightness"]
-
-
-def _interrupt_at(cmd, marker: str) -> int:
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env={**os.environ})
-    reached = threading.Event()
-
-    def watch():
-        for line in proc.stderr:
-            if marker in line:
-                reached.set()
-    threading.Thread(target=watch, daemon=True).start()
-    assert reached.wait(300), f"never reached {marker!r}"
-    proc.send_signal(signal.SIGINT)
-    return proc.wait(60)
 
 
 def strip(summary: dict) -> dict:
@@ -37,7 +19,7 @@ def test_resume_after_interrupt(tmp_path, torchscript_path, digits_dir):
     out = tmp_path / "o"
     cmd = [sys.executable, "-m", "cnnaudit", "run", str(torchscript_path), str(digits_dir), "--out", str(out),
            "--resume", *ARGS]
-    assert _interrupt_at(cmd, "corruption:") == 130
+    assert interrupt_at(cmd, "corruption:") == 130
     assert not (out / "report.html").exists()
     r = run_cli("run", torchscript_path, digits_dir, "--out", out, "--resume", *ARGS)
     assert r.returncode == 0, r.stderr

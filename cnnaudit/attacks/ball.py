@@ -14,18 +14,17 @@ def _per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return v.view(-1, *([1] * (like.ndim - 1)))
 
 
-def project(x_adv: torch.Tensor, x: torch.Tensor, eps, norm: str) -> torch.Tensor:
+def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
     """Nearest point of the `norm` ball of radius eps around x, then clipped to [0, 1].
 
     Clipping after the ball projection only shrinks every coordinate of the perturbation towards x, so
     the result stays inside the ball."""
     delta = x_adv - x
     if norm == "linf":
-        delta = torch.max(torch.min(delta, _per_sample(torch.as_tensor(eps, device=x.device).expand(len(x)), x)),
-                          -_per_sample(torch.as_tensor(eps, device=x.device).expand(len(x)), x))
+        delta = delta.clamp(-eps, eps)
     else:
         size = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
-        delta = delta * _per_sample(torch.clamp(torch.as_tensor(eps, device=x.device) / size, max=1.0), x)
+        delta = delta * _per_sample(torch.clamp(eps / size, max=1.0), x)
     return (x + delta).clamp(0.0, 1.0)
 
 

@@ -18,11 +18,20 @@ from ..stats import bootstrap_gap, expected_calibration_error, fisher_vs_rest, h
 ALPHA = 0.05
 
 
-def group_metrics(rows: pd.DataFrame, column: str, classes: list[str], min_size: int) -> list[dict]:
-    out = []
+def group_accuracy(rows: pd.DataFrame, column: str, min_size: int):
+    """Per group of `column`: ({value, n, accuracy, accuracy_ci, insufficient, p_vs_rest}, the group's rows)."""
     k_all, n_all = int(rows["correct"].sum()), len(rows)
     for value, g in rows.groupby(rows[column].astype(str), sort=True):
         acc = aggregate.accuracy(g)
+        yield {"value": value, "n": acc["n"], "accuracy": acc["accuracy"], "accuracy_ci": acc["accuracy_ci"],
+               "insufficient": acc["n"] < min_size,
+               "p_vs_rest": round(fisher_vs_rest(int(g["correct"].sum()), len(g), k_all, n_all), 6)}, g
+
+
+def group_metrics(rows: pd.DataFrame, column: str, classes: list[str], min_size: int) -> list[dict]:
+    """group_accuracy plus per-class TPR and FPR, mean confidence and ECE."""
+    out = []
+    for record, g in group_accuracy(rows, column, min_size):
         per_class = {}
         for c, name in enumerate(classes):
             pos, neg = g["label"] == c, g["label"] != c
@@ -30,11 +39,8 @@ def group_metrics(rows: pd.DataFrame, column: str, classes: list[str], min_size:
                 "tpr": round(float((g.loc[pos, "prediction"] == c).mean()), 6) if pos.any() else None,
                 "fpr": round(float((g.loc[neg, "prediction"] == c).mean()), 6) if neg.any() else None,
                 "n": int(pos.sum())}
-        out.append({"value": value, "n": acc["n"], "accuracy": acc["accuracy"], "accuracy_ci": acc["accuracy_ci"],
-                    "insufficient": acc["n"] < min_size,
-                    "mean_confidence": round(float(g["confidence"].mean()), 6),
+        out.append({**record, "mean_confidence": round(float(g["confidence"].mean()), 6),
                     "ece": expected_calibration_error(g["confidence"].to_numpy(), g["correct"].to_numpy()),
-                    "p_vs_rest": round(fisher_vs_rest(int(g["correct"].sum()), len(g), k_all, n_all), 6),
                     "per_class": per_class})
     return out
 

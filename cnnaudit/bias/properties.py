@@ -13,6 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..corruptions.ops import luminance
+
 LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
 
 
@@ -20,8 +22,7 @@ def image_properties(x: torch.Tensor) -> dict[str, np.ndarray]:
     """brightness (mean luminance), contrast (its std), sharpness (variance of the Laplacian, x 100),
     dhash (16 hex digits) and pixel_hash (exact content) per image of x (N, C, H, W) in [0, 1]."""
     x = x.float().cpu()
-    grey = x.mean(dim=1, keepdim=True) if x.shape[1] != 3 else (
-        x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(dim=1, keepdim=True)
+    grey = luminance(x)
     lap = F.conv2d(F.pad(grey, (1, 1, 1, 1), mode="replicate"), LAPLACIAN.view(1, 1, 3, 3))
     thumb = F.interpolate(grey, size=(8, 9), mode="area")[:, 0]
     bits = (thumb[:, :, 1:] > thumb[:, :, :-1]).flatten(1).numpy()

@@ -30,6 +30,8 @@ import torch
 
 from .. import aggregate
 from ..attacks import ATTACKS, BACKENDS, AttackRunner, AttackSpec
+from ..attacks.ball import project
+from ..data.sampling import seeded_subset
 from ..errors import AuditError
 from ..predict import predict
 from ..report.images import amplify, to_data_uri
@@ -91,6 +93,12 @@ def eps_label(norm: str, eps: float) -> str:
     return f"{round(k)}/255" if norm == "linf" and abs(k - round(k)) < 1e-6 and k <= 32 else f"{eps:.4g}"
 
 
+def parse_budget(text) -> float:
+    """A budget written as a number or a fraction like 8/255 (the inverse of eps_label); ValueError if not."""
+    num, _, den = str(text).strip().partition("/")
+    return float(num) / (float(den) if den else 1.0)
+
+
 def condition_name(norm: str, eps: float) -> str:
     return f"adv_{norm}_{eps:.6g}"
 
@@ -102,12 +110,7 @@ def check_bounds(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str) ->
     if len(size) and (float(size.max()) > eps * (1 + BOUND_TOL) + 1e-7
                       or float(x_adv.min()) < -1e-6 or float(x_adv.max()) > 1 + 1e-6):
         raise AssertionError(f"attack left the {norm} ball of radius {eps} or [0, 1] (max size {float(size.max())})")
-    if norm == "linf":
-        x_adv = torch.max(torch.min(x_adv, x + eps), x - eps)
-    else:
-        factor = torch.clamp(eps / size.clamp_min(1e-12), max=1.0).view(-1, *([1] * (x.ndim - 1)))
-        x_adv = x + (x_adv - x) * factor
-    return x_adv.clamp(0.0, 1.0)
+    return project(x_adv, x, eps, norm)
 
 
 class AdversarialCheck(Check):
@@ -225,8 +228,7 @@ class AdversarialCheck(Check):
         return rows
 
     def _sanity(self, ctx, runner, correct_ids, grid, opts, summary) -> list[dict]:
-        rng = np.random.default_rng(ctx.config.seed)
-        subset = np.sort(rng.choice(correct_ids, size=min(SANITY_SUBSET, len(correct_ids)), replace=False))
+        subset = seeded_subset(correct_ids, SANITY_SUBSET, ctx.config.seed)
         batches = list(ctx.batches(subset, progress=False))
         x = torch.cat([b.x for b in batches]).to(ctx.device) if batches else None
         y = torch.cat([b.y for b in batches]).to(ctx.device) if batches else None

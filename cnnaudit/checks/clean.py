@@ -24,7 +24,7 @@ class CleanCheck(Check):
     template = "sections/clean.html.j2"
 
     def run(self, ctx) -> CheckResult:
-        parts, thumbs = [], {}
+        parts = []
         for batch in ctx.batches(ctx.sample_ids, desc="clean"):
             ctx.skipped.extend({"path": ctx.dataset.path_of(sid), "reason": reason}
                                for sid, reason in batch.skipped)

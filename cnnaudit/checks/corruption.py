@@ -16,7 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pandas as pd
-import torch
 
 from .. import aggregate
 from ..corruptions import CORRUPTIONS, DEFAULT, SEVERITIES, corrupt
@@ -116,13 +115,15 @@ class CorruptionCheck(Check):
         wrong = rows[~rows["correct"] & ok.reindex(rows["sample_id"]).to_numpy()]
         top = (wrong.sort_values(["confidence", "sample_id"], ascending=[False, True], kind="stable")
                .drop_duplicates("sample_id").head(ctx.config.gallery_size))
+        images = {int(sid): x for b in ctx.batches(top["sample_id"].to_numpy(), progress=False)
+                  for sid, x in zip(b.sample_ids, b.x)}  # one decoding pass for the whole gallery
         out = []
         for r in top.itertuples():
-            batch = next(ctx.batches([r.sample_id], progress=False))
-            xc = corrupt(batch.x.to(ctx.device), r.corruption, r.severity, seed=ctx.config.seed,
-                         sample_ids=batch.sample_ids)
+            x = images[int(r.sample_id)]
+            xc = corrupt(x[None].to(ctx.device), r.corruption, r.severity, seed=ctx.config.seed,
+                         sample_ids=[r.sample_id])
             out.append({"sample_id": int(r.sample_id), "path": r.path, "corruption": r.corruption,
-                        "severity": int(r.severity), "original": to_data_uri(batch.x[0]),
+                        "severity": int(r.severity), "original": to_data_uri(x),
                         "corrupted": to_data_uri(xc[0]), "label": r.label_name, "prediction": r.prediction_name,
                         "confidence": float(r.confidence)})
         return out

@@ -30,6 +30,7 @@ import torch
 from scipy.stats import spearmanr
 
 from ..data.images import image_size
+from ..data.sampling import seeded_subset
 from ..errors import AuditError
 from ..predict import predict
 from ..report.images import to_data_uri
@@ -201,9 +202,7 @@ class ShortcutCheck(Check):
 
     # --- without annotations ----------------------------------------------------------------------------
     def _subset(self, ctx, clean) -> np.ndarray:
-        rng = np.random.default_rng(ctx.config.seed)
-        ids = clean.index.to_numpy()
-        return np.sort(rng.choice(ids, size=min(SCAN_SUBSET, len(ids)), replace=False))
+        return seeded_subset(clean.index.to_numpy(), SCAN_SUBSET, ctx.config.seed)
 
     def _scan(self, ctx, clean):
         """Occlusion of each cell of a 4 x 4 grid (flip rate) and saliency concentration in the border."""
@@ -248,12 +247,11 @@ class ShortcutCheck(Check):
         bm = torch.cat(border_mass) if border_mass else torch.zeros(0)
         ok = ~torch.isnan(bm)
         border_share = 1 - (1 - 2 / 8) ** 2
-        summary = [c for c in candidates]
         concentration = {"border_saliency_mass": round(float(bm[ok].mean()), 6) if bool(ok.any()) else None,
                          "border_area_share": round(border_share, 6), "n": n}
         examples = [{"row": c["row"], "col": c["col"], "image": flipped_examples.get((c["row"], c["col"]))}
                     for c in candidates if c["candidate"]]
-        return {"grid": summary, "saliency_border": concentration}, examples
+        return {"grid": candidates, "saliency_border": concentration}, examples
 
     def _sanity(self, ctx, clean) -> dict:
         twin = randomized_top_layer(ctx.model, ctx.config.seed)

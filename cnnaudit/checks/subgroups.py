@@ -23,12 +23,11 @@ import numpy as np
 import pandas as pd
 
 from ..bias import data_audit
-from ..bias.groups import gap, group_metrics, judge, with_intersections
+from ..bias.groups import gap, group_accuracy, group_metrics, judge, with_intersections
 from ..bias.properties import image_properties, thumbnails
 from ..data.images import image_size
 from ..errors import AuditError
 from ..report.images import to_data_uri
-from ..stats import fisher_vs_rest, wilson_ci
 from .base import Check, CheckResult
 
 MAX_DEFAULT_VALUES = 20  # a column with more distinct values is an identifier, not a group
@@ -137,13 +136,9 @@ class SubgroupCheck(Check):
             rows = with_intersections(result.rows, opts.pairs())[0]
             for condition, cond_rows in rows.groupby("condition", sort=False):
                 for attr in attrs:
-                    groups = []
-                    for value, g in cond_rows.groupby(cond_rows[attr].astype(str), sort=True):
-                        k, n = int(g["correct"].sum()), len(g)
-                        groups.append({"value": value, "n": n, "accuracy": round(k / n, 6),
-                                       "accuracy_ci": wilson_ci(k, n), "insufficient": n < min_size,
-                                       "drop": round(clean_acc[attr].get(value, float("nan")) - k / n, 6),
-                                       "p_vs_rest": _p_vs_rest(k, n, cond_rows)})
+                    groups = [{**g, "drop": round(clean_acc[attr].get(g["value"], float("nan"))
+                                                  - float(rows_g["correct"].mean()), 6)}
+                              for g, rows_g in group_accuracy(cond_rows, attr, min_size)]
                     out.append({"check": name, "condition": condition, "attribute": attr, "groups": groups,
                                 **gap(groups, seed=ctx.config.seed + len(out))})
         judge(out)
@@ -162,10 +157,6 @@ class SubgroupCheck(Check):
 
 
 PROPERTY_COLUMNS = ["brightness", "contrast", "sharpness", "dhash", "pixel_hash", "height", "width", "aspect"]
-
-
-def _p_vs_rest(k, n, rows) -> float:
-    return round(fisher_vs_rest(k, n, int(rows["correct"].sum()), len(rows)), 6)
 
 
 def _kpis(attributes) -> list[dict]:

@@ -6,6 +6,12 @@ import numpy as np
 import pandas as pd
 
 
+def seeded_subset(ids, n: int, seed: int) -> np.ndarray:
+    """At most n of `ids`, drawn without replacement by `seed`, in ascending order."""
+    ids = np.asarray(ids)
+    return np.sort(np.random.default_rng(seed).choice(ids, size=min(n, len(ids)), replace=False))
+
+
 def stratified_subset(table: pd.DataFrame, limit: int, seed: int) -> pd.DataFrame:
     """Largest-remainder allocation per class, then a seeded draw inside each class.
 

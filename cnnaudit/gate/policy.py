@@ -95,8 +95,8 @@ def parse_policy(data: dict, where: str = "policy") -> list[Rule]:
 
 
 def parse_eps(value) -> float:
+    from ..checks.adversarial import parse_budget
     try:
-        num, _, den = str(value).partition("/")
-        return float(num) / (float(den) if den else 1.0)
+        return parse_budget(value)
     except ValueError:
         raise AuditError(f"eps {value!r} in the policy is not a number or fraction like 8/255.") from None

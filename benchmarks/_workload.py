@@ -19,3 +19,78 @@ def digits_workload(n_eval: int, *, epochs: int = 12, root: Path | None = None):
     root = Path(root or tempfile.mkdtemp(prefix="cnnaudit-bench-")) / "data"
     write_image_folder(root, x[held], y[held], meta.iloc[held].reset_index(drop=True), [str(i) for i in range(10)])
     return model, root
+
+
+def resnet_workload(n_eval: int, *, size: int = 32, epochs: int = 8, root: Path | None = None):
+    """(torchvision ResNet-18, data folder) with `n_eval` digits audited at `size` px, 3 channels.
+
+    At 32 px the network is trained end to end on the other digits (about a minute on 2 cores). At 224 px
+    that would take an hour on a CPU, so the convolutional layers keep their random weights, batch-norm
+    statistics are re-estimated on the training images and only the last layer is fitted (a linear
+    probe): the passes cost what a trained ResNet-18's cost, and the model is right often enough for the
+    attack cascade to have work."""
+    import torch
+    import torch.nn.functional as F
+    from torchvision.models import resnet18
+
+    x, y, meta = digits_images(seed=0)
+    perm = np.random.default_rng(0).permutation(len(y))
+    held = np.sort(perm[:n_eval])
+    train = perm[n_eval:] if len(perm) - n_eval >= 500 else perm[-800:]
+    torch.manual_seed(0)
+    model = resnet18(num_classes=10)
+
+    def inputs(idx):
+        xs = x[idx].expand(-1, 3, -1, -1)
+        return xs if size == 32 else F.interpolate(xs, size=(size, size), mode="bilinear", align_corners=False)
+
+    yt = torch.from_numpy(y)
+    g = torch.Generator().manual_seed(0)
+    if size == 32:
+        opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+        model.train()
+        for _ in range(epochs):
+            for idx in torch.from_numpy(train)[torch.randperm(len(train), generator=g)].split(64):
+                opt.zero_grad()
+                F.cross_entropy(model(inputs(idx)), yt[idx]).backward()
+                opt.step()
+    else:
+        for m in model.modules():  # cumulative batch-norm statistics over the training images
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.reset_running_stats()
+                m.momentum = None
+        model.train()
+        body = torch.nn.Sequential(*list(model.children())[:-1])
+        with torch.no_grad():
+            for idx in torch.from_numpy(train).split(32):
+                body(inputs(idx))
+        model.eval()
+        with torch.no_grad():
+            feats = torch.cat([body(inputs(idx)).flatten(1) for idx in torch.from_numpy(train).split(32)])
+        from sklearn.linear_model import LogisticRegression
+        mu, sd = feats.mean(0), feats.std(0) + 1e-6
+        clf = LogisticRegression(max_iter=2000, C=1.0).fit(((feats - mu) / sd).numpy(), y[train])
+        w = torch.as_tensor(clf.coef_, dtype=torch.float32) / sd
+        with torch.no_grad():  # fold the standardisation into the fc layer
+            model.fc.weight.copy_(w)
+            model.fc.bias.copy_(torch.as_tensor(clf.intercept_, dtype=torch.float32) - (w * mu).sum(1))
+    model.eval()
+    root = Path(root or tempfile.mkdtemp(prefix="cnnaudit-bench-")) / "data"
+    write_image_folder(root, x[held], y[held], meta.iloc[held].reset_index(drop=True), [str(i) for i in range(10)])
+    return model, root
+
+
+def many_digits(n: int, root: Path) -> Path:
+    """`n` distinct images for the memory benchmark: each digit shifted by up to 2 px in each direction
+    (25 variants of 1,797 digits), with the demo's metadata; written once, reused by later runs."""
+    import torch
+    data = Path(root) / f"many-{n}"
+    if (data / "metadata.csv").is_file():
+        return data
+    x, y, meta = digits_images(seed=0)
+    i = np.arange(n)
+    base, variant = i % len(y), i // len(y)
+    shifts = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)]
+    imgs = torch.stack([torch.roll(x[b], shifts[v % 25], dims=(1, 2)) for b, v in zip(base, variant)])
+    write_image_folder(data, imgs, y[base], meta.iloc[base].reset_index(drop=True), [str(k) for k in range(10)])
+    return data

@@ -6,13 +6,17 @@ samples through a forward pass with input gradients, and without), timed on the 
 run at a large batch with nothing else around them. Efficiency below 1 is overhead: data decoding,
 corruption generation, attack bookkeeping, statistics, report rendering.
 
-    python benchmarks/bench_audit.py [--model digits|resnet18] [--n 300] [--size 32] [--batch-size 64]
+    python benchmarks/bench_audit.py                               # digits CNN, 300 images
+    python benchmarks/bench_audit.py --model resnet18              # ResNet-18, 1,000 images at 32 px
+    python benchmarks/bench_audit.py --model resnet18 --size 224   # ResNet-18, 48 images at 224 px
+    python benchmarks/bench_audit.py --memory                      # peak memory growth per 10,000 images
 """
 
 from __future__ import annotations
 
 import argparse
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -21,7 +25,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _workload import digits_workload  # noqa: E402
+from _workload import digits_workload, many_digits, resnet_workload  # noqa: E402
 
 import cnnaudit  # noqa: E402
 from cnnaudit.model import wrapper  # noqa: E402
@@ -47,7 +51,7 @@ class PassCounter:
         wrapper.AuditedModel.forward = self._orig
 
 
-def per_sample_cost(model, shape, batch: int, repeats: int = 5) -> tuple[float, float]:
+def per_sample_cost(model, shape, batch: int, repeats: int) -> tuple[float, float]:
     """Seconds per sample for a forward pass, and for a forward plus input-gradient backward pass."""
     x = torch.rand(batch, *shape)
     with torch.no_grad():
@@ -64,42 +68,94 @@ def per_sample_cost(model, shape, batch: int, repeats: int = 5) -> tuple[float, 
     return fwd, both
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", choices=("digits", "resnet18"), default="digits")
-    p.add_argument("--n", type=int, default=300)
-    p.add_argument("--batch-size", type=int, default=64)
-    args = p.parse_args()
-    model, data = digits_workload(args.n, root=Path(tempfile.mkdtemp(prefix="cnnaudit-bench-")))
-    channels = 1
-    if args.model == "resnet18":  # random weights: the cost of the passes does not depend on them
-        from torchvision.models import resnet18
-        model, channels = resnet18(num_classes=10).eval(), 3
+GRID = {"linf": [0.05, 0.1, 0.2], "l2": [1.0, 2.0]}  # budgets that suit digits (the default grid is CIFAR's)
+
+
+def workload(args):
+    root = Path(tempfile.mkdtemp(prefix="cnnaudit-bench-"))
+    if args.model == "digits":
+        model, data = digits_workload(args.n, root=root)
+        return model, data, 1
+    model, data = resnet_workload(args.n, size=args.size, root=root)
+    return model, data, 3
+
+
+def speed(args) -> None:
+    model, data, channels = workload(args)
     counter = PassCounter()
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t = time.perf_counter()
     try:
         result = cnnaudit.audit(model, data, batch_size=args.batch_size, channels=channels,
-                                options={"adversarial": {"eps": {"linf": [0.05, 0.1, 0.2], "l2": [1.0, 2.0]}}})
+                                input_size=(args.size, args.size), options={"adversarial": {"eps": GRID}})
         html = result.html()
     finally:
         counter.restore()
     total = time.perf_counter() - t
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     s = result.summary
-    fwd, both = per_sample_cost(model, (channels, 32, 32), batch=256)
+    big = 256 if args.size <= 64 else 32  # the floor's batch: as large as memory sensibly allows
+    fwd, both = per_sample_cost(model, (channels, args.size, args.size), batch=big, repeats=5 if big == 256 else 2)
     floor = counter.plain * fwd + counter.grad * both
-    print(f"workload: {args.model}, {s['data']['n_samples']} images {channels}x32x32, batch {args.batch_size}, "
-          f"{torch.get_num_threads()} threads, clean accuracy {s['clean']['accuracy']:.3f}")
+    print(f"workload: {args.model}, {s['data']['n_samples']} images {channels}x{args.size}x{args.size}, batch "
+          f"{args.batch_size}, {torch.get_num_threads()} threads, clean accuracy {s['clean']['accuracy']:.3f}")
     print(f"{'phase':14}{'seconds':>9}{'images/s':>10}")
     for phase, secs in s["timing"].items():
-        if isinstance(secs, (int, float)):
-            print(f"{phase:14}{secs:9.2f}{s['data']['n_samples'] / max(secs, 1e-9):10.0f}")
+        if isinstance(secs, float):
+            print(f"{phase:14}{secs:9.2f}{s['data']['n_samples'] / max(secs, 1e-9):10.1f}")
     print(f"report render {len(html) / 1e6:.1f} MB")
     print(f"passes: {counter.plain} sample-forwards, {counter.grad} sample-forward+backwards; "
-          f"cost {1e3 * fwd:.3f} / {1e3 * both:.3f} ms per sample at batch 256")
+          f"cost {1e3 * fwd:.3f} / {1e3 * both:.3f} ms per sample at batch {big}")
     print(f"compute floor {floor:.1f} s, actual {total:.1f} s, efficiency {floor / total:.2f}")
     print(f"peak resident memory {peak_mb:.0f} MB (before the audit {rss0 / 1024:.0f} MB)")
+
+
+def memory_child(n: int, root: Path) -> None:
+    """One audit of n images, written to disk as the CLI does; prints this process's peak RSS in MB."""
+    model, _ = digits_workload(10, root=root / "unused")
+    data = many_digits(n, root)
+    result = cnnaudit.audit(model, data, channels=1, quiet=True,
+                            options={"adversarial": {"eps": GRID, "attacks": ["fgsm"]}})
+    result.write(root / f"out-{n}")
+    print(f"PEAK_MB {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f}")
+
+
+def memory(args) -> None:
+    """Peak memory of the default audit at two data sizes, each in a fresh process: the growth per 10,000
+    extra images (target: under 50 MB). The cascade is FGSM only here, which writes the same rows per
+    sample as the full one (memory grows with rows, not with attack steps) at a fraction of the time."""
+    root = Path(tempfile.mkdtemp(prefix="cnnaudit-mem-"))
+    small, large = args.n, args.n + 10_000
+    peaks = {}
+    for n in (small, large):
+        t = time.perf_counter()
+        out = subprocess.run([sys.executable, __file__, "--memory-child", str(n), "--root", str(root)],
+                             capture_output=True, text=True, check=True).stdout
+        peaks[n] = float(out.split("PEAK_MB")[-1])
+        print(f"{n:6d} images: peak resident memory {peaks[n]:7.1f} MB ({time.perf_counter() - t:.0f} s)")
+    print(f"growth per 10,000 images: {peaks[large] - peaks[small]:.1f} MB")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", choices=("digits", "resnet18"), default="digits")
+    p.add_argument("--n", type=int, default=None, help="images (default: digits 300, resnet18 1000 at 32 px, "
+                                                       "48 at 224 px; --memory: 1000)")
+    p.add_argument("--size", type=int, default=32, choices=(32, 224))
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--memory", action="store_true", help="peak memory growth per 10,000 extra images")
+    p.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--root", type=Path, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.memory_child:
+        return memory_child(args.memory_child, args.root)
+    if args.memory:
+        args.n = args.n or 1000
+        return memory(args)
+    if args.model == "digits" and args.size != 32:
+        p.error("the digits CNN takes 32 px inputs; use --model resnet18 for --size 224")
+    args.n = args.n or {"digits": 300, "resnet18": 1000 if args.size == 32 else 48}[args.model]
+    speed(args)
 
 
 if __name__ == "__main__":

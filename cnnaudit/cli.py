@@ -274,6 +274,9 @@ def _run(args) -> int:
     resume_dir = args.out if args.resume else None
     if args.command == "demo":
         from .demo import prepare_demo
+        from .distributed import launched_by_torchrun
+        if launched_by_torchrun():
+            raise AuditError("cnnaudit demo runs in one process; under torchrun use cnnaudit run MODEL DATA.")
         model_path, data_dir, demo_options = prepare_demo(quiet=args.quiet)
         for key, value in demo_options.items():
             if key == "options":  # the demo's budgets, unless the user gave their own
@@ -284,6 +287,8 @@ def _run(args) -> int:
         result = run_audit(model_path, data_dir, config, resume_dir=resume_dir)
     else:
         result = run_audit(args.model, args.data, config, unsafe_pickle=args.unsafe_pickle, resume_dir=resume_dir)
+    if not result.primary:
+        return EXIT_PASS  # torchrun's other ranks: rank 0 writes, prints and gates
     s = result.summary
     gate = None
     if rules is not None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable, Iterator, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -12,8 +12,11 @@ import torch
 from .config import AuditConfig
 from .data import Dataset, iter_batches
 from .data.loader import Batch
+from .distributed import SINGLE, Shard
 from .model import AuditedModel, LoadedModel
 from .progress import Progress
+
+R = TypeVar("R")
 
 
 @dataclass
@@ -27,6 +30,7 @@ class AuditContext:
     skipped: list[dict] = field(default_factory=list)
     clipped: list[int] = field(default_factory=list)
     results: dict = field(default_factory=dict)  # name -> CheckResult of the checks that already ran
+    shard: Shard = SINGLE  # this process's share of the work under torchrun
 
     @property
     def device(self) -> torch.device:
@@ -48,6 +52,20 @@ class AuditContext:
                                       max_pixels=self.config.max_pixels, workers=self.config.workers):
                 progress.update(len(batch.sample_ids) + len(batch.skipped))
                 yield batch
+
+    def map_batches(self, fn: Callable[[Batch], R], sample_ids=None, *, desc: str) -> list[R]:
+        """fn(batch) for every batch of `sample_ids` (default: the readable ones), in batch order. The work
+        of a check's per-sample loop: under torchrun each rank decodes and computes its share of the
+        batches (distributed.py) and every rank receives all results, so fn must return picklable,
+        device-free values (numpy arrays, rows, data URIs), never tensors on the model's device."""
+        ids = self.readable_ids() if sample_ids is None else np.asarray(sample_ids)
+        size = self.config.batch_size
+        chunks = [ids[start:start + size] for start in range(0, len(ids), size)]
+        mine = self.shard.mine(len(chunks))
+        my_ids = np.concatenate([chunks[k] for k in mine]) if mine else ids[:0]
+        # only the last chunk may be short, so my chunks re-cut by batch_size are the same batches
+        results = [fn(batch) for batch in self.batches(my_ids, desc=desc)]
+        return self.shard.gather(results, len(chunks))
 
     def base_rows(self, sample_ids) -> pd.DataFrame:
         """sample_id, path, label, label_name and attribute columns for these samples."""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,7 @@ from .config import AuditConfig
 from .context import AuditContext
 from .data import open_dataset, stratified_subset
 from .data.images import image_size
+from .distributed import device_for_rank, join, leave
 from .errors import AuditError
 from .model.loading import from_module, load_model
 from .model.wrapper import build_audited_model, resolve_device
@@ -51,13 +54,25 @@ def _checks_to_run(config: AuditConfig) -> list[str]:
 def run_audit(model: str | Path | nn.Module, data: str | Path, config: AuditConfig | None = None, *,
               unsafe_pickle: bool = False, resume_dir: str | Path | None = None) -> AuditResult:
     """Run the audit. With `resume_dir` (the output folder), each finished check is checkpointed there and
-    reused by a later run whose model, data, configuration and earlier checks are unchanged."""
+    reused by a later run whose model, data, configuration and earlier checks are unchanged. Started by
+    torchrun, each process computes its share of every check (distributed.py) and all return the same
+    result; `AuditResult.primary` is true on rank 0 only, which alone should write it."""
     config = config or AuditConfig()
+    device = device_for_rank(resolve_device(config.device))
+    shard, created = join(device)
+    try:
+        if not shard.is_main:
+            config = replace(config, quiet=True)
+        return _run_audit(model, data, config, device, shard, unsafe_pickle, resume_dir)
+    finally:
+        leave(created)
+
+
+def _run_audit(model, data, config: AuditConfig, device, shard, unsafe_pickle, resume_dir) -> AuditResult:
     timing: dict[str, float] = {}
     t0 = time.perf_counter()
     names = _checks_to_run(config)
     check_options = {name: REGISTRY[name].options(config) for name in names}
-    device = resolve_device(config.device)
     loaded = (from_module(model) if isinstance(model, nn.Module)
               else load_model(model, arch=config.arch, num_classes=config.num_classes, unsafe_pickle=unsafe_pickle))
     dataset = open_dataset(data, config.classes_file)
@@ -74,11 +89,15 @@ def run_audit(model: str | Path | nn.Module, data: str | Path, config: AuditConf
         raise AuditError(f"The model has {num_classes} outputs but the data has {len(dataset.classes)} classes "
                          f"({', '.join(dataset.classes[:5])}{', ...' if len(dataset.classes) > 5 else ''}); "
                          "give the model's class list with --classes or DATA/classes.txt.")
+    shard.agree(loaded.sha256, "model file")
+    shard.agree(hashlib.sha256(table.to_csv(index=False).encode()).hexdigest(), "data table (files, labels, metadata)")
     timing["load"] = time.perf_counter() - t0
     log(f"auditing {len(sample_ids)} image(s) of {len(dataset.classes)} classes with {loaded.format} model "
-        f"on {device} ({', '.join(names)})", quiet=config.quiet)
+        f"on {device} ({', '.join(names)})"
+        + (f", sharded over {shard.world_size} processes" if shard.world_size > 1 else ""), quiet=config.quiet)
 
-    ctx = AuditContext(config=config, model=audited, loaded=loaded, dataset=dataset, sample_ids=sample_ids)
+    ctx = AuditContext(config=config, model=audited, loaded=loaded, dataset=dataset, sample_ids=sample_ids,
+                       shard=shard)
     checkpoints = None
     if resume_dir is not None and loaded.sha256:
         from .resume import Checkpoints, data_fingerprint
@@ -90,7 +109,7 @@ def run_audit(model: str | Path | nn.Module, data: str | Path, config: AuditConf
         t = time.perf_counter()
         reads = {o: config.options.get(o) for o in REGISTRY[name].reads_options}
         key = checkpoints.key(name, [check_options[name], reads], key) if checkpoints else ""
-        saved = checkpoints.load(name, key) if checkpoints else None
+        saved = shard.broadcast(checkpoints.load(name, key) if checkpoints and shard.is_main else None)
         if saved is not None:
             result, state = saved
             for attr, value in state.items():
@@ -99,7 +118,7 @@ def run_audit(model: str | Path | nn.Module, data: str | Path, config: AuditConf
             log(f"{name}: reused from an earlier run (--resume)", quiet=config.quiet)
         else:
             result = REGISTRY[name](check_options[name]).run(ctx)
-            if checkpoints:
+            if checkpoints and shard.is_main:
                 state = ({"clean_rows": ctx.clean_rows, "skipped": ctx.skipped, "clipped": ctx.clipped}
                          if name == "clean" else {})
                 checkpoints.save(name, key, (result, state))
@@ -125,4 +144,5 @@ def run_audit(model: str | Path | nn.Module, data: str | Path, config: AuditConf
     summary["timing"] = {k: round(v, 3) for k, v in timing.items()}
     if resume_dir is not None:
         summary["timing"]["resumed"] = resumed
-    return AuditResult(summary=summary, results=results)
+    summary["timing"]["processes"] = shard.world_size
+    return AuditResult(summary=summary, results=results, primary=shard.is_main)

@@ -15,6 +15,7 @@ from .io import atomic_write, write_json, write_text
 class AuditResult:
     summary: dict
     results: list[CheckResult]
+    primary: bool = True  # False on torchrun's ranks other than 0, which hold the same result but do not write
 
     @property
     def samples(self) -> pd.DataFrame:

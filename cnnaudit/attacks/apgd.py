@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from .ball import ascent_direction, loss_and_gradient, predicted, project, random_start
+from .ball import ascent_direction, loss_and_gradient, predicted, project, random_start, survivors
 
 
 def checkpoints(steps: int) -> set[int]:
@@ -54,8 +54,9 @@ def apgd(model, loss_fn, x, y, *, eps: float, norm: str, steps: int = 20, step_s
                 loss, grad, pred = loss_and_gradient(model, loss_fn, s["cur"], s["y"])
                 hit = pred != s["y"]
             x_adv[idx] = s["cur"]
-            fooled[idx[hit]] = True
-            if k == steps or bool(hit.all()):
+            fooled[idx] = fooled[idx] | hit
+            keep = survivors(hit)  # the step's one host sync
+            if k == steps or not len(keep):
                 break
             if k == 0:
                 s.update(best_loss=loss, best=s["cur"], best_grad=grad, last_loss=loss,
@@ -76,7 +77,6 @@ def apgd(model, loss_fn, x, y, *, eps: float, norm: str, steps: int = 20, step_s
                 s["cur"] = torch.where(_b(reduce, s["cur"]), s["best"], s["cur"])
                 s["grad"] = torch.where(_b(reduce, grad), s["best_grad"], grad)
                 s["reduced"], s["mark_loss"], s["n_up"], last_mark = reduce, s["best_loss"], s["n_up"] * 0, k
-            keep = ~hit
             idx = idx[keep]
             s = {name: v[keep] for name, v in s.items()}
             eta = s["eta"].view(-1, *([1] * (x.ndim - 1)))

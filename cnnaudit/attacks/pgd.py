@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from .ball import ascent_direction, loss_and_gradient, predicted, project, random_start
+from .ball import ascent_direction, loss_and_gradient, predicted, project, random_start, survivors
 
 
 def pgd(model, loss_fn, x, y, *, eps: float, norm: str, steps: int = 10, step_size: float = 0.25,
@@ -39,10 +39,10 @@ def pgd(model, loss_fn, x, y, *, eps: float, norm: str, steps: int = 10, step_si
                 _, grad, pred = loss_and_gradient(model, loss_fn, cur, y0)
                 hit = pred != y0
             x_adv[idx] = cur
-            fooled[idx[hit]] = True
-            if step == steps or bool(hit.all()):
+            fooled[idx] = fooled[idx] | hit
+            keep = survivors(hit)  # the step's one host sync
+            if step == steps or not len(keep):
                 break
-            keep = ~hit
             idx, x0, y0, cur, grad = idx[keep], x0[keep], y0[keep], cur[keep], grad[keep]
             cur = project(cur + step_size * eps * ascent_direction(grad, norm), x0, eps, norm)
     return x_adv, fooled

@@ -128,12 +128,19 @@ class AdversarialCheck(Check):
         cascade = opts.cascade()
         clean = ctx.clean_rows.set_index("sample_id")
         correct_ids = clean.index[clean["correct"].astype(bool)].to_numpy()
-        parts, gallery = [], []
-        for batch in ctx.batches(correct_ids, desc="adversarial"):
+
+        def attack(batch):
             x, y = batch.x.to(ctx.device), batch.y.to(ctx.device)
+            parts, candidates = [], []
             for norm, eps_list in grid.items():
                 parts.extend(self._attack_batch(ctx, runner, cascade, batch.sample_ids, x, y, norm, eps_list,
-                                                gallery if norm == gallery_norm else None))
+                                                candidates if norm == gallery_norm else None))
+            return parts, candidates
+
+        done = ctx.map_batches(attack, correct_ids, desc="adversarial")
+        parts = [p for batch_parts, _ in done for p in batch_parts]
+        gallery = _gallery([g for _, candidates in done for g in candidates], ctx.config.gallery_size,
+                           len(ctx.classes))
         rows = self._assemble_rows(ctx, clean, parts, grid)
         summary = summarize_adversarial(rows, grid, ctx.classes, ctx.dataset.attributes)
         summary["sanity"] = self._sanity(ctx, runner, correct_ids, grid, opts, summary)
@@ -146,7 +153,7 @@ class AdversarialCheck(Check):
             findings.append(f"Possible gradient masking: adversarial sanity check(s) failed ({', '.join(failed)}); "
                             "robust accuracy may be overestimated.")
         return CheckResult(self.name, rows, summary, findings=findings,
-                           report={"gallery": gallery[: ctx.config.gallery_size],
+                           report={"gallery": gallery,
                                    "kpis": _kpis(summary, grid)})
 
     def _attack_batch(self, ctx, runner, cascade, sample_ids, x, y, norm, eps_list, gallery) -> list[pd.DataFrame]:
@@ -184,12 +191,10 @@ class AdversarialCheck(Check):
             out.append(pd.DataFrame({"sample_id": sample_ids, "norm": norm, "eps": eps, "attack": found_by.copy(),
                                      "fgsm_correct": fgsm_correct, **cols}))
             if gallery is not None and eps == eps_list[-1]:
-                # at most ceil(size / classes) per class, so the gallery is not all the first class on disk
-                per_class = -(-ctx.config.gallery_size // len(ctx.classes))
+                # this batch's candidates; _gallery picks from all batches' in order
                 for i in broken.nonzero()[:, 0].tolist():
-                    label = ctx.classes[int(y[i])]
-                    if (len(gallery) >= ctx.config.gallery_size
-                            or sum(g["label"] == label for g in gallery) >= per_class):
+                    if not _gallery_has_room(gallery, ctx.classes[int(y[i])], ctx.config.gallery_size,
+                                             len(ctx.classes)):
                         continue
                     gallery.append({"sample_id": int(sample_ids[i]), "norm": norm, "eps": eps_label(norm, eps),
                                     "original": to_data_uri(x[i]), "adversarial": to_data_uri(x_best[i]),
@@ -233,6 +238,21 @@ class AdversarialCheck(Check):
         x = torch.cat([b.x for b in batches]).to(ctx.device) if batches else None
         y = torch.cat([b.y for b in batches]).to(ctx.device) if batches else None
         return sanity_checks(ctx.model, runner, x, y, grid, summary["results"], opts, ctx.config.seed, ids=subset)
+
+
+def _gallery_has_room(gallery: list[dict], label: str, size: int, n_classes: int) -> bool:
+    # at most ceil(size / classes) per class, so the gallery is not all the first class on disk
+    return len(gallery) < size and sum(g["label"] == label for g in gallery) < -(-size // n_classes)
+
+
+def _gallery(candidates: list[dict], size: int, n_classes: int) -> list[dict]:
+    """The gallery from every batch's candidates in batch order: the same picks as one pass over all
+    batches, since a batch's candidates are its first picks per class under the same caps."""
+    out: list[dict] = []
+    for g in candidates:
+        if _gallery_has_room(out, g["label"], size, n_classes):
+            out.append(g)
+    return out
 
 
 def sanity_checks(model, runner, x, y, grid, results, opts, seed, ids=None) -> list[dict]:

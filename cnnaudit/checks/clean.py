@@ -24,15 +24,17 @@ class CleanCheck(Check):
     template = "sections/clean.html.j2"
 
     def run(self, ctx) -> CheckResult:
+        def evaluate(batch):
+            skipped = [{"path": ctx.dataset.path_of(sid), "reason": reason} for sid, reason in batch.skipped]
+            cols = predict(ctx.model, batch.x, batch.y) if len(batch.sample_ids) else None
+            return batch.sample_ids, cols, skipped, batch.clipped
+
         parts = []
-        for batch in ctx.batches(ctx.sample_ids, desc="clean"):
-            ctx.skipped.extend({"path": ctx.dataset.path_of(sid), "reason": reason}
-                               for sid, reason in batch.skipped)
-            ctx.clipped.extend(batch.clipped)
-            if not len(batch.sample_ids):
-                continue
-            cols = predict(ctx.model, batch.x, batch.y)
-            parts.append(pd.DataFrame({"sample_id": batch.sample_ids, **cols}))
+        for ids, cols, skipped, clipped in ctx.map_batches(evaluate, ctx.sample_ids, desc="clean"):
+            ctx.skipped.extend(skipped)
+            ctx.clipped.extend(clipped)
+            if cols is not None:
+                parts.append(pd.DataFrame({"sample_id": ids, **cols}))
         if not parts:
             first = ctx.skipped[0]
             raise AuditError(f"None of the {len(ctx.sample_ids)} files in {str(ctx.dataset.root)!r} could be read "

@@ -58,10 +58,11 @@ class CorruptionCheck(Check):
         opts = self.resolved_options(ctx)
         seed = ctx.config.seed
         clean = ctx.clean_rows.set_index("sample_id")
-        parts = []
-        for batch in ctx.batches(desc="corruption"):
+
+        def evaluate(batch) -> list[pd.DataFrame]:
             x, y = batch.x.to(ctx.device), batch.y.to(ctx.device)
             clean_pred = clean.loc[batch.sample_ids, "prediction"].to_numpy()
+            parts = []
             for name in opts.corruptions:
                 for severity in opts.severities:
                     xc = corrupt(x, name, severity, seed=seed, sample_ids=batch.sample_ids)
@@ -70,7 +71,9 @@ class CorruptionCheck(Check):
                     parts.append(pd.DataFrame({"sample_id": batch.sample_ids, "corruption": name,
                                                "severity": severity, **cols,
                                                "consistent": cols["prediction"] == clean_pred}))
-        rows = self._assemble_rows(ctx, parts)
+            return parts
+
+        rows = self._assemble_rows(ctx, [p for parts in ctx.map_batches(evaluate, desc="corruption") for p in parts])
         summary = summarize_corruption(rows, ctx.clean_rows, opts, ctx.classes, ctx.dataset.attributes)
         report = {"grid": self._grid(ctx, opts), "failures": self._failures(ctx, rows, opts),
                   "kpis": _kpis(summary)}

@@ -46,6 +46,8 @@ FLIP_NONE = 0.20  # "no evidence" needs every upper bound below this
 SCAN_SUBSET = 128  # images for the annotation-free scans
 SCAN_GRID = 4
 SANITY_MAX_CORRELATION = 0.5
+EXAMPLES = 6  # flipped images shown per intervention
+SALIENCY_EXAMPLES = 4
 
 
 @dataclass
@@ -125,29 +127,34 @@ class ShortcutCheck(Check):
         lift = (clean[present]["prediction"].value_counts(normalize=True)
                 / clean["prediction"].value_counts(normalize=True)).dropna()
         assoc = int(lift.idxmax()) if len(lift) else 0
-        parts, examples = [], {"remove": [], "add": [], "saliency": []}
-        masses, shares, method = [], [], None
-        for batch in ctx.batches(with_ids, progress=False):
+
+        def remove(batch):
             ids = batch.sample_ids
             x, y = batch.x.to(ctx.device), batch.y.to(ctx.device)
             masks = self._masks(ctx, name, ids)
             before = clean.loc[ids, "prediction"].to_numpy().copy()
+            parts, shown = [], []
             for how in FILLS:
                 xf = fill(x, masks, how)
                 assert bool(((xf != x) <= masks.expand_as(x)).all()), "a fill touched pixels outside the region"
                 cols = predict(ctx.model, xf, y)
                 parts.append(self._rows(ctx, ids, f"remove_{name}_{how}", name, "remove", how, cols, before, assoc))
                 if how == FILLS[0]:
-                    for k in np.nonzero(cols["prediction"] != before)[0][: max(0, 6 - len(examples["remove"]))]:
-                        examples["remove"].append({"before": to_data_uri(x[k]), "after": to_data_uri(xf[k]),
-                                                   "from": ctx.classes[int(before[k])],
-                                                   "to": ctx.classes[int(cols["prediction"][k])]})
+                    shown = [{"before": to_data_uri(x[k]), "after": to_data_uri(xf[k]),
+                              "from": ctx.classes[int(before[k])], "to": ctx.classes[int(cols["prediction"][k])]}
+                             for k in np.nonzero(cols["prediction"] != before)[0][:EXAMPLES]]
             maps, method = saliency(ctx.model, x, torch.as_tensor(before, device=ctx.device))
-            masses.append(mass_inside(maps, masks).cpu())
-            shares.append(masks.float().flatten(1).mean(dim=1).cpu())
-            for k in range(min(len(ids), 4 - len(examples["saliency"]))):
-                examples["saliency"].append({"image": to_data_uri(x[k]), "map": to_data_uri(_normalise(maps[k])[None]),
-                                             "box": to_data_uri(masks[k].float())})
+            maps_shown = [{"image": to_data_uri(x[k]), "map": to_data_uri(_normalise(maps[k])[None]),
+                           "box": to_data_uri(masks[k].float())} for k in range(min(len(ids), SALIENCY_EXAMPLES))]
+            return (parts, shown, maps_shown, mass_inside(maps, masks).cpu(),
+                    masks.float().flatten(1).mean(dim=1).cpu(), method)
+
+        done = ctx.map_batches(remove, with_ids, desc=f"shortcuts: {name}")
+        parts = [p for d in done for p in d[0]]
+        examples = {"remove": [e for d in done for e in d[1]][:EXAMPLES], "add": [],
+                    "saliency": [e for d in done for e in d[2]][:SALIENCY_EXAMPLES]}
+        masses, shares = [d[3] for d in done], [d[4] for d in done]
+        method = done[-1][5] if done else None
         add_rows = self._add(ctx, clean, name, with_ids, without_ids, assoc, seed, examples)
         parts.append(add_rows)
         rows = pd.concat([p for p in parts if len(p)], ignore_index=True) if any(len(p) for p in parts) else \
@@ -169,25 +176,25 @@ class ShortcutCheck(Check):
         rng = np.random.default_rng(seed)
         donors = rng.choice(with_ids, size=len(without_ids))
         donor_of = dict(zip(without_ids.tolist(), donors.tolist()))
-        donor_x = {}
-        for batch in ctx.batches(np.unique(donors), progress=False):
-            masks = self._masks(ctx, name, batch.sample_ids)
-            for sid, xd, m in zip(batch.sample_ids, batch.x, masks):
-                donor_x[int(sid)] = (xd.to(ctx.device), m)
-        parts = []
-        for batch in ctx.batches(without_ids, progress=False):
+
+        def paste(batch):
+            donors = [donor_of[int(sid)] for sid in batch.sample_ids]
+            donor_x = {int(sid): (xd, m) for b in ctx.batches(np.unique(donors), progress=False)
+                       for sid, xd, m in zip(b.sample_ids, b.x.to(ctx.device), self._masks(ctx, name, b.sample_ids))}
             x, y = batch.x.to(ctx.device), batch.y.to(ctx.device)
-            pasted = [(donor_x[donor_of[int(s)]]) for s in batch.sample_ids]
-            dx = torch.stack([p[0] for p in pasted])
-            m = torch.stack([p[1] for p in pasted])
+            dx = torch.stack([donor_x[d][0] for d in donors])
+            m = torch.stack([donor_x[d][1] for d in donors])
             xa = torch.where(m.expand_as(x), dx, x)
             before = clean.loc[batch.sample_ids, "prediction"].to_numpy().copy()
             cols = predict(ctx.model, xa, y)
-            parts.append(self._rows(ctx, batch.sample_ids, f"add_{name}", name, "add", "paste", cols, before, assoc))
-            for k in np.nonzero((cols["prediction"] == assoc) & (before != assoc))[0][: max(0, 6 - len(examples["add"]))]:
-                examples["add"].append({"before": to_data_uri(x[k]), "after": to_data_uri(xa[k]),
-                                        "from": ctx.classes[int(before[k])], "to": ctx.classes[assoc]})
-        return pd.concat(parts, ignore_index=True)
+            shown = [{"before": to_data_uri(x[k]), "after": to_data_uri(xa[k]), "from": ctx.classes[int(before[k])],
+                      "to": ctx.classes[assoc]}
+                     for k in np.nonzero((cols["prediction"] == assoc) & (before != assoc))[0][:EXAMPLES]]
+            return self._rows(ctx, batch.sample_ids, f"add_{name}", name, "add", "paste", cols, before, assoc), shown
+
+        done = ctx.map_batches(paste, without_ids, desc=f"shortcuts: {name} added")
+        examples["add"] = [e for _, shown in done for e in shown][:EXAMPLES]
+        return pd.concat([rows for rows, _ in done], ignore_index=True)
 
     def _rows(self, ctx, ids, condition, name, intervention, how, cols, before, assoc) -> pd.DataFrame:
         rows = ctx.base_rows(ids).assign(check=self.name, condition=condition, artifact=name,
@@ -207,14 +214,14 @@ class ShortcutCheck(Check):
     def _scan(self, ctx, clean):
         """Occlusion of each cell of a 4 x 4 grid (flip rate) and saliency concentration in the border."""
         ids = self._subset(ctx, clean)
-        flips = np.zeros((SCAN_GRID, SCAN_GRID))
-        border_mass, n, flipped_examples = [], 0, {}
-        for batch in ctx.batches(ids, progress=False):
+
+        def occlude(batch):
             x = batch.x.to(ctx.device)
             before = torch.as_tensor(clean.loc[batch.sample_ids, "prediction"].to_numpy().copy(), device=ctx.device)
             h, w = x.shape[2:]
             ys = np.linspace(0, h, SCAN_GRID + 1).round().astype(int)
             xs = np.linspace(0, w, SCAN_GRID + 1).round().astype(int)
+            flips, shown = np.zeros((SCAN_GRID, SCAN_GRID)), {}
             for i in range(SCAN_GRID):
                 for j in range(SCAN_GRID):
                     mask = torch.zeros(len(x), 1, h, w, dtype=torch.bool, device=ctx.device)
@@ -222,17 +229,23 @@ class ShortcutCheck(Check):
                     with torch.no_grad():
                         pred = ctx.model(fill(x, mask, "ring_mean")).argmax(1)
                     changed = (pred != before).cpu().numpy()
-                    flips[i, j] += changed.sum()
-                    if changed.any() and (i, j) not in flipped_examples:
-                        k = int(np.nonzero(changed)[0][0])
-                        flipped_examples[(i, j)] = to_data_uri(x[k])
+                    flips[i, j] = changed.sum()
+                    if changed.any():
+                        shown[(i, j)] = to_data_uri(x[int(np.nonzero(changed)[0][0])])
             maps, _ = saliency(ctx.model, x, before)
             band = torch.zeros(1, 1, h, w, dtype=torch.bool, device=ctx.device)
             bh, bw = max(1, h // 8), max(1, w // 8)
             band[..., :bh, :] = band[..., -bh:, :] = True
             band[..., :, :bw] = band[..., :, -bw:] = True
-            border_mass.append(mass_inside(maps, band.expand(len(x), -1, -1, -1)).cpu())
-            n += len(x)
+            return flips, shown, mass_inside(maps, band.expand(len(x), -1, -1, -1)).cpu(), len(x)
+
+        done = ctx.map_batches(occlude, ids, desc="shortcuts: scan")
+        flips = sum((d[0] for d in done), np.zeros((SCAN_GRID, SCAN_GRID)))
+        flipped_examples = {}
+        for d in done:  # the first flipped image per cell, in sample order
+            for cell, uri in d[1].items():
+                flipped_examples.setdefault(cell, uri)
+        border_mass, n = [d[2] for d in done], sum(d[3] for d in done)
         rates = flips / max(1, n)
         median = float(np.median(rates))
         candidates = []

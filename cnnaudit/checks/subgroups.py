@@ -109,14 +109,15 @@ class SubgroupCheck(Check):
         return CheckResult(self.name, rows, summary, report=report, findings=_findings(summary))
 
     def _property_rows(self, ctx) -> tuple[pd.DataFrame, np.ndarray]:
-        parts, thumbs = [], []
-        for batch in ctx.batches(desc="subgroups"):
-            props = image_properties(batch.x)
-            thumbs.append(thumbnails(batch.x))
+        def measure(batch):
             sizes = [image_size(ctx.dataset.abspath(ctx.dataset.path_of(s))) or (0, 0) for s in batch.sample_ids]
-            parts.append(pd.DataFrame({"sample_id": batch.sample_ids, **props,
-                                       "height": [s[0] for s in sizes], "width": [s[1] for s in sizes]}))
-        props = pd.concat(parts, ignore_index=True)
+            return (pd.DataFrame({"sample_id": batch.sample_ids, **image_properties(batch.x),
+                                  "height": [s[0] for s in sizes], "width": [s[1] for s in sizes]}),
+                    thumbnails(batch.x))
+
+        done = ctx.map_batches(measure, desc="subgroups")
+        props = pd.concat([p for p, _ in done], ignore_index=True)
+        thumbs = [t for _, t in done]
         props["aspect"] = (props["width"] / props["height"].where(props["height"] > 0)).round(6)
         for col in ("brightness", "contrast", "sharpness"):
             props[col] = props[col].astype(float).round(6)

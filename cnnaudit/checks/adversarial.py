@@ -128,19 +128,22 @@ class AdversarialCheck(Check):
         cascade = opts.cascade()
         clean = ctx.clean_rows.set_index("sample_id")
         correct_ids = clean.index[clean["correct"].astype(bool)].to_numpy()
+        size, n_classes = ctx.config.gallery_size, len(ctx.classes)
+        seen: list[dict] = []  # this process's gallery so far: once full, its later batches cannot contribute
 
         def attack(batch):
             x, y = batch.x.to(ctx.device), batch.y.to(ctx.device)
             parts, candidates = [], []
+            full = len(seen) >= size
             for norm, eps_list in grid.items():
                 parts.extend(self._attack_batch(ctx, runner, cascade, batch.sample_ids, x, y, norm, eps_list,
-                                                candidates if norm == gallery_norm else None))
+                                                candidates if norm == gallery_norm and not full else None))
+            seen[:] = _gallery(seen + candidates, size, n_classes)
             return parts, candidates
 
         done = ctx.map_batches(attack, correct_ids, desc="adversarial")
         parts = [p for batch_parts, _ in done for p in batch_parts]
-        gallery = _gallery([g for _, candidates in done for g in candidates], ctx.config.gallery_size,
-                           len(ctx.classes))
+        gallery = _gallery([g for _, candidates in done for g in candidates], size, n_classes)
         rows = self._assemble_rows(ctx, clean, parts, grid)
         summary = summarize_adversarial(rows, grid, ctx.classes, ctx.dataset.attributes)
         summary["sanity"] = self._sanity(ctx, runner, correct_ids, grid, opts, summary)
@@ -224,7 +227,7 @@ class AdversarialCheck(Check):
         res = res.sort_values(["norm", "eps", "sample_id"], kind="stable").reset_index(drop=True)
         rows = ctx.base_rows(res["sample_id"])
         rows["check"] = self.name
-        rows["condition"] = [condition_name(n, e) for n, e in zip(res["norm"], res["eps"])]
+        rows["condition"] = aggregate.shared_labels(condition_name, res["norm"], res["eps"])
         for col in ("norm", "eps", "attack", "min_eps", "prediction"):
             rows[col] = res[col].to_numpy()
         rows["prediction_name"] = [ctx.classes[p] for p in res["prediction"]]
@@ -247,7 +250,9 @@ def _gallery_has_room(gallery: list[dict], label: str, size: int, n_classes: int
 
 def _gallery(candidates: list[dict], size: int, n_classes: int) -> list[dict]:
     """The gallery from every batch's candidates in batch order: the same picks as one pass over all
-    batches, since a batch's candidates are its first picks per class under the same caps."""
+    batches, since a batch's candidates are its first picks per class under the same caps. The greedy
+    keeps min(size, sum over classes of min(cap, seen)) picks, so once one process's own batches fill it,
+    the batches of all processes before them do too, and later batches need no candidates."""
     out: list[dict] = []
     for g in candidates:
         if _gallery_has_room(out, g["label"], size, n_classes):

@@ -86,7 +86,7 @@ class CorruptionCheck(Check):
         res = res.reset_index(drop=True)
         rows = ctx.base_rows(res["sample_id"])
         rows["check"] = self.name
-        rows["condition"] = [condition_name(c, s) for c, s in zip(res["corruption"], res["severity"])]
+        rows["condition"] = aggregate.shared_labels(condition_name, res["corruption"], res["severity"])
         for col in ("corruption", "severity", "prediction"):
             rows[col] = res[col].to_numpy()
         rows["prediction_name"] = [ctx.classes[p] for p in res["prediction"]]

@@ -127,6 +127,7 @@ class ShortcutCheck(Check):
         lift = (clean[present]["prediction"].value_counts(normalize=True)
                 / clean["prediction"].value_counts(normalize=True)).dropna()
         assoc = int(lift.idxmax()) if len(lift) else 0
+        shown_here = {"remove": 0, "saliency": 0}  # this process's examples so far; once enough, stop making them
 
         def remove(batch):
             ids = batch.sample_ids
@@ -139,13 +140,16 @@ class ShortcutCheck(Check):
                 assert bool(((xf != x) <= masks.expand_as(x)).all()), "a fill touched pixels outside the region"
                 cols = predict(ctx.model, xf, y)
                 parts.append(self._rows(ctx, ids, f"remove_{name}_{how}", name, "remove", how, cols, before, assoc))
-                if how == FILLS[0]:
+                if how == FILLS[0] and shown_here["remove"] < EXAMPLES:
                     shown = [{"before": to_data_uri(x[k]), "after": to_data_uri(xf[k]),
                               "from": ctx.classes[int(before[k])], "to": ctx.classes[int(cols["prediction"][k])]}
                              for k in np.nonzero(cols["prediction"] != before)[0][:EXAMPLES]]
             maps, method = saliency(ctx.model, x, torch.as_tensor(before, device=ctx.device))
             maps_shown = [{"image": to_data_uri(x[k]), "map": to_data_uri(_normalise(maps[k])[None]),
-                           "box": to_data_uri(masks[k].float())} for k in range(min(len(ids), SALIENCY_EXAMPLES))]
+                           "box": to_data_uri(masks[k].float())}
+                          for k in range(min(len(ids), SALIENCY_EXAMPLES - shown_here["saliency"]))]
+            shown_here["remove"] += len(shown)
+            shown_here["saliency"] += len(maps_shown)
             return (parts, shown, maps_shown, mass_inside(maps, masks).cpu(),
                     masks.float().flatten(1).mean(dim=1).cpu(), method)
 
@@ -177,6 +181,8 @@ class ShortcutCheck(Check):
         donors = rng.choice(with_ids, size=len(without_ids))
         donor_of = dict(zip(without_ids.tolist(), donors.tolist()))
 
+        shown_here = [0]
+
         def paste(batch):
             donors = [donor_of[int(sid)] for sid in batch.sample_ids]
             donor_x = {int(sid): (xd, m) for b in ctx.batches(np.unique(donors), progress=False)
@@ -189,7 +195,8 @@ class ShortcutCheck(Check):
             cols = predict(ctx.model, xa, y)
             shown = [{"before": to_data_uri(x[k]), "after": to_data_uri(xa[k]), "from": ctx.classes[int(before[k])],
                       "to": ctx.classes[assoc]}
-                     for k in np.nonzero((cols["prediction"] == assoc) & (before != assoc))[0][:EXAMPLES]]
+                     for k in np.nonzero((cols["prediction"] == assoc) & (before != assoc))[0][:EXAMPLES - shown_here[0]]]
+            shown_here[0] += len(shown)
             return self._rows(ctx, batch.sample_ids, f"add_{name}", name, "add", "paste", cols, before, assoc), shown
 
         done = ctx.map_batches(paste, without_ids, desc=f"shortcuts: {name} added")

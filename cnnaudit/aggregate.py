@@ -47,6 +47,16 @@ def shared_labels(name, *columns) -> list[str]:
     return [cache.get(key) or cache.setdefault(key, name(*key)) for key in zip(*columns)]
 
 
+def stack_columns(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Per-batch column dicts concatenated one column at a time, emptying `parts` as it goes: frames per
+    batch and their concatenation would hold every row twice at the peak."""
+    out = {}
+    for key in list(parts[0]) if parts else []:
+        out[key] = np.concatenate([p.pop(key) for p in parts])
+    parts.clear()
+    return out
+
+
 def group_columns(rows: pd.DataFrame, attributes: list[str], max_values: int = 20) -> list[str]:
     """Attribute columns that define subgroups: not artifact boxes/masks, at most `max_values` values."""
     return [a for a in attributes if not a.endswith(("_box", "_mask")) and rows[a].nunique() <= max_values]
@@ -56,7 +66,7 @@ def accuracy_by(rows: pd.DataFrame, keys: list[str], prefix: str = "") -> list[d
     """Accuracy with a Wilson interval per combination of `keys` (values as they appear, sorted),
     as records {key: value, ..., <prefix>accuracy, <prefix>accuracy_ci, n}."""
     out = []
-    for values, g in rows.groupby(keys, sort=True):
+    for values, g in rows[[*keys, "correct"]].groupby(keys, sort=True):  # groups of the needed columns only
         values = values if isinstance(values, tuple) else (values,)
         acc = accuracy(g)
         out.append({**{k: (v.item() if hasattr(v, "item") else v) for k, v in zip(keys, values)},

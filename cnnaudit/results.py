@@ -23,13 +23,17 @@ class AuditResult:
         frames = [r.rows for r in self.results if len(r.rows)]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
-    def _write_samples(self, f) -> None:
-        """samples.csv one check at a time under the union of the columns, rather than through `samples`:
-        concatenating first would hold a second copy of every row (~60 MB per 10,000 images)."""
+    def _write_samples(self, f, chunk: int = 10_000) -> None:
+        """samples.csv a few thousand rows at a time under the union of the columns, rather than through
+        `samples`: concatenating, or widening a whole check's rows to the union, would hold a second copy
+        of every row (~60 MB per 10,000 images). The text is the same as writing the concatenation."""
         frames = [r.rows for r in self.results if len(r.rows)]
         columns = list(dict.fromkeys(c for frame in frames for c in frame.columns))
-        for i, frame in enumerate(frames):
-            frame.reindex(columns=columns).to_csv(f, index=False, header=i == 0)
+        header = True
+        for frame in frames:
+            for start in range(0, len(frame), chunk):
+                frame.iloc[start:start + chunk].reindex(columns=columns).to_csv(f, index=False, header=header)
+                header = False
 
     def html(self) -> str:
         from .report.render import render_report

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -124,6 +126,15 @@ def test_check_rows_and_summary(eager_model, digits_dir):
         same = (sel.set_index("sample_id")["prediction"] == clean.loc[sel["sample_id"], "prediction"]).mean()
         assert r["consistency"] == pytest.approx(same, abs=1e-6)
         assert r["accuracy_ci"][0] <= r["accuracy"] <= r["accuracy_ci"][1]
+    keys = list(zip(rows["corruption"], rows["severity"], rows["sample_id"]))
+    assert keys == sorted(keys) and len(set(keys)) == len(keys)  # one row per image and condition, in order
+    # samples.csv is written a few rows at a time: the same text whatever the chunk, the same table as all rows
+    whole, chunked = io.StringIO(), io.StringIO()
+    res._write_samples(whole)
+    res._write_samples(chunked, chunk=7)
+    assert chunked.getvalue() == whole.getvalue()
+    pd.testing.assert_frame_equal(pd.read_csv(io.StringIO(chunked.getvalue())),
+                                  pd.read_csv(io.StringIO(res.samples.to_csv(index=False))))
     acc = {(r["corruption"], r["severity"]): r["accuracy"] for r in c["results"]}
     assert acc[("contrast", 5)] < acc[("contrast", 1)] and acc[("low_light", 5)] < acc[("low_light", 1)]
     assert {g["attribute"] for g in c["per_group"]} >= {"scanner"}

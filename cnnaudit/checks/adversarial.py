@@ -139,10 +139,11 @@ class AdversarialCheck(Check):
                 parts.extend(self._attack_batch(ctx, runner, cascade, batch.sample_ids, x, y, norm, eps_list,
                                                 candidates if norm == gallery_norm and not full else None))
             seen[:] = _gallery(seen + candidates, size, n_classes)
-            return parts, candidates
+            # one frame per batch: a small frame costs kilobytes, and there are budgets × batches of them
+            return pd.concat(parts, ignore_index=True), candidates
 
         done = ctx.map_batches(attack, correct_ids, desc="adversarial")
-        parts = [p for batch_parts, _ in done for p in batch_parts]
+        parts = [batch_rows for batch_rows, _ in done]
         gallery = _gallery([g for _, candidates in done for g in candidates], size, n_classes)
         rows = self._assemble_rows(ctx, clean, parts, grid)
         summary = summarize_adversarial(rows, grid, ctx.classes, ctx.dataset.attributes)

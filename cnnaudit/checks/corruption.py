@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from .. import aggregate
@@ -59,21 +60,21 @@ class CorruptionCheck(Check):
         seed = ctx.config.seed
         clean = ctx.clean_rows.set_index("sample_id")
 
-        def evaluate(batch) -> list[pd.DataFrame]:
+        conditions = [(name, severity) for name in opts.corruptions for severity in opts.severities]
+
+        def evaluate(batch) -> dict[str, np.ndarray]:
             x, y = batch.x.to(ctx.device), batch.y.to(ctx.device)
             clean_pred = clean.loc[batch.sample_ids, "prediction"].to_numpy()
             parts = []
-            for name in opts.corruptions:
-                for severity in opts.severities:
-                    xc = corrupt(x, name, severity, seed=seed, sample_ids=batch.sample_ids)
-                    assert xc.shape == x.shape and float(xc.min()) >= 0.0 and float(xc.max()) <= 1.0
-                    cols = predict(ctx.model, xc, y)
-                    parts.append(pd.DataFrame({"sample_id": batch.sample_ids, "corruption": name,
-                                               "severity": severity, **cols,
-                                               "consistent": cols["prediction"] == clean_pred}))
-            return parts
+            for k, (name, severity) in enumerate(conditions):
+                xc = corrupt(x, name, severity, seed=seed, sample_ids=batch.sample_ids)
+                assert xc.shape == x.shape and float(xc.min()) >= 0.0 and float(xc.max()) <= 1.0
+                cols = predict(ctx.model, xc, y)
+                parts.append({"sample_id": np.asarray(batch.sample_ids), "condition": np.full(len(y), k), **cols,
+                              "consistent": cols["prediction"] == clean_pred})
+            return aggregate.stack_columns(parts)
 
-        rows = self._assemble_rows(ctx, [p for parts in ctx.map_batches(evaluate, desc="corruption") for p in parts])
+        rows = self._assemble_rows(ctx, ctx.map_batches(evaluate, desc="corruption"), conditions)
         summary = summarize_corruption(rows, ctx.clean_rows, opts, ctx.classes, ctx.dataset.attributes)
         report = {"grid": self._grid(ctx, opts), "failures": self._failures(ctx, rows, opts),
                   "kpis": _kpis(summary)}
@@ -81,17 +82,26 @@ class CorruptionCheck(Check):
                     for c, d in summary["relative_drop"].items() if d is not None and d >= 0.2]
         return CheckResult(self.name, rows, summary, report=report, findings=findings)
 
-    def _assemble_rows(self, ctx, parts) -> pd.DataFrame:
-        res = pd.concat(parts, ignore_index=True).sort_values(["corruption", "severity", "sample_id"], kind="stable")
-        res = res.reset_index(drop=True)
-        rows = ctx.base_rows(res["sample_id"])
+    def _assemble_rows(self, ctx, batches: list[dict], conditions: list[tuple[str, int]]) -> pd.DataFrame:
+        """Rows sorted by corruption name, severity and sample id, built from numpy columns rather than
+        frames: at ImageNet scale these are the audit's largest table, and each copy of it counts."""
+        empty = np.zeros(0, dtype=np.int64)
+        res = aggregate.stack_columns(batches)
+        column = lambda name: res.pop(name, empty)  # noqa: E731 - popped: each unsorted column freed once sorted
+        rank = np.empty(len(conditions), dtype=np.int64)
+        rank[sorted(range(len(conditions)), key=conditions.__getitem__)] = np.arange(len(conditions))
+        order = np.lexsort((res.get("sample_id", empty), rank[res.get("condition", empty)]))
+        cond = column("condition")[order]
+        rows = ctx.base_rows(column("sample_id")[order])
         rows["check"] = self.name
-        rows["condition"] = aggregate.shared_labels(condition_name, res["corruption"], res["severity"])
-        for col in ("corruption", "severity", "prediction"):
-            rows[col] = res[col].to_numpy()
-        rows["prediction_name"] = [ctx.classes[p] for p in res["prediction"]]
+        # indexing an object array repeats one string object per condition or class, not one per row
+        rows["condition"] = np.array([condition_name(c, s) for c, s in conditions], dtype=object)[cond]
+        rows["corruption"] = np.array([c for c, _ in conditions], dtype=object)[cond]
+        rows["severity"] = np.array([s for _, s in conditions], dtype=np.int64)[cond]
+        rows["prediction"] = column("prediction")[order]
+        rows["prediction_name"] = np.array(ctx.classes, dtype=object)[rows["prediction"].to_numpy()]
         for col in ("correct", "confidence", "loss", "consistent"):
-            rows[col] = res[col].to_numpy()
+            rows[col] = column(col)[order]
         rows["correct"] = rows["correct"].astype(bool)
         rows["consistent"] = rows["consistent"].astype(bool)
         return rows
@@ -115,9 +125,10 @@ class CorruptionCheck(Check):
     def _failures(self, ctx, rows, opts) -> list[dict]:
         """Clean correct, corrupted wrong, most confident first; one per image, re-corrupted by its key."""
         ok = ctx.clean_rows.set_index("sample_id")["correct"].astype(bool)
-        wrong = rows[~rows["correct"] & ok.reindex(rows["sample_id"]).to_numpy()]
-        top = (wrong.sort_values(["confidence", "sample_id"], ascending=[False, True], kind="stable")
-               .drop_duplicates("sample_id").head(ctx.config.gallery_size))
+        wrong = rows.loc[~rows["correct"] & ok.reindex(rows["sample_id"]).to_numpy(), ["confidence", "sample_id"]]
+        picked = (wrong.sort_values(["confidence", "sample_id"], ascending=[False, True], kind="stable")
+                  .drop_duplicates("sample_id").head(ctx.config.gallery_size).index)
+        top = rows.loc[picked]  # whole rows for the few picked: sorting all wrong rows whole would copy them
         images = {int(sid): x for b in ctx.batches(top["sample_id"].to_numpy(), progress=False)
                   for sid, x in zip(b.sample_ids, b.x)}  # one decoding pass for the whole gallery
         out = []
@@ -134,12 +145,19 @@ class CorruptionCheck(Check):
 
 def summarize_corruption(rows: pd.DataFrame, clean_rows: pd.DataFrame, opts, classes, attributes) -> dict:
     clean_acc = aggregate.accuracy(clean_rows)["accuracy"]
-    results = []
-    for (name, severity), g in rows.groupby(["corruption", "severity"], sort=False):
+    attrs = aggregate.group_columns(rows, attributes)
+    results, per_class, per_group = [], [], {a: [] for a in attrs}
+    # one condition at a time: grouping every condition's rows by class or attribute at once makes pandas
+    # build several index arrays as long as all the rows, ~20 MB per 10,000 images at the peak
+    for (name, severity), g in rows.groupby(["corruption", "severity"], sort=True):
         acc = aggregate.accuracy(g)
-        results.append({"corruption": name, "severity": int(severity), "accuracy": acc["accuracy"],
-                        "accuracy_ci": acc["accuracy_ci"], "consistency": round(float(g["consistent"].mean()), 6),
-                        "n": acc["n"]})
+        key = {"corruption": name, "severity": int(severity)}
+        results.append({**key, "accuracy": acc["accuracy"], "accuracy_ci": acc["accuracy_ci"],
+                        "consistency": round(float(g["consistent"].mean()), 6), "n": acc["n"]})
+        per_class.extend({**key, **r} for r in aggregate.accuracy_by(g, ["label_name"]))
+        for attr in attrs:
+            narrow = g[["correct"]].assign(value=g[attr].astype(str))
+            per_group[attr].extend({"attribute": attr, **key, **r} for r in aggregate.accuracy_by(narrow, ["value"]))
     order = {c: i for i, c in enumerate(opts.corruptions)}
     results.sort(key=lambda r: (order[r["corruption"]], r["severity"]))
     mean, drop, ce, rel_ce, consistency = {}, {}, {}, {}, {}
@@ -150,17 +168,12 @@ def summarize_corruption(rows: pd.DataFrame, clean_rows: pd.DataFrame, opts, cla
         ce[name] = round(1 - mean[name], 6)  # ImageNet-C's CE before normalising by AlexNet's
         rel_ce[name] = round(clean_acc - mean[name], 6)  # mean error minus clean error
         consistency[name] = round(sum(r["consistency"] for r in results if r["corruption"] == name) / len(accs), 6)
-    per_class = aggregate.accuracy_by(rows, ["corruption", "severity", "label_name"])
-    per_group = []
-    for attr in aggregate.group_columns(rows, attributes):
-        for r in aggregate.accuracy_by(rows.assign(value=rows[attr].astype(str)), ["corruption", "severity", "value"]):
-            per_group.append({"attribute": attr, **r})
     return {"corruptions": list(opts.corruptions), "severities": list(opts.severities), "clean_accuracy": clean_acc,
             "results": results, "mean": mean, "relative_drop": drop, "corruption_error": ce,
             "relative_corruption_error": rel_ce, "consistency": consistency,
             "per_class": [{**{k: v for k, v in r.items() if k != "label_name"}, "class": r["label_name"]}
                           for r in per_class],
-            "per_group": per_group}
+            "per_group": [r for attr in attrs for r in per_group[attr]]}
 
 
 def _kpis(summary) -> list[dict]:

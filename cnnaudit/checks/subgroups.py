@@ -134,8 +134,12 @@ class SubgroupCheck(Check):
             result = ctx.results.get(name)
             if result is None:
                 continue
-            rows = with_intersections(result.rows, opts.pairs())[0]
-            for condition, cond_rows in rows.groupby("condition", sort=False):
+            # only the columns the groups need, and intersections one condition at a time: the corruption
+            # rows are conditions × images long
+            columns = dict.fromkeys(["condition", "correct", *(a for pair in opts.pairs() for a in pair),
+                                     *(a for a in attrs if a in result.rows.columns)])
+            for condition, cond_rows in result.rows[list(columns)].groupby("condition", sort=False):
+                cond_rows = with_intersections(cond_rows, opts.pairs())[0]
                 for attr in attrs:
                     groups = [{**g, "drop": round(clean_acc[attr].get(g["value"], float("nan"))
                                                   - float(rows_g["correct"].mean()), 6)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, TypeVar
 
@@ -53,20 +54,30 @@ class AuditContext:
                 progress.update(len(batch.sample_ids) + len(batch.skipped))
                 yield batch
 
-    def map_batches(self, fn: Callable[[Batch], R], sample_ids=None, *, desc: str) -> list[R]:
+    def map_batches(self, fn: Callable[[Batch], R], sample_ids=None, *, desc: str, batches_per_call: int = 1) -> list[R]:
         """fn(batch) for every batch of `sample_ids` (default: the readable ones), in batch order. The work
         of a check's per-sample loop: under torchrun each rank decodes and computes its share of the
         batches (distributed.py) and every rank receives all results, so fn must return picklable,
-        device-free values (numpy arrays, rows, data URIs), never tensors on the model's device."""
+        device-free values (numpy arrays, rows, data URIs), never tensors on the model's device.
+        With `batches_per_call` k, fn gets k consecutive batches as one (the attacks pool survivors)."""
         ids = self.readable_ids() if sample_ids is None else np.asarray(sample_ids)
-        size = self.config.batch_size
+        size = self.config.batch_size * batches_per_call
         chunks = [ids[start:start + size] for start in range(0, len(ids), size)]
         mine = self.shard.mine(len(chunks))
         my_ids = np.concatenate([chunks[k] for k in mine]) if mine else ids[:0]
         # only the last chunk may be short, so my chunks re-cut by batch_size are the same batches
-        results = [fn(batch) for batch in self.batches(my_ids, desc=desc)]
+        batches = self.batches(my_ids, desc=desc)
+        results = [fn(_merged(group)) for group in iter(lambda: list(itertools.islice(batches, batches_per_call)), [])]
         return self.shard.gather(results, len(chunks))
 
     def base_rows(self, sample_ids) -> pd.DataFrame:
         """sample_id, path, label, label_name and attribute columns for these samples."""
         return self.dataset.table.set_index("sample_id").loc[np.asarray(sample_ids)].reset_index()
+
+
+def _merged(batches: list[Batch]) -> Batch:
+    if len(batches) == 1:
+        return batches[0]
+    return Batch(np.concatenate([b.sample_ids for b in batches]), torch.cat([b.x for b in batches]),
+                 torch.cat([b.y for b in batches]), [s for b in batches for s in b.skipped],
+                 [c for b in batches for c in b.clipped])

@@ -248,3 +248,19 @@ def test_random_starts_depend_on_sample_id_not_batch(eval_tensors):
     assert not torch.equal(whole, other)
     d = (whole - x).flatten(1).norm(dim=1)
     assert float(d.max()) <= 0.1 + 1e-6 and float(d.mean()) > 0.05
+
+
+@pytest.mark.parametrize("name", ["fgsm", "pgd", "apgd_dlr"])
+def test_pooled_survivors_are_attacked_a_batch_at_a_time(eager_model, eval_tensors, name):
+    # the check hands AttackRunner several batches' survivors at once (POOLED_BATCHES); each batch_size
+    # slice must get its own samples' ids and warm starts, in order
+    model = AuditedModel(eager_model, channels=1, input_size=(32, 32)).eval()
+    x, y = eval_tensors[0][:20], eval_tensors[1][:20]
+    ids, start = np.arange(500, 520), (x + 0.03 * torch.sign(x - 0.5)).clamp(0, 1)
+    kw = dict(eps=0.1, norm="linf", seed=0)
+    pooled = AttackRunner(model, num_classes=10, batch_size=8).run(ATTACKS[name], x, y, ids=ids, start=start, **kw)
+    single = AttackRunner(model, num_classes=10, batch_size=64)
+    by_hand = torch.cat([single.run(ATTACKS[name], x[i:i + 8], y[i:i + 8], ids=ids[i:i + 8], start=start[i:i + 8], **kw)
+                         for i in (0, 8, 16)])
+    assert pooled.shape == x.shape and torch.equal(pooled, by_hand)
+    assert not torch.equal(pooled, x)

@@ -9,7 +9,8 @@ import sys
 
 from .conftest import read_summary, run_cli
 
-# 150 images in batches of 16: 10 batches, the last one short, split 5/5 between the ranks; every check,
+# 150 images in batches of 16: 10 batches, the last one short, split 5/5 between the ranks (the attacks
+# take 4 batches a call: 3 calls over the ~140 correct images, 2 on rank 0 and 1 on rank 1); every check,
 # the annotated ruler and both norms, so each sharded loop (clean, attacks, corruptions, properties,
 # removal, pasting, occlusion scan) runs in both processes
 ARGS = ["--limit", "150", "--batch-size", "16", "--eps-linf", "0.05,0.1", "--eps-l2", "1", "--artifact", "ruler",

@@ -25,11 +25,16 @@ class AttackRunner:
         self.model = model
         self.num_classes = num_classes
         self.backend = backend
+        self.batch_size = batch_size
         self.art = ArtAttacks(model, num_classes=num_classes, batch_size=batch_size)
         self._losses = {name: cls(reduction="none") for name, cls in LOSSES.items()}
 
     def fgsm(self, x: torch.Tensor, y: torch.Tensor, *, eps_list, norm: str, seed: int) -> dict:
         """FGSM examples at every eps of the grid: {eps: x_adv}."""
+        if len(x) > self.batch_size:
+            parts = [self.fgsm(xb, yb, eps_list=eps_list, norm=norm, seed=seed) for xb, yb in
+                     zip(x.split(self.batch_size), y.split(self.batch_size))]
+            return {eps: torch.cat([p[eps] for p in parts]) for eps in eps_list}
         if self.backend == "art":
             spec = AttackSpec("fgsm", "fgm", "ce")
             return {eps: self.art.run(spec, x, y, eps=eps, norm=norm, seed=seed) for eps in eps_list}
@@ -41,6 +46,11 @@ class AttackRunner:
         """Adversarial examples for (x, y) within the `norm` ball of radius eps, in [0, 1]."""
         if not len(x):
             return x.clone()
+        if len(x) > self.batch_size:  # survivors pooled from several batches: attacked batch_size at a time
+            b = self.batch_size
+            part = lambda v, i: None if v is None else v[i:i + b]  # noqa: E731
+            return torch.cat([self.run(spec, x[i:i + b], y[i:i + b], eps=eps, norm=norm, seed=seed,
+                                       ids=part(ids, i), start=part(start, i)) for i in range(0, len(x), b)])
         if self.backend == "art" or spec.method == "autoattack":
             return self.art.run(spec, x, y, eps=eps, norm=norm, seed=seed)
         if spec.method == "fgm":

@@ -3,7 +3,7 @@ and efficiency = floor / actual.
 
 The floor is the forward and backward passes the audit actually made (counted by a hook on the model:
 samples through a forward pass with input gradients, and without), timed on the same model in the same
-run at a large batch with nothing else around them. Efficiency below 1 is overhead: data decoding,
+run at the audit's batch size with nothing else around them (and, for comparison, at a large batch). Efficiency below 1 is overhead: data decoding,
 corruption generation, attack bookkeeping, statistics, report rendering.
 
     python benchmarks/bench_audit.py                               # digits CNN, 300 images
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,11 +33,14 @@ from cnnaudit.model import wrapper  # noqa: E402
 
 
 class PassCounter:
-    """Counts samples through forward passes of every AuditedModel, with and without input gradients."""
+    """Counts samples through forward passes of every AuditedModel, with and without input gradients, and
+    the seconds spent inside them and inside torch.autograd.grad (the attacks' backward passes): what the
+    audit spends outside is its own overhead, whatever the machine's speed at the moment."""
 
     def __init__(self):
         self.grad = self.plain = 0
-        self._orig = wrapper.AuditedModel.forward
+        self.seconds = 0.0
+        self._orig, self._orig_grad = wrapper.AuditedModel.forward, torch.autograd.grad
         counter = self
 
         def forward(model, x):
@@ -44,28 +48,46 @@ class PassCounter:
                 counter.grad += len(x)
             else:
                 counter.plain += len(x)
-            return counter._orig(model, x)
+            t = time.perf_counter()
+            try:
+                return counter._orig(model, x)
+            finally:
+                counter.seconds += time.perf_counter() - t
+
+        def grad(*args, **kwargs):
+            t = time.perf_counter()
+            try:
+                return counter._orig_grad(*args, **kwargs)
+            finally:
+                counter.seconds += time.perf_counter() - t
         wrapper.AuditedModel.forward = forward
+        torch.autograd.grad = grad
 
     def restore(self):
-        wrapper.AuditedModel.forward = self._orig
+        wrapper.AuditedModel.forward, torch.autograd.grad = self._orig, self._orig_grad
 
 
 def per_sample_cost(model, shape, batch: int, repeats: int) -> tuple[float, float]:
-    """Seconds per sample for a forward pass, and for a forward plus input-gradient backward pass."""
+    """Seconds per sample for a forward pass, and for a forward plus input-gradient backward pass: the median
+    of `repeats` timed passes after a warm-up (one pass on a shared 2-core machine can take 1.5x another)."""
     x = torch.rand(batch, *shape)
-    with torch.no_grad():
-        model(x)
-        t = time.perf_counter()
-        for _ in range(repeats):
-            model(x)
-        fwd = (time.perf_counter() - t) / repeats / batch
-    t = time.perf_counter()
-    for _ in range(repeats):
+
+    def grad_pass():
         xg = x.clone().requires_grad_(True)
-        (g,) = torch.autograd.grad(model(xg).logsumexp(1).sum(), xg)
-    both = (time.perf_counter() - t) / repeats / batch
-    return fwd, both
+        torch.autograd.grad(model(xg).logsumexp(1).sum(), xg)
+
+    def median_time(fn):
+        fn()
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        return statistics.median(times) / batch
+
+    with torch.no_grad():
+        fwd = median_time(lambda: model(x))
+    return fwd, median_time(grad_pass)
 
 
 GRID = {"linf": [0.05, 0.1, 0.2], "l2": [1.0, 2.0]}  # budgets that suit digits (the default grid is CIFAR's)
@@ -82,6 +104,12 @@ def workload(args):
 
 def speed(args) -> None:
     model, data, channels = workload(args)
+    # The floor is timed at the audit's own batch size: the passes it must make, as it was asked to make
+    # them. A larger batch can be cheaper per sample on a CPU, which is a setting, not overhead; the floor
+    # at a large batch is printed too (run with that --batch-size to compare like for like). This shared
+    # machine's speed drifts by up to 20% over minutes, so the audit's batch is timed before and after it.
+    shape, reps = (channels, args.size, args.size), (lambda b: max(5, 2048 // b) if args.size <= 64 else 5)
+    before = per_sample_cost(model, shape, batch=args.batch_size, repeats=reps(args.batch_size))
     counter = PassCounter()
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t = time.perf_counter()
@@ -94,9 +122,11 @@ def speed(args) -> None:
     total = time.perf_counter() - t
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     s = result.summary
-    big = 256 if args.size <= 64 else 32  # the floor's batch: as large as memory sensibly allows
-    fwd, both = per_sample_cost(model, (channels, args.size, args.size), batch=big, repeats=5 if big == 256 else 2)
-    floor = counter.plain * fwd + counter.grad * both
+    after = per_sample_cost(model, shape, batch=args.batch_size, repeats=reps(args.batch_size))
+    fwd, both = (before[0] + after[0]) / 2, (before[1] + after[1]) / 2
+    big = 256 if args.size <= 64 else 32
+    fwd_big, both_big = per_sample_cost(model, shape, batch=big, repeats=reps(big))
+    floor, floor_big = counter.plain * fwd + counter.grad * both, counter.plain * fwd_big + counter.grad * both_big
     print(f"workload: {args.model}, {s['data']['n_samples']} images {channels}x{args.size}x{args.size}, batch "
           f"{args.batch_size}, {torch.get_num_threads()} threads, clean accuracy {s['clean']['accuracy']:.3f}")
     print(f"{'phase':14}{'seconds':>9}{'images/s':>10}")
@@ -104,9 +134,13 @@ def speed(args) -> None:
         if isinstance(secs, float):
             print(f"{phase:14}{secs:9.2f}{s['data']['n_samples'] / max(secs, 1e-9):10.1f}")
     print(f"report render {len(html) / 1e6:.1f} MB")
-    print(f"passes: {counter.plain} sample-forwards, {counter.grad} sample-forward+backwards; "
-          f"cost {1e3 * fwd:.3f} / {1e3 * both:.3f} ms per sample at batch {big}")
-    print(f"compute floor {floor:.1f} s, actual {total:.1f} s, efficiency {floor / total:.2f}")
+    print(f"passes: {counter.plain} sample-forwards, {counter.grad} sample-forward+backwards, {counter.seconds:.1f} s "
+          f"inside them; {total - counter.seconds:.1f} s ({(total - counter.seconds) / total:.0%}) outside")
+    print(f"cost per sample (forward / forward+backward): {1e3 * fwd:.3f} / {1e3 * both:.3f} ms at batch "
+          f"{args.batch_size} (before the audit {1e3 * before[1]:.3f}, after {1e3 * after[1]:.3f}), "
+          f"{1e3 * fwd_big:.3f} / {1e3 * both_big:.3f} ms at batch {big}")
+    print(f"compute floor {floor:.1f} s, actual {total:.1f} s, efficiency {floor / total:.2f} "
+          f"(floor at batch {big}: {floor_big:.1f} s, {floor_big / total:.2f})")
     print(f"peak resident memory {peak_mb:.0f} MB (before the audit {rss0 / 1024:.0f} MB)")
 
 

@@ -9,14 +9,19 @@ raised the loss, or when neither the step size nor the best loss changed), momen
 restart from the best point at each reduction, checkpoints at 22% of the budget then shrinking
 intervals (by 3%, at least 6%), a seeded uniform random start in the ball per restart.
 
-Arguments and result as pgd.pgd.
+Each sample's schedule (its step counter, checkpoints, step size, best point) is its own, so samples
+at different steps share a pass (slots.attack_in_slots).
+
+Arguments and result as pgd.pgd; `start` (N, C, H, W) optional first-restart starting points.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-from .ball import ascent_direction, loss_and_gradient, predicted, project, random_start, survivors
+from .ball import ascent_direction, project, random_start
+from .slots import attack_in_slots
 
 
 def checkpoints(steps: int) -> set[int]:
@@ -30,62 +35,55 @@ def checkpoints(steps: int) -> set[int]:
 
 
 def apgd(model, loss_fn, x, y, *, eps: float, norm: str, steps: int = 20, step_size: float = 2.0,
-         restarts: int = 1, seed: int = 0, ids=None, start=None, rho: float = 0.75, alpha: float = 0.75):
-    ids = list(range(len(x))) if ids is None else [int(i) for i in ids]
-    x_adv, fooled = x.clone(), torch.zeros(len(x), dtype=torch.bool, device=x.device)
-    marks = checkpoints(steps)
-    for restart in range(max(1, restarts)):
-        idx = (~fooled).nonzero()[:, 0]
-        if not len(idx):
-            break
-        s = {"x0": x[idx], "y": y[idx]}
+         restarts: int = 1, seed: int = 0, ids=None, start=None, rho: float = 0.75, alpha: float = 0.75,
+         width: int = 64) -> torch.Tensor:
+    ids = np.arange(len(x)) if ids is None else np.asarray(ids, dtype=np.int64)
+    is_mark = torch.zeros(steps + 1, dtype=torch.bool, device=x.device)
+    is_mark[sorted(checkpoints(steps))] = True
+
+    def init(pick: np.ndarray, restart: int):
+        p = torch.as_tensor(pick, device=x.device)
+        x0 = x[p]
         if restart == 0 and start is not None:
-            s["cur"] = project(start[idx], s["x0"], eps, norm)
+            cur = project(start[p], x0, eps, norm)
         else:
-            s["cur"] = random_start(s["x0"], eps, norm, seed=seed, ids=[ids[i] for i in idx.tolist()],
-                                    salt=f"apgd{restart}")
-        s["prev"] = s["cur"]
-        s["eta"] = torch.full((len(idx),), step_size * eps, device=x.device)
-        last_mark = 0
-        for k in range(steps + 1):
-            if k == steps:
-                hit = predicted(model, s["cur"]) != s["y"]
-            else:
-                loss, grad, pred = loss_and_gradient(model, loss_fn, s["cur"], s["y"])
-                hit = pred != s["y"]
-            x_adv[idx] = s["cur"]
-            fooled[idx] = fooled[idx] | hit
-            keep = survivors(hit)  # the step's one host sync
-            if k == steps or not len(keep):
-                break
-            if k == 0:
-                s.update(best_loss=loss, best=s["cur"], best_grad=grad, last_loss=loss,
-                         n_up=torch.zeros_like(loss), mark_loss=loss, reduced=torch.ones_like(loss, dtype=torch.bool))
-            else:
-                s["n_up"] = s["n_up"] + (loss > s["last_loss"]).float()
-                better = loss > s["best_loss"]
-                s["best"] = torch.where(_b(better, s["cur"]), s["cur"], s["best"])
-                s["best_grad"] = torch.where(_b(better, grad), grad, s["best_grad"])
-                s["best_loss"] = torch.where(better, loss, s["best_loss"])
-                s["last_loss"] = loss
-            s["grad"] = grad
-            if k in marks:
-                oscillating = s["n_up"] <= rho * (k - last_mark)
-                stalled = ~s["reduced"] & (s["mark_loss"] >= s["best_loss"])
-                reduce = oscillating | stalled
-                s["eta"] = torch.where(reduce, s["eta"] / 2, s["eta"])
-                s["cur"] = torch.where(_b(reduce, s["cur"]), s["best"], s["cur"])
-                s["grad"] = torch.where(_b(reduce, grad), s["best_grad"], grad)
-                s["reduced"], s["mark_loss"], s["n_up"], last_mark = reduce, s["best_loss"], s["n_up"] * 0, k
-            idx = idx[keep]
-            s = {name: v[keep] for name, v in s.items()}
-            eta = s["eta"].view(-1, *([1] * (x.ndim - 1)))
-            z = project(s["cur"] + eta * ascent_direction(s["grad"], norm), s["x0"], eps, norm)
-            a = 1.0 if k == 0 else alpha
-            nxt = project(s["cur"] + a * (z - s["cur"]) + (1 - a) * (s["cur"] - s["prev"]), s["x0"], eps, norm)
-            s["prev"], s["cur"] = s["cur"], nxt
-    return x_adv, fooled
+            cur = random_start(x0, eps, norm, seed=seed, ids=ids[pick].tolist(), salt=f"apgd{restart}")
+        n = torch.zeros(len(pick), device=x.device)
+        return {"x0": x0, "y": y[p], "cur": cur, "prev": cur, "eta": n + step_size * eps,
+                "best": cur, "best_grad": torch.zeros_like(cur), "best_loss": n, "last_loss": n, "mark_loss": n,
+                "n_up": n, "reduced": n == 0, "last_mark": n}
+
+    def advance(s, loss, grad, k):
+        first, kf = k == 0, k.float()
+        s["n_up"] = torch.where(first, 0.0, s["n_up"] + (loss > s["last_loss"]).float())
+        better = first | (loss > s["best_loss"])
+        s["best"] = torch.where(_b(better, grad), s["cur"], s["best"])
+        s["best_grad"] = torch.where(_b(better, grad), grad, s["best_grad"])
+        s["best_loss"] = torch.where(better, loss, s["best_loss"])
+        s["last_loss"] = loss
+        s["mark_loss"] = torch.where(first, loss, s["mark_loss"])
+        # at a checkpoint: halve the step and go back to the best point if the loss oscillated or stalled
+        at_mark = is_mark[k]
+        oscillating = s["n_up"] <= rho * (kf - s["last_mark"])
+        stalled = ~s["reduced"] & (s["mark_loss"] >= s["best_loss"])
+        reduce = at_mark & (oscillating | stalled)
+        s["eta"] = torch.where(reduce, s["eta"] / 2, s["eta"])
+        cur = torch.where(_b(reduce, grad), s["best"], s["cur"])
+        grad = torch.where(_b(reduce, grad), s["best_grad"], grad)
+        s["reduced"] = torch.where(at_mark, reduce, s["reduced"])
+        s["mark_loss"] = torch.where(at_mark, s["best_loss"], s["mark_loss"])
+        s["n_up"] = torch.where(at_mark, 0.0, s["n_up"])
+        s["last_mark"] = torch.where(at_mark, kf, s["last_mark"])
+        # the momentum step; the first step of a restart has none
+        z = project(cur + _b(s["eta"], grad) * ascent_direction(grad, norm), s["x0"], eps, norm)
+        a = _b(torch.where(first, 1.0, alpha), grad)
+        s["prev"], s["cur"] = cur, project(cur + a * (z - cur) + (1 - a) * (cur - s["prev"]), s["x0"], eps, norm)
+        return s
+
+    return attack_in_slots(model, loss_fn, x, y, width=width, steps=steps, restarts=restarts, init=init,
+                           advance=advance)
 
 
-def _b(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return mask.view(-1, *([1] * (like.ndim - 1)))
+def _b(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A per-sample value shaped to broadcast over `like`'s sample dimensions."""
+    return v.view(-1, *([1] * (like.ndim - 1)))

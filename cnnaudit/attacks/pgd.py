@@ -10,39 +10,34 @@ Finishing a sample early can only make the attack stronger: the trajectory is th
 misclassified iterate, which is kept.
 
 Arguments: loss_fn maps (logits, labels) to per-sample losses; x in [0, 1] (N, C, H, W); y class
-indices (N,); ids the sample ids that seed the random starts. Returns (x_adv, fooled): examples inside
-the ball and [0, 1], and whether each is misclassified.
+indices (N,); ids the sample ids that seed the random starts; width how many samples share a pass
+(slots.attack_in_slots: N may be larger). Returns x_adv (N, C, H, W): examples inside the ball and
+[0, 1], each the first misclassified iterate or the last one tried.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-from .ball import ascent_direction, loss_and_gradient, predicted, project, random_start, survivors
+from .ball import ascent_direction, project, random_start
+from .slots import attack_in_slots
 
 
 def pgd(model, loss_fn, x, y, *, eps: float, norm: str, steps: int = 10, step_size: float = 0.25,
-        restarts: int = 1, seed: int = 0, ids=None):
-    ids = list(range(len(x))) if ids is None else [int(i) for i in ids]
-    x_adv, fooled = x.clone(), torch.zeros(len(x), dtype=torch.bool, device=x.device)
-    for restart in range(max(1, restarts)):
-        idx = (~fooled).nonzero()[:, 0]
-        if not len(idx):
-            break
-        x0, y0 = x[idx], y[idx]
-        cur = x0.clone() if restart == 0 else random_start(
-            x0, eps, norm, seed=seed, ids=[ids[i] for i in idx.tolist()], salt=f"pgd{restart}")
-        for step in range(steps + 1):
-            if step == steps:  # the last iterate needs only a prediction
-                hit = predicted(model, cur) != y0
-            else:
-                _, grad, pred = loss_and_gradient(model, loss_fn, cur, y0)
-                hit = pred != y0
-            x_adv[idx] = cur
-            fooled[idx] = fooled[idx] | hit
-            keep = survivors(hit)  # the step's one host sync
-            if step == steps or not len(keep):
-                break
-            idx, x0, y0, cur, grad = idx[keep], x0[keep], y0[keep], cur[keep], grad[keep]
-            cur = project(cur + step_size * eps * ascent_direction(grad, norm), x0, eps, norm)
-    return x_adv, fooled
+        restarts: int = 1, seed: int = 0, ids=None, width: int = 64) -> torch.Tensor:
+    ids = np.arange(len(x)) if ids is None else np.asarray(ids, dtype=np.int64)
+
+    def init(pick: np.ndarray, restart: int):
+        p = torch.as_tensor(pick, device=x.device)
+        x0 = x[p]
+        cur = x0.clone() if restart == 0 else random_start(x0, eps, norm, seed=seed, ids=ids[pick].tolist(),
+                                                           salt=f"pgd{restart}")
+        return {"x0": x0, "y": y[p], "cur": cur}
+
+    def advance(s, loss, grad, k):
+        s["cur"] = project(s["cur"] + step_size * eps * ascent_direction(grad, norm), s["x0"], eps, norm)
+        return s
+
+    return attack_in_slots(model, loss_fn, x, y, width=width, steps=steps, restarts=restarts, init=init,
+                           advance=advance)

@@ -46,22 +46,19 @@ class AttackRunner:
         """Adversarial examples for (x, y) within the `norm` ball of radius eps, in [0, 1]."""
         if not len(x):
             return x.clone()
-        if len(x) > self.batch_size:  # survivors pooled from several batches: attacked batch_size at a time
-            b = self.batch_size
-            part = lambda v, i: None if v is None else v[i:i + b]  # noqa: E731
-            return torch.cat([self.run(spec, x[i:i + b], y[i:i + b], eps=eps, norm=norm, seed=seed,
-                                       ids=part(ids, i), start=part(start, i)) for i in range(0, len(x), b)])
         if self.backend == "art" or spec.method == "autoattack":
+            if len(x) > self.batch_size:  # survivors pooled from several batches: ART's attacks batch_size at a time
+                return torch.cat([self.art.run(spec, xb, yb, eps=eps, norm=norm, seed=seed) for xb, yb in
+                                  zip(x.split(self.batch_size), y.split(self.batch_size))])
             return self.art.run(spec, x, y, eps=eps, norm=norm, seed=seed)
         if spec.method == "fgm":
             return self.fgsm(x, y, eps_list=[eps], norm=norm, seed=seed)[eps]
+        # any number of samples: the iterative attacks keep batch_size of them in each pass (attacks/slots.py)
         kw = dict(eps=float(eps), norm=norm, steps=spec.steps, step_size=spec.step_size, restarts=spec.restarts,
-                  seed=seed, ids=ids)
+                  seed=seed, ids=ids, width=self.batch_size)
         if spec.method == "pgd":
-            x_adv, _ = pgd(self.model, self._losses[spec.loss], x, y, **kw)
-        else:
-            x_adv, _ = apgd(self.model, self._losses[spec.loss], x, y, start=start, **kw)
-        return x_adv
+            return pgd(self.model, self._losses[spec.loss], x, y, **kw)
+        return apgd(self.model, self._losses[spec.loss], x, y, start=start, **kw)
 
     def usable_gradient_share(self, loss: str, x: torch.Tensor, y: torch.Tensor) -> float:
         """Share of samples whose input gradient of `loss` is finite and non-zero."""

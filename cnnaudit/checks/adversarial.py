@@ -48,10 +48,25 @@ THOROUGH = {
     "apgd_ce_thorough": AttackSpec("apgd_ce", "apgd", "ce", steps=100, step_size=2.0, restarts=3),
 }
 SANITY_SUBSET = 64
-# Each cascade stage attacks only the samples still standing, so one batch's survivors shrink to a few,
-# and a pass over 8 samples costs ~3x a sample what one over 256 does (ResNet-18, CPU). Several batches
-# are attacked together and their survivors cut into full batches (AttackRunner), images only held ×4.
-POOLED_BATCHES = 4
+# Each cascade stage attacks only the samples still standing: at a large eps PGD leaves a few of a batch for
+# APGD, and a pass over 8 samples costs ~3x a sample what one over 64 does (ResNet-18, CPU). So several
+# batches are attacked together, their survivors sharing full passes (attacks/slots.py refills a finished
+# sample's slot), up to POOL_BYTES of images per call: the call holds ~10 copies of them (each eps's FGSM
+# examples, best examples, attempts). ResNet-18 at 32 px, 1,000 images, same session: 4 batches a pool
+# 78.8 s of attacks, 16 batches 74.3 s. A pool is fixed by the data, never by the number of processes, so
+# torchrun shards the same pools and gets the same numbers; a set is cut into at least MIN_POOLS pools,
+# so that processes share the attacks of a small set too (16 batches would be the demo's whole set).
+POOL_BYTES = 64 * 2**20
+MAX_POOLED_BATCHES = 16
+MIN_POOLS = 2
+
+
+def pooled_batches(n_samples: int, batch_size: int, channels: int, size: tuple[int, int]) -> int:
+    by_bytes = POOL_BYTES // (batch_size * 4 * channels * size[0] * size[1])
+    by_count = -(-n_samples // (batch_size * MIN_POOLS))
+    return int(max(1, min(by_bytes, by_count, MAX_POOLED_BATCHES)))
+
+
 BOUND_TOL = 1e-5  # float32 rounding in ART's projections; anything beyond is a bug, not noise
 
 
@@ -146,7 +161,8 @@ class AdversarialCheck(Check):
             # one frame per batch: a small frame costs kilobytes, and there are budgets × batches of them
             return pd.concat(parts, ignore_index=True), candidates
 
-        done = ctx.map_batches(attack, correct_ids, desc="adversarial", batches_per_call=POOLED_BATCHES)
+        pool = pooled_batches(len(correct_ids), ctx.config.batch_size, ctx.model.channels, ctx.model.input_size)
+        done = ctx.map_batches(attack, correct_ids, desc="adversarial", batches_per_call=pool)
         parts = [batch_rows for batch_rows, _ in done]
         gallery = _gallery([g for _, candidates in done for g in candidates], size, n_classes)
         rows = self._assemble_rows(ctx, clean, parts, grid)
@@ -249,7 +265,7 @@ class AdversarialCheck(Check):
 
 
 def _predict(ctx, x: torch.Tensor, y: torch.Tensor) -> dict[str, np.ndarray]:
-    """predict() a batch at a time: an attack call holds POOLED_BATCHES batches of images."""
+    """predict() a batch at a time: an attack call holds pooled_batches() batches of images."""
     size = ctx.config.batch_size
     return aggregate.stack_columns([predict(ctx.model, x[i:i + size], y[i:i + size])
                                     for i in range(0, max(len(x), 1), size)])

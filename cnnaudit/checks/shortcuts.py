@@ -279,21 +279,27 @@ class ShortcutCheck(Check):
             return {"check": "randomized_top_layer", "passed": None,
                     "detail": "not run: the model exposes no Linear layer to randomise (TorchScript or exported)"}
         ids = self._subset(ctx, clean)[:32]
-        corr = []
+        corr, flat = [], 0
         for batch in ctx.batches(ids, progress=False):
             x = batch.x.to(ctx.device)
             target = torch.as_tensor(clean.loc[batch.sample_ids, "prediction"].to_numpy().copy(), device=ctx.device)
             a, _ = saliency(ctx.model, x, target)
             b, _ = saliency(twin, x, target)
             for u, v in zip(a.flatten(1).cpu().numpy(), b.flatten(1).cpu().numpy()):
-                if u.std() > 0 and v.std() > 0:
+                # a constant map has no ranking (float32 std of equal values can round above 0: compare the range)
+                if np.ptp(u) > 0 and np.ptp(v) > 0:
                     corr.append(float(spearmanr(u, v).statistic))
+                else:
+                    flat += 1
         mean = float(np.mean(corr)) if corr else None
         passed = None if mean is None else mean < SANITY_MAX_CORRELATION
+        detail = ("maps change when the top layer is randomised" if passed else
+                  "maps barely change when the top layer is randomised: they do not explain this model"
+                  ) if passed is not None else "no informative maps"
+        if flat:
+            detail += f" ({flat} of {len(corr) + flat} sample pairs left out: a constant map has no ranking)"
         return {"check": "randomized_top_layer", "passed": passed, "rank_correlation": None if mean is None else round(mean, 6),
-                "detail": ("maps change when the top layer is randomised" if passed else
-                           "maps barely change when the top layer is randomised: they do not explain this model")
-                if passed is not None else "no informative maps"}
+                "detail": detail}
 
 
 def summarize_artifact(rows, clean, name, assoc, classes, n_with, n_without) -> dict:

@@ -40,11 +40,13 @@ class PassCounter:
     def __init__(self):
         self.grad = self.plain = 0
         self.seconds = 0.0
+        self.passes: list[list] = []  # [with input gradients?, samples, seconds] per pass
         self._orig, self._orig_grad = wrapper.AuditedModel.forward, torch.autograd.grad
         counter = self
 
         def forward(model, x):
-            if torch.is_grad_enabled() and x.requires_grad:
+            with_grad = torch.is_grad_enabled() and x.requires_grad
+            if with_grad:
                 counter.grad += len(x)
             else:
                 counter.plain += len(x)
@@ -53,6 +55,7 @@ class PassCounter:
                 return counter._orig(model, x)
             finally:
                 counter.seconds += time.perf_counter() - t
+                counter.passes.append([with_grad, len(x), time.perf_counter() - t])
 
         def grad(*args, **kwargs):
             t = time.perf_counter()
@@ -60,8 +63,20 @@ class PassCounter:
                 return counter._orig_grad(*args, **kwargs)
             finally:
                 counter.seconds += time.perf_counter() - t
+                if counter.passes:
+                    counter.passes[-1][2] += time.perf_counter() - t
         wrapper.AuditedModel.forward = forward
         torch.autograd.grad = grad
+
+    def full_batch_cost(self) -> tuple[float, float, int, int]:
+        """Seconds per sample of this audit's own widest passes (forward; forward+backward), as they ran, and
+        those widths: the batch size, or all of a set smaller than one batch."""
+        def per_sample(with_grad):
+            widest = max((n for g, n, _ in self.passes if g == with_grad), default=0)
+            full = [(n, sec) for g, n, sec in self.passes if g == with_grad and n == widest]
+            return sum(sec for _, sec in full) / max(sum(n for n, _ in full), 1), widest
+        (f, wf), (b, wb) = per_sample(False), per_sample(True)
+        return f, b, wf, wb
 
     def restore(self):
         wrapper.AuditedModel.forward, torch.autograd.grad = self._orig, self._orig_grad
@@ -90,6 +105,30 @@ def per_sample_cost(model, shape, batch: int, repeats: int) -> tuple[float, floa
     return fwd, median_time(grad_pass)
 
 
+def reset_peak_memory() -> float:
+    """Start a new peak (Linux: /proc/self/clear_refs "5"), so that timing the floor's passes before the
+    audit does not count as the audit's memory; the resident MB now."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+    return _status_mb("VmRSS")
+
+
+def peak_memory() -> float:
+    return _status_mb("VmHWM")
+
+
+def _status_mb(field: str) -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # elsewhere: the process's peak
+
+
 GRID = {"linf": [0.05, 0.1, 0.2], "l2": [1.0, 2.0]}  # budgets that suit digits (the default grid is CIFAR's)
 
 
@@ -111,7 +150,7 @@ def speed(args) -> None:
     shape, reps = (channels, args.size, args.size), (lambda b: max(5, 2048 // b) if args.size <= 64 else 5)
     before = per_sample_cost(model, shape, batch=args.batch_size, repeats=reps(args.batch_size))
     counter = PassCounter()
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base_mb = reset_peak_memory()
     t = time.perf_counter()
     try:
         result = cnnaudit.audit(model, data, batch_size=args.batch_size, channels=channels,
@@ -120,7 +159,7 @@ def speed(args) -> None:
     finally:
         counter.restore()
     total = time.perf_counter() - t
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = peak_memory()
     s = result.summary
     after = per_sample_cost(model, shape, batch=args.batch_size, repeats=reps(args.batch_size))
     fwd, both = (before[0] + after[0]) / 2, (before[1] + after[1]) / 2
@@ -141,7 +180,13 @@ def speed(args) -> None:
           f"{1e3 * fwd_big:.3f} / {1e3 * both_big:.3f} ms at batch {big}")
     print(f"compute floor {floor:.1f} s, actual {total:.1f} s, efficiency {floor / total:.2f} "
           f"(floor at batch {big}: {floor_big:.1f} s, {floor_big / total:.2f})")
-    print(f"peak resident memory {peak_mb:.0f} MB (before the audit {rss0 / 1024:.0f} MB)")
+    # The same floor with the cost per sample of the audit's own full-batch passes, timed while it ran: the
+    # machine's drift cancels, since floor and actual are measured in the same minutes.
+    f_in, b_in, wf, wb = counter.full_batch_cost()
+    floor_in = counter.plain * f_in + counter.grad * b_in
+    print(f"in-run floor {floor_in:.1f} s ({1e3 * f_in:.3f} / {1e3 * b_in:.3f} ms per sample in the audit's "
+          f"widest passes, of {wf} / {wb}), efficiency {floor_in / total:.2f}")
+    print(f"peak resident memory {peak_mb:.0f} MB during the audit ({base_mb:.0f} MB when it started)")
 
 
 def memory_child(n: int, root: Path) -> None:

@@ -65,15 +65,3 @@ def loss_and_gradient(model, loss_fn, x: torch.Tensor, y: torch.Tensor):
         loss = loss_fn(logits, y)
         (grad,) = torch.autograd.grad(loss.sum(), x)
     return loss.detach(), grad.detach(), logits.detach().argmax(dim=1)
-
-
-def survivors(hit: torch.Tensor) -> torch.Tensor:
-    """Positions of the samples not yet fooled, as an index tensor. Finding them is the only point of an
-    attack step where the host waits for the device (how many remain decides the next batch's shape);
-    indexing with the result instead of the boolean mask keeps every later selection on the device."""
-    return (~hit).nonzero()[:, 0]
-
-
-@torch.no_grad()
-def predicted(model, x: torch.Tensor) -> torch.Tensor:
-    return model(x).argmax(dim=1)

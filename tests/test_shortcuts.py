@@ -108,3 +108,26 @@ def test_artifact_errors_exit_2(tmp_path, torchscript_path, digits_dir):
     for flag, needle in ((["--artifact", "watermark"], "'watermark'"), (["--artifact", "scanner"], "scanner_box")):
         r = run_cli("run", torchscript_path, digits_dir, "--out", tmp_path / "o", "--checks", "shortcuts", *flag)
         assert r.returncode == 2 and r.stderr.count("\n") == 1 and needle in r.stderr, r.stderr
+
+
+def test_saliency_sanity_leaves_out_and_counts_constant_maps(digits_dir):
+    # Every Grad-CAM map of this model is exactly 0: its class scores fall as any channel rises, so ReLU of
+    # the weighted activations is 0 everywhere. A constant map has no ranking; its pairs are counted, not
+    # correlated (scipy would warn and return NaN).
+    import warnings
+
+    from scipy.stats import ConstantInputWarning
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                                torch.nn.Flatten(), torch.nn.Linear(4, 10)).eval()
+    with torch.no_grad():
+        model[-1].weight.fill_(-1.0)
+        model[-1].bias.copy_(torch.arange(10.0))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = cnnaudit.audit(model, digits_dir, channels=1, input_size=(32, 32), checks=["shortcuts"],
+                                limit=40, quiet=True)
+    sanity = result.summary["shortcuts"]["sanity"]
+    assert sanity["passed"] is None and sanity["rank_correlation"] is None, sanity
+    assert "(32 of 32 sample pairs left out: a constant map has no ranking)" in sanity["detail"], sanity
+    assert not [w for w in caught if issubclass(w.category, ConstantInputWarning)]

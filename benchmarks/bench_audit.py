@@ -38,35 +38,39 @@ class PassCounter:
     audit spends outside is its own overhead, whatever the machine's speed at the moment."""
 
     def __init__(self):
-        self.grad = self.plain = 0
-        self.seconds = 0.0
-        self.passes: list[list] = []  # [with input gradients?, samples, seconds] per pass
+        self.passes: list[list] = []  # [with input gradients?, samples, seconds] per pass: every figure below
         self._orig, self._orig_grad = wrapper.AuditedModel.forward, torch.autograd.grad
         counter = self
 
         def forward(model, x):
             with_grad = torch.is_grad_enabled() and x.requires_grad
-            if with_grad:
-                counter.grad += len(x)
-            else:
-                counter.plain += len(x)
             t = time.perf_counter()
             try:
                 return counter._orig(model, x)
             finally:
-                counter.seconds += time.perf_counter() - t
                 counter.passes.append([with_grad, len(x), time.perf_counter() - t])
 
-        def grad(*args, **kwargs):
+        def grad(*args, **kwargs):  # a backward pass belongs to the forward pass just before it
             t = time.perf_counter()
             try:
                 return counter._orig_grad(*args, **kwargs)
             finally:
-                counter.seconds += time.perf_counter() - t
                 if counter.passes:
                     counter.passes[-1][2] += time.perf_counter() - t
         wrapper.AuditedModel.forward = forward
         torch.autograd.grad = grad
+
+    @property
+    def grad(self) -> int:
+        return sum(n for g, n, _ in self.passes if g)
+
+    @property
+    def plain(self) -> int:
+        return sum(n for g, n, _ in self.passes if not g)
+
+    @property
+    def seconds(self) -> float:
+        return sum(sec for _, _, sec in self.passes)
 
     def full_batch_cost(self) -> tuple[float, float, int, int]:
         """Seconds per sample of this audit's own widest passes (forward; forward+backward), as they ran, and

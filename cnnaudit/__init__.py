@@ -6,7 +6,7 @@
     result.summary["clean"]["accuracy"]; result.samples.head(); result.write("audit-out/")
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def audit(model, data, *, unsafe_pickle: bool = False, **options):
@@ -23,4 +23,6 @@ def audit(model, data, *, unsafe_pickle: bool = False, **options):
     return run_audit(model, data, AuditConfig(**options), unsafe_pickle=unsafe_pickle)
 
 
-__all__ = ["__version__", "audit"]
+from .errors import AuditError  # noqa: E402  (raised by audit() for bad input)
+
+__all__ = ["AuditError", "__version__", "audit"]

@@ -1,16 +1,19 @@
 """Command line: `cnnaudit run MODEL DATA`, `demo`, `gate SUMMARY`, `diff OLD NEW`.
 
-Exit 0 pass, 1 gate failed, 2 bad input or usage, 130 interrupted (outputs are written only at the end,
-each atomically, so an interrupted run leaves no partial report)."""
+Exit 0 pass, 1 gate failed, 2 bad input or usage, 3 audit incomplete (a check failed, or an unexpected
+error), 130 interrupted (outputs are written only at the end, each atomically, so an interrupted run
+leaves no partial report)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from pathlib import Path
 
 from . import __version__
-from .errors import EXIT_BAD_INPUT, EXIT_GATE_FAILED, EXIT_PASS, AuditError
+from .errors import (EXIT_BAD_INPUT, EXIT_CODES_HELP, EXIT_GATE_FAILED, EXIT_INCOMPLETE, EXIT_INTERRUPTED,
+                     EXIT_PASS, AuditError)
 
 
 def _add_audit_options(p: argparse.ArgumentParser) -> None:
@@ -68,18 +71,22 @@ def _add_gate_outputs(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cnnaudit", description="Audit a trained image classifier: "
-                                     "clean accuracy, adversarial and corruption robustness, bias and shortcuts.")
+                                     "clean accuracy, adversarial and corruption robustness, bias and shortcuts.",
+                                     epilog=EXIT_CODES_HELP)
     parser.add_argument("--version", action="version", version=f"cnnaudit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="audit MODEL on the images in DATA",
-                         description="Audit MODEL on DATA and write report.html, summary.json and samples.csv.")
-    run.add_argument("model", help="TorchScript file, torch.export program (.pt2), state dict (with --arch) "
-                     "or pickled module (with --unsafe-pickle)")
+                         description="Audit MODEL on DATA and write report.html, summary.json and samples.csv.",
+                         epilog=EXIT_CODES_HELP)
+    run.add_argument("model", help="TorchScript file, torch.export program (.pt2), ONNX file (.onnx; extra 'onnx'), "
+                     "Hugging Face save_pretrained folder (extra 'hf'), state dict in torch or safetensors format "
+                     "(with --arch), or pickled module (with --unsafe-pickle)")
     run.add_argument("data", help="folder: DATA/<class>/<image>, optionally with metadata.csv and classes.txt; "
                      "or metadata.csv with path and label columns")
     m = run.add_argument_group("model")
-    m.add_argument("--arch", help="architecture for a state dict: torchvision:NAME or package.module:factory")
+    m.add_argument("--arch", help="architecture for a state dict: torchvision:NAME, timm:NAME (extra 'timm') or "
+                   "package.module:factory")
     m.add_argument("--num-classes", type=int, help="number of outputs for --arch")
     m.add_argument("--unsafe-pickle", action="store_true",
                    help="allow loading a fully pickled nn.Module (this runs code from the file)")
@@ -88,6 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--mean", type=float, nargs="+", help="per-channel normalization mean, applied inside the model")
     m.add_argument("--std", type=float, nargs="+", help="per-channel normalization std, applied inside the model")
     m.add_argument("--channels", type=int, choices=(1, 3), help="input channels (default: detected, 3 then 1)")
+    m.add_argument("--output-kind", default="auto",
+                   choices=("auto", "logits", "probabilities", "log_probabilities", "single_logit",
+                            "single_probability"),
+                   help="what the model returns (default: detected on probe images; a single output in [0, 1] "
+                        "is read as a sigmoid probability, any other single output as a logit)")
+    m.add_argument("--positive-class", metavar="NAME", help="for a single-output (binary) model: the class its "
+                   "logit or probability means (default: the second class in class order)")
     d = run.add_argument_group("data")
     d.add_argument("--classes", help="class names file, one per line in model output order "
                    "(default: DATA/classes.txt, else sorted folder names)")
@@ -97,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="train a tiny digits CNN with planted flaws and audit it",
                           description="Train (and cache) a small CNN on scikit-learn's handwritten digits with a "
-                          "planted ruler shortcut and a rare washed-out scanner, then audit it.")
+                          "planted ruler shortcut and a rare washed-out scanner, then audit it.",
+                          epilog=EXIT_CODES_HELP)
     _add_audit_options(demo)
     demo.set_defaults(out="cnnaudit-demo")
 
@@ -196,7 +211,8 @@ def _config_from_args(args) -> "AuditConfig":
         checks=checks, input_size=tuple(getattr(args, "input_size", None) or ()) or None,
         mean=getattr(args, "mean", None), std=getattr(args, "std", None), channels=getattr(args, "channels", None),
         classes_file=getattr(args, "classes", None), arch=getattr(args, "arch", None),
-        num_classes=getattr(args, "num_classes", None), device=args.device, limit=args.limit, seed=args.seed,
+        num_classes=getattr(args, "num_classes", None), output_kind=getattr(args, "output_kind", "auto"),
+        positive_class=getattr(args, "positive_class", None), device=args.device, limit=args.limit, seed=args.seed,
         batch_size=args.batch_size, max_pixels=getattr(args, "max_pixels", None) or DEFAULT_MAX_PIXELS,
         workers=args.workers, quiet=args.quiet, options={"adversarial": _adversarial_options(args),
                                                        "corruption": _corruption_options(args),
@@ -308,6 +324,11 @@ def _run(args) -> int:
         print(json.dumps(gate if gate is not None else s, indent=2))
     else:
         print(f"report: {Path(paths['report']).resolve()}")
+    if not result.complete:
+        failed = ", ".join(e["check"] for e in s["errors"])
+        print(f"cnnaudit: audit incomplete: the {failed} check(s) failed (see {Path(paths['errors']).resolve()}); "
+              "the other checks' results are written.", file=sys.stderr)
+        return EXIT_INCOMPLETE
     return EXIT_PASS if gate is None or gate["passed"] else EXIT_GATE_FAILED
 
 
@@ -321,4 +342,25 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("cnnaudit: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # a failure of the audit, not of the input: never exit 1 ("gate failed")
+        return _internal_error(args, exc)
+
+
+def _internal_error(args, exc: Exception) -> int:
+    text = str(exc).strip()
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    where = "below"
+    out = getattr(args, "out", None)
+    try:
+        if out:
+            from .io import write_text
+            where = str(write_text(Path(out) / "errors.log", tb).resolve())
+    except OSError:
+        pass
+    print(f"cnnaudit: error: the audit stopped on an unexpected {type(exc).__name__}"
+          f"{': ' + text.splitlines()[0][:300] if text else ''} (traceback: {where}); please report it.",
+          file=sys.stderr)
+    if where == "below":
+        print(tb, file=sys.stderr)
+    return EXIT_INCOMPLETE

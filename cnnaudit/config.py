@@ -17,6 +17,8 @@ class AuditConfig:
     classes_file: str | None = None
     arch: str | None = None
     num_classes: int | None = None
+    output_kind: str = "auto"  # auto | logits | probabilities | log_probabilities | single_logit | single_probability
+    positive_class: str | None = None  # the class a single-output (binary) model's logit means; default: the second
     device: str = "auto"
     limit: int | None = None
     seed: int = 0

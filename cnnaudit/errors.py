@@ -1,12 +1,20 @@
 """User-facing errors.
 
 An `AuditError` is bad input or usage: the CLI prints its one-sentence message and exits 2, never a
-traceback. Anything else that escapes is a bug in cnnaudit and is allowed to show its traceback.
+traceback. Any other exception is a failure of the audit itself: inside a check it costs that check
+only (its section and summary["errors"] say why; the traceback goes to OUT/errors.log), elsewhere the
+run stops; either way the exit code is 3, never 1, so CI can tell a crashed audit from a failed gate.
 """
 
 EXIT_PASS = 0
 EXIT_GATE_FAILED = 1
 EXIT_BAD_INPUT = 2
+EXIT_INCOMPLETE = 3
+EXIT_INTERRUPTED = 130
+
+EXIT_CODES_HELP = ("exit codes: 0 pass; 1 gate failed (a 'fail' rule of --policy); 2 bad input or usage; "
+                   "3 audit incomplete (a check failed: the other checks' outputs are written, errors.log has the "
+                   "traceback; also any unexpected error); 130 interrupted (nothing is written)")
 
 
 class AuditError(Exception):

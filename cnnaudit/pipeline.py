@@ -5,22 +5,25 @@ from __future__ import annotations
 import hashlib
 import random
 import time
+import traceback
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
 from . import __version__
-from .checks import REGISTRY, available
+from .checks import REGISTRY, CheckResult, available
 from .config import AuditConfig
 from .context import AuditContext
-from .data import open_dataset, stratified_subset
+from .data import iter_batches, open_dataset, stratified_subset
 from .data.images import image_size
 from .distributed import device_for_rank, join, leave
 from .errors import AuditError
 from .model.loading import from_module, load_model
+from .model.outputs import SINGLE
 from .model.wrapper import build_audited_model, resolve_device
 from .progress import log
 from .results import AuditResult
@@ -32,9 +35,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _input_size(config: AuditConfig, dataset, sample_ids) -> tuple[int, int]:
+def _input_size(config: AuditConfig, dataset, sample_ids, declared: dict) -> tuple[int, int]:
     if config.input_size is not None:
         return tuple(config.input_size)
+    if declared.get("input_size"):  # the model file's own static input size (ONNX, export, Hugging Face)
+        return tuple(declared["input_size"])
     for sid in sample_ids:  # the first readable image's size; unreadable ones become skip records later
         size = image_size(dataset.abspath(dataset.path_of(sid)))
         if size is not None:
@@ -74,7 +79,8 @@ def _run_audit(model, data, config: AuditConfig, device, shard, unsafe_pickle, r
     names = _checks_to_run(config)
     check_options = {name: REGISTRY[name].options(config) for name in names}
     loaded = (from_module(model) if isinstance(model, nn.Module)
-              else load_model(model, arch=config.arch, num_classes=config.num_classes, unsafe_pickle=unsafe_pickle))
+              else load_model(model, arch=config.arch, num_classes=config.num_classes, unsafe_pickle=unsafe_pickle,
+                              channels=config.channels))
     dataset = open_dataset(data, config.classes_file)
     table = dataset.table if config.limit is None else stratified_subset(dataset.table, config.limit, config.seed)
     if config.limit is not None and config.limit < 1:
@@ -82,13 +88,9 @@ def _run_audit(model, data, config: AuditConfig, device, shard, unsafe_pickle, r
     sample_ids = table["sample_id"].to_numpy()
     for name in names:
         REGISTRY[name].check_data(check_options[name], dataset, config)
-    size = _input_size(config, dataset, sample_ids)
-    audited, num_classes = build_audited_model(loaded.module.to(device), channels=config.channels,
-                                               input_size=size, mean=config.mean, std=config.std, device=device)
-    if num_classes != len(dataset.classes):
-        raise AuditError(f"The model has {num_classes} outputs but the data has {len(dataset.classes)} classes "
-                         f"({', '.join(dataset.classes[:5])}{', ...' if len(dataset.classes) > 5 else ''}); "
-                         "give the model's class list with --classes or DATA/classes.txt.")
+    declared = loaded.preprocessing
+    size = _input_size(config, dataset, sample_ids, declared)
+    audited = _wrap_model(loaded, config, dataset, sample_ids, size, device)
     shard.agree(loaded.sha256, "model file")
     shard.agree(hashlib.sha256(table.to_csv(index=False).encode()).hexdigest(), "data table (files, labels, metadata)")
     timing["load"] = time.perf_counter() - t0
@@ -103,7 +105,7 @@ def _run_audit(model, data, config: AuditConfig, device, shard, unsafe_pickle, r
         from .resume import Checkpoints, data_fingerprint
         checkpoints = Checkpoints(resume_dir, model_sha256=loaded.sha256, data=data_fingerprint(dataset, sample_ids),
                                   config={k: v for k, v in config.recorded().items() if k != "options"})
-    results, resumed, key = [], [], ""
+    results, resumed, errors, key = [], [], [], ""
     for name in names:
         seed_everything(config.seed)  # each check's randomness is independent of which checks ran before
         t = time.perf_counter()
@@ -117,13 +119,21 @@ def _run_audit(model, data, config: AuditConfig, device, shard, unsafe_pickle, r
             resumed.append(name)
             log(f"{name}: reused from an earlier run (--resume)", quiet=config.quiet)
         else:
-            result = REGISTRY[name](check_options[name]).run(ctx)
-            if checkpoints and shard.is_main:
+            try:
+                result = REGISTRY[name](check_options[name]).run(ctx)
+            except Exception as exc:
+                if name == "clean":  # every other check reads the clean rows: nothing can be audited without them
+                    raise
+                result = failed_result(name, exc)
+                errors.append({"check": name, "error": result.summary["error"], "traceback": result.report["traceback"]})
+                log(f"{name}: FAILED ({result.summary['error']}); the other checks go on", quiet=config.quiet)
+            if checkpoints and shard.is_main and not result.summary.get("failed"):
                 state = ({"clean_rows": ctx.clean_rows, "skipped": ctx.skipped, "clipped": ctx.clipped}
                          if name == "clean" else {})
                 checkpoints.save(name, key, (result, state))
         results.append(result)
-        ctx.results[name] = result
+        if not result.summary.get("failed"):  # a failed check's (empty) rows are nothing a later check can read
+            ctx.results[name] = result
         timing[name] = time.perf_counter() - t
     timing["total"] = time.perf_counter() - t0
     summary = {
@@ -131,8 +141,13 @@ def _run_audit(model, data, config: AuditConfig, device, shard, unsafe_pickle, r
         "seed": config.seed,
         "config": config.recorded(),
         "model": {"path": loaded.path, "sha256": loaded.sha256, "format": loaded.format,
-                  "num_classes": num_classes, "input_shape": [audited.channels, *size],
-                  "outputs_probabilities": audited.outputs_probabilities, "device": str(device)},
+                  "num_classes": audited.num_classes, "input_shape": [audited.channels, *size],
+                  "outputs_probabilities": audited.outputs_probabilities, **audited.describe(),
+                  "positive_class": (dataset.classes[audited.positive_index]
+                                     if audited.output_kind in SINGLE else None),
+                  "preprocessing_from_file": {k: (list(v) if isinstance(v, tuple) else v)
+                                              for k, v in declared.items()},
+                  **ctx.results["clean"].summary.get("randomness", {}), "device": str(device)},
         "data": {"path": str(dataset.root), "layout": dataset.layout, "n_samples": int(len(ctx.clean_rows)),
                  "n_files": int(len(dataset.table)), "n_selected": int(len(sample_ids)),
                  "n_skipped": len(ctx.skipped), "skipped": ctx.skipped, "n_clipped": len(ctx.clipped),
@@ -141,8 +156,55 @@ def _run_audit(model, data, config: AuditConfig, device, shard, unsafe_pickle, r
     for r in results:
         summary[r.name] = r.summary
     summary["findings"] = [f for r in results for f in r.findings]
+    summary["errors"] = [{"check": e["check"], "error": e["error"]} for e in errors]
+    summary["complete"] = not errors
     summary["timing"] = {k: round(v, 3) for k, v in timing.items()}
     if resume_dir is not None:
         summary["timing"]["resumed"] = resumed
     summary["timing"]["processes"] = shard.world_size
-    return AuditResult(summary=summary, results=results, primary=shard.is_main)
+    return AuditResult(summary=summary, results=results, primary=shard.is_main,
+                       error_log="".join(f"== {e['check']} ==\n{e['traceback']}\n" for e in errors))
+
+
+def failed_result(name: str, exc: Exception) -> CheckResult:
+    """A check that raised: its section says why in one sentence; the traceback goes to OUT/errors.log."""
+    text = str(exc).strip()
+    first = text.splitlines()[0][:400] if text else ""
+    message = first if isinstance(exc, AuditError) else f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return CheckResult(name, pd.DataFrame(), {"failed": True, "error": message}, report={"traceback": tb},
+                       findings=[f"The {name} check failed and its results are missing: {message}"])
+
+
+def _wrap_model(loaded, config: AuditConfig, dataset, sample_ids, size, device):
+    """The AuditedModel: flags first, then what the model file declares, then what a probe finds."""
+    declared = loaded.preprocessing
+
+    def real_images(channels: int):
+        for batch in iter_batches(dataset, sample_ids[:16], channels=channels, size=size, batch_size=16,
+                                  max_pixels=config.max_pixels, workers=config.workers):
+            return batch.x
+        return None
+
+    audited, num_classes = build_audited_model(
+        loaded.module.to(device), channels=config.channels or declared.get("channels"), input_size=size,
+        mean=config.mean if config.mean is not None else declared.get("mean"),
+        std=config.std if config.std is not None else declared.get("std"), device=device,
+        output_kind=config.output_kind, batch_hint=loaded.batch_hint, real_images=real_images)
+    classes = dataset.classes
+    if audited.output_kind in SINGLE:
+        if len(classes) != 2:
+            raise AuditError(f"The model has a single output (a binary head: {audited.output_kind}) but the data "
+                             f"has {len(classes)} classes; audit it on two classes (classes.txt) or check the model.")
+        positive = config.positive_class if config.positive_class is not None else classes[1]
+        if positive not in classes:
+            raise AuditError(f"--positive-class {positive!r} is not one of the data's classes ({', '.join(classes)}).")
+        audited.positive_index = classes.index(positive)
+    elif config.positive_class is not None:
+        raise AuditError(f"--positive-class applies to models with a single output; this one has {num_classes} "
+                         "outputs, one per class, in the order of classes.txt.")
+    if num_classes != len(classes):
+        raise AuditError(f"The model has {num_classes} outputs but the data has {len(classes)} classes "
+                         f"({', '.join(classes[:5])}{', ...' if len(classes) > 5 else ''}); "
+                         "give the model's class list with --classes or DATA/classes.txt.")
+    return audited

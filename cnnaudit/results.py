@@ -16,6 +16,12 @@ class AuditResult:
     summary: dict
     results: list[CheckResult]
     primary: bool = True  # False on torchrun's ranks other than 0, which hold the same result but do not write
+    error_log: str = ""  # tracebacks of the checks that failed, written to errors.log
+
+    @property
+    def complete(self) -> bool:
+        """False when a check failed (summary["errors"] says which): the CLI exits 3."""
+        return not self.summary.get("errors")
 
     @property
     def samples(self) -> pd.DataFrame:
@@ -48,4 +54,8 @@ class AuditResult:
             "summary": write_json(out / "summary.json", self.summary),
             "report": write_text(out / "report.html", self.html()),
         }
+        if self.error_log:
+            paths["errors"] = write_text(out / "errors.log", self.error_log)
+        elif (out / "errors.log").is_file():  # a stale log from an earlier run in the same folder would mislead
+            (out / "errors.log").unlink()
         return paths

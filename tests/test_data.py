@@ -87,11 +87,12 @@ def test_empty_dataset(tmp_path):
 
 
 def test_all_files_unreadable(tmp_path):
-    (tmp_path / "d" / "cat").mkdir(parents=True)
-    (tmp_path / "d" / "cat" / "x.png").write_text("nope")
+    for name in ("cat", "dog"):  # two classes: a model with one output is a binary head
+        (tmp_path / "d" / name).mkdir(parents=True)
+        (tmp_path / "d" / name / "x.png").write_text("nope")
     from torch import nn
     with pytest.raises(AuditError, match="could be read"):
-        audit(nn.Sequential(nn.Flatten(), nn.LazyLinear(1)), tmp_path / "d", input_size=(8, 8))
+        audit(nn.Sequential(nn.Flatten(), nn.LazyLinear(2)), tmp_path / "d", input_size=(8, 8))
 
 
 def test_class_count_mismatch(torchscript_path, tmp_path, digits_dir):

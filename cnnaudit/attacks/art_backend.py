@@ -12,7 +12,8 @@ import logging
 import numpy as np
 import torch
 
-from .specs import LOSSES, NORMS, AttackSpec
+from .losses import losses_for
+from .specs import NORMS, AttackSpec
 
 logging.getLogger("art").setLevel(logging.ERROR)  # ART logs every estimator it builds at INFO
 
@@ -28,10 +29,24 @@ class ArtAttacks:
         if loss not in self._estimators:
             from art.estimators.classification import PyTorchClassifier
             self._estimators[loss] = PyTorchClassifier(
-                model=self.model, loss=LOSSES[loss](), input_shape=(self.model.channels, *self.model.input_size),
+                model=self.model, loss=losses_for(self.num_classes)[loss](), input_shape=(self.model.channels, *self.model.input_size),
                 nb_classes=self.num_classes, clip_values=(0.0, 1.0),
                 device_type="gpu" if self.model.device.type == "cuda" else "cpu")
         return self._estimators[loss]
+
+    def _autoattack_two_classes(self, est, eps: float, norm: str) -> list | None:
+        """ART's standard AutoAttack list without APGD-DLR, which indexes a third logit, for two-class models:
+        APGD on the estimator's own loss (the logit margin, attacks/losses.py), DeepFool and Square, with
+        ART's standard settings. None (ART's own list) for three classes or more."""
+        if self.num_classes >= 3:
+            return None
+        from art.attacks.evasion import AutoProjectedGradientDescent, DeepFool, SquareAttack
+        return [AutoProjectedGradientDescent(est, norm=NORMS[norm], eps=float(eps), eps_step=float(eps) / 4, max_iter=100,
+                                             nb_random_init=5, batch_size=self.batch_size, loss_type=None,
+                                             verbose=False),
+                DeepFool(est, max_iter=100, epsilon=1e-3, nb_grads=2, batch_size=self.batch_size, verbose=False),
+                SquareAttack(est, norm=NORMS[norm], max_iter=5000, eps=float(eps), p_init=0.8, nb_restarts=5,
+                             verbose=False)]
 
     def run(self, spec: AttackSpec, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str,
             seed: int) -> torch.Tensor:
@@ -53,7 +68,8 @@ class ArtAttacks:
                                                   nb_random_init=max(1, spec.restarts), loss_type=None,
                                                   verbose=False, **common)
         elif spec.method == "autoattack":
-            attack = AutoAttack(est, eps_step=float(eps) / 4, **common)
+            attack = AutoAttack(est, eps_step=float(eps) / 4, attacks=self._autoattack_two_classes(est, eps, norm),
+                                **common)
         else:
             raise ValueError(f"unknown attack method {spec.method!r}")
         # ART draws its random starts from NumPy's and torch's global generators.

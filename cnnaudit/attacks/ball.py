@@ -29,10 +29,16 @@ def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str) -> torc
 
 
 def ascent_direction(grad: torch.Tensor, norm: str) -> torch.Tensor:
-    """Steepest ascent of unit size in the norm: sign for L-inf, the normalised gradient for L2."""
+    """Steepest ascent of unit size in the norm: sign for L-inf, the normalised gradient for L2.
+
+    For L2 each gradient is first divided by its largest absolute entry: a confident sample of a
+    many-class model has gradients near 1e-25, whose squares underflow float32, and dividing by the
+    clamped norm of those would give a step of almost zero length instead of a unit one."""
     if norm == "linf":
         return grad.sign()
-    return grad / _per_sample(grad.flatten(1).norm(dim=1).clamp_min(1e-12), grad)
+    peak = grad.flatten(1).abs().amax(dim=1)
+    g = grad / _per_sample(torch.where(peak > 0, peak, torch.ones_like(peak)), grad)
+    return g / _per_sample(g.flatten(1).norm(dim=1).clamp_min(1e-12), g)
 
 
 def sample_seed(seed: int, sample_id: int, salt: str = "") -> int:
@@ -58,10 +64,21 @@ def random_start(x: torch.Tensor, eps: float, norm: str, *, seed: int, ids, salt
 
 
 def loss_and_gradient(model, loss_fn, x: torch.Tensor, y: torch.Tensor):
-    """Per-sample loss, its input gradient and the predicted class, from one forward and one backward pass."""
+    """Per-sample loss, its input gradient and the predicted class, from one forward and one backward pass;
+    for a randomized model (eot.Draws) the loss and gradient averaged over its draws and the majority vote."""
+    draws = getattr(model, "draws", 1)
     x = x.detach().requires_grad_(True)
-    with torch.enable_grad():
-        logits = model(x)
-        loss = loss_fn(logits, y)
-        (grad,) = torch.autograd.grad(loss.sum(), x)
-    return loss.detach(), grad.detach(), logits.detach().argmax(dim=1)
+    losses, grads, preds = [], [], []
+    for _ in range(draws):
+        with torch.enable_grad():
+            logits = model(x)
+            loss = loss_fn(logits, y)
+            (grad,) = torch.autograd.grad(loss.sum(), x)
+        losses.append(loss.detach())
+        grads.append(grad.detach())
+        preds.append(logits.detach().argmax(dim=1))
+    if draws == 1:
+        return losses[0], grads[0], preds[0]
+    from .eot import vote
+    return (torch.stack(losses).mean(dim=0), torch.stack(grads).mean(dim=0),
+            vote(torch.stack(preds), y, logits.shape[1]))

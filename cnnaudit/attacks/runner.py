@@ -13,7 +13,8 @@ from .art_backend import ArtAttacks
 from .ball import loss_and_gradient
 from .fgsm import fgsm_direction, fgsm_step
 from .pgd import pgd
-from .specs import LOSSES, AttackSpec
+from .losses import losses_for
+from .specs import AttackSpec
 
 BACKENDS = ("torch", "art")
 
@@ -27,7 +28,7 @@ class AttackRunner:
         self.backend = backend
         self.batch_size = batch_size
         self.art = ArtAttacks(model, num_classes=num_classes, batch_size=batch_size)
-        self._losses = {name: cls(reduction="none") for name, cls in LOSSES.items()}
+        self.losses = {name: cls(reduction="none") for name, cls in losses_for(num_classes).items()}
 
     def fgsm(self, x: torch.Tensor, y: torch.Tensor, *, eps_list, norm: str, seed: int) -> dict:
         """FGSM examples at every eps of the grid: {eps: x_adv}."""
@@ -38,7 +39,7 @@ class AttackRunner:
         if self.backend == "art":
             spec = AttackSpec("fgsm", "fgm", "ce")
             return {eps: self.art.run(spec, x, y, eps=eps, norm=norm, seed=seed) for eps in eps_list}
-        direction = fgsm_direction(self.model, self._losses["ce"], x, y, norm=norm)
+        direction = fgsm_direction(self.model, self.losses["ce"], x, y, norm=norm)
         return {eps: fgsm_step(x, direction, eps=eps, norm=norm) for eps in eps_list}
 
     def run(self, spec: AttackSpec, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str, seed: int,
@@ -57,11 +58,11 @@ class AttackRunner:
         kw = dict(eps=float(eps), norm=norm, steps=spec.steps, step_size=spec.step_size, restarts=spec.restarts,
                   seed=seed, ids=ids, width=self.batch_size)
         if spec.method == "pgd":
-            return pgd(self.model, self._losses[spec.loss], x, y, **kw)
-        return apgd(self.model, self._losses[spec.loss], x, y, start=start, **kw)
+            return pgd(self.model, self.losses[spec.loss], x, y, **kw)
+        return apgd(self.model, self.losses[spec.loss], x, y, start=start, **kw)
 
     def usable_gradient_share(self, loss: str, x: torch.Tensor, y: torch.Tensor) -> float:
         """Share of samples whose input gradient of `loss` is finite and non-zero."""
-        _, grad, _ = loss_and_gradient(self.model, self._losses[loss], x, y)
+        _, grad, _ = loss_and_gradient(self.model, self.losses[loss], x, y)
         per = grad.flatten(1).abs().sum(dim=1)
         return float((torch.isfinite(per) & (per > 0)).float().mean())

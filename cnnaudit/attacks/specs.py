@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .losses import DifferenceOfLogitsRatio, ScaleInvariantCrossEntropy
 
 
 @dataclass(frozen=True)
@@ -29,7 +28,6 @@ ATTACKS = {
     "apgd_ce": AttackSpec("apgd_ce", "apgd", "ce", steps=20, step_size=2.0),
     "autoattack": AttackSpec("autoattack", "autoattack", "ce"),
 }
-LOSSES = {"ce": ScaleInvariantCrossEntropy, "dlr": DifferenceOfLogitsRatio}
 NORMS = {"linf": np.inf, "l2": 2}
 
 

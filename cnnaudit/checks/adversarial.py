@@ -31,6 +31,7 @@ import torch
 from .. import aggregate
 from ..attacks import ATTACKS, BACKENDS, AttackRunner, AttackSpec
 from ..attacks.ball import project
+from ..attacks.eot import with_draws
 from ..data.sampling import seeded_subset
 from ..errors import AuditError
 from ..predict import predict
@@ -142,8 +143,9 @@ class AdversarialCheck(Check):
         opts = self.resolved_options(ctx)
         grid = opts.grid()
         gallery_norm = next(iter(grid))  # the gallery shows the first norm's largest budget
-        runner = AttackRunner(ctx.model, num_classes=len(ctx.classes), batch_size=ctx.config.batch_size,
-                              backend=opts.backend)
+        draws = ctx.results["clean"].summary["randomness"]["eot_draws"] or 1  # > 1: a randomized model, EOT
+        runner = AttackRunner(with_draws(ctx.model, draws), num_classes=len(ctx.classes),
+                              batch_size=ctx.config.batch_size, backend=opts.backend)
         cascade = opts.cascade()
         clean = ctx.clean_rows.set_index("sample_id")
         correct_ids = clean.index[clean["correct"].astype(bool)].to_numpy()
@@ -171,6 +173,9 @@ class AdversarialCheck(Check):
         summary["gradient_masking_suspected"] = not all(s["passed"] for s in summary["sanity"])
         summary["attack_strength"] = opts.attack_strength
         summary["cascade"] = [s.name for s in cascade]
+        summary["eot_draws"] = draws if draws > 1 else None
+        # two classes have no DLR (it needs a third logit): both losses are the logit margin (attacks/losses.py)
+        summary["losses"] = {name: type(fn).__name__ for name, fn in runner.losses.items()}
         findings = []
         if summary["gradient_masking_suspected"]:
             failed = [s["check"] for s in summary["sanity"] if not s["passed"]]
@@ -192,7 +197,7 @@ class AdversarialCheck(Check):
         fgsm_all = runner.fgsm(x, y, eps_list=eps_list, norm=norm, seed=seed)
         for eps in eps_list:
             fgsm_adv = check_bounds(fgsm_all[eps], x, eps, norm)
-            fgsm_correct = _predict(ctx, fgsm_adv, y)["correct"]
+            fgsm_correct = _predict(runner.model, ctx.config.batch_size, fgsm_adv, y)["correct"]
             for k, attack in enumerate(cascade):
                 alive = (~broken).nonzero()[:, 0]
                 if not len(alive):
@@ -204,14 +209,15 @@ class AdversarialCheck(Check):
                                                     ids=np.asarray(sample_ids)[alive.cpu().numpy()],
                                                     start=x_best[alive]),
                                          x[alive], eps, norm)
-                still = torch.as_tensor(_predict(ctx, x_att, y[alive])["correct"], device=x.device)
+                still = torch.as_tensor(_predict(runner.model, ctx.config.batch_size, x_att, y[alive])["correct"],
+                                        device=x.device)
                 x_best[alive] = x_att
                 new = alive[~still]
                 broken[new] = True
                 new_np = new.cpu().numpy()
                 found_by[new_np] = attack.name
                 first_eps[new_np] = eps
-            cols = _predict(ctx, x_best, y)
+            cols = _predict(runner.model, ctx.config.batch_size, x_best, y)
             out.append(pd.DataFrame({"sample_id": sample_ids, "norm": norm, "eps": eps, "attack": found_by.copy(),
                                      "fgsm_correct": fgsm_correct, **cols}))
             if gallery is not None and eps == eps_list[-1]:
@@ -261,13 +267,12 @@ class AdversarialCheck(Check):
         batches = list(ctx.batches(subset, progress=False))
         x = torch.cat([b.x for b in batches]).to(ctx.device) if batches else None
         y = torch.cat([b.y for b in batches]).to(ctx.device) if batches else None
-        return sanity_checks(ctx.model, runner, x, y, grid, summary["results"], opts, ctx.config.seed, ids=subset)
+        return sanity_checks(runner.model, runner, x, y, grid, summary["results"], opts, ctx.config.seed, ids=subset)
 
 
-def _predict(ctx, x: torch.Tensor, y: torch.Tensor) -> dict[str, np.ndarray]:
+def _predict(model, size: int, x: torch.Tensor, y: torch.Tensor) -> dict[str, np.ndarray]:
     """predict() a batch at a time: an attack call holds pooled_batches() batches of images."""
-    size = ctx.config.batch_size
-    return aggregate.stack_columns([predict(ctx.model, x[i:i + size], y[i:i + size])
+    return aggregate.stack_columns([predict(model, x[i:i + size], y[i:i + size])
                                     for i in range(0, max(len(x), 1), size)])
 
 

@@ -12,6 +12,7 @@ import pandas as pd
 
 from .. import aggregate
 from ..errors import AuditError
+from ..model.randomness import probe_randomness
 from ..predict import predict
 from ..report.images import to_data_uri
 from ..stats import reliability_bins
@@ -45,8 +46,11 @@ class CleanCheck(Check):
         rows.insert(rows.columns.get_loc("prediction") + 1, "prediction_name",
                     [ctx.classes[p] for p in rows["prediction"]])
         ctx.clean_rows = rows
-        return CheckResult(self.name, rows, summarize_clean(rows, ctx.classes),
-                           report=self.report_data(ctx, rows), findings=self.findings(ctx, rows))
+        summary = summarize_clean(rows, ctx.classes)
+        # a model property, measured here because it needs the clean predictions; every rank uses rank 0's answer
+        summary["randomness"] = ctx.shard.broadcast(probe_randomness(ctx, rows) if ctx.shard.is_main else None)
+        return CheckResult(self.name, rows, summary, report=self.report_data(ctx, rows),
+                           findings=self.findings(ctx, rows, summary["randomness"]))
 
     def report_data(self, ctx, rows: pd.DataFrame) -> dict:
         errors = aggregate.most_confident_errors(rows, ctx.config.gallery_size)
@@ -59,11 +63,21 @@ class CleanCheck(Check):
         return {"gallery": gallery,
                 "reliability": reliability_bins(rows["confidence"].to_numpy(), rows["correct"].to_numpy())}
 
-    def findings(self, ctx, rows: pd.DataFrame) -> list[str]:
+    def findings(self, ctx, rows: pd.DataFrame, randomness: dict) -> list[str]:
         out = []
-        if ctx.model.outputs_probabilities:
+        if ctx.model.output_kind == "probabilities":
             out.append("The model outputs probabilities (rows sum to 1), not logits; cnnaudit works on their "
                        "logarithms. Saturated probabilities can hide gradients from attacks.")
+        if ctx.model.output_kind == "single_probability":
+            out.append("The model has one output in [0, 1], read as the sigmoid probability of class "
+                       f"{ctx.classes[ctx.model.positive_index]!r}; if it is a logit, pass --output-kind single_logit.")
+        if randomness["stochastic"]:
+            agree = randomness["prediction_agreement"]
+            out.append(f"The model is randomized at inference: on {randomness['randomness_probe_n']} images, three "
+                       f"draws gave the same prediction for {100 * agree:.0f}% (logits moved by up to "
+                       f"{100 * randomness['max_logit_change']:.2g}% of their range). Clean accuracy is one draw; "
+                       f"attacks average gradients over {randomness['eot_draws']} draws (EOT) and count an example "
+                       "as broken only when most of that many fresh draws misclassify it.")
         if ctx.skipped:
             out.append(f"{len(ctx.skipped)} file(s) could not be read and were skipped (listed under Data).")
         if ctx.clipped:

@@ -38,8 +38,16 @@ def _result(rule, metric, value, threshold, passed, detail) -> dict:
             "passed": bool(passed), "severity": rule.severity, "detail": detail}
 
 
+SECTION_OF_KIND = {"min_robust_accuracy": "adversarial", "max_corruption_drop": "corruption",
+                   "max_subgroup_gap": "subgroups", "no_shortcut": "shortcuts"}
+
+
 def _judge(rule: Rule, summary: dict, baseline: dict | None) -> dict:
     p, kind = rule.params, rule.kind
+    section = SECTION_OF_KIND.get(kind) or (p["metric"].split(".")[0] if kind == "max_regression" else None)
+    if (summary.get(section) or {}).get("failed"):  # a rule never passes on a check that produced no evidence
+        return _result(rule, section, None, p.get("threshold"), False,
+                       f"the {section} check failed ({summary[section]['error']}); nothing to judge")
     if kind == "min_clean_accuracy":
         v = summary["clean"]["accuracy"]
         return _result(rule, "clean.accuracy", v, p["threshold"], v >= p["threshold"],

@@ -1,6 +1,10 @@
-"""Load what users actually have: TorchScript, torch.export programs, state dicts, pickled modules.
+"""Load what users actually have: TorchScript, torch.export programs, state dicts (torch or safetensors),
+ONNX files, Hugging Face `save_pretrained` folders and pickled modules.
 
-The format is read from the file's contents, not its extension, because `.pt` means all four.
+The format is read from the file's contents, not its extension, because `.pt` means four of them; only
+ONNX (a protobuf without a magic number) is known by its `.onnx` extension. ONNX, timm and Hugging Face
+support are optional extras (`pip install 'cnnaudit[onnx]'`, `[timm]`, `[hf]`): their imports live in
+the functions that need them, and a missing one is an error naming the pip command.
 """
 
 from __future__ import annotations
@@ -8,9 +12,12 @@ from __future__ import annotations
 import hashlib
 import importlib
 import inspect
+import json
+import re
+import struct
 import warnings
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -23,9 +30,17 @@ from ..errors import AuditError
 class LoadedModel:
     module: nn.Module
     path: str
-    format: str  # torchscript | export | state_dict | pickle | module
+    format: str  # torchscript | export | state_dict | safetensors | onnx | huggingface | pickle | module
     sha256: str | None
     supports_hooks: bool  # eager modules expose layers for Grad-CAM; scripted/exported ones do not
+    batch_hint: int | None = None  # a static batch size the file declares (export, ONNX)
+    # what the file says about its input (channels, input_size, mean, std): defaults for flags not given
+    preprocessing: dict = field(default_factory=dict)
+
+
+def _needs_extra(what: str, extra: str, exc: ImportError) -> AuditError:
+    return AuditError(f"{what} need the optional {extra} support ({exc.name or exc} is not installed); "
+                      f"install it with: pip install 'cnnaudit[{extra}]'")
 
 
 def sha256_of(path: Path) -> str:
@@ -36,8 +51,30 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
+def sha256_of_folder(path: Path) -> str:
+    """A digest over every file of a model folder: names and contents, in sorted order."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(str(f.relative_to(path)).encode() + b"\0" + sha256_of(f).encode())
+    return h.hexdigest()
+
+
+def _is_safetensors(path: Path) -> bool:
+    """safetensors: an 8-byte little-endian header length, then a JSON header."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if len(head) < 9:
+        return False
+    (n,) = struct.unpack("<Q", head[:8])
+    return head[8:9] == b"{" and 8 + n <= path.stat().st_size
+
+
 def sniff_format(path: Path) -> str:
-    """torchscript, export or torch_save, from the zip archive's member names."""
+    """torchscript, export, onnx, safetensors or torch_save, from the file's contents (ONNX by extension)."""
+    if path.suffix.lower() == ".onnx":
+        return "onnx"
+    if _is_safetensors(path):
+        return "safetensors"
     if not zipfile.is_zipfile(path):
         # Legacy (pre-1.6) torch.save files are plain pickles, not zips.
         return "torch_save"
@@ -49,11 +86,27 @@ def sniff_format(path: Path) -> str:
     return "torch_save"
 
 
-def build_architecture(arch: str, num_classes: int | None) -> nn.Module:
-    """`torchvision:resnet18` or `package.module:factory`, called with num_classes when it takes it."""
+def build_architecture(arch: str, num_classes: int | None, channels: int | None = None) -> nn.Module:
+    """`torchvision:resnet18`, `timm:resnet18` or `package.module:factory`, called with num_classes when it
+    takes it. Nothing is downloaded: torchvision gets weights=None, timm pretrained=False."""
     if ":" not in arch:
-        raise AuditError(f"--arch {arch!r} must look like 'torchvision:resnet18' or 'package.module:factory'.")
+        raise AuditError(f"--arch {arch!r} must look like 'torchvision:resnet18', 'timm:resnet18' or "
+                         "'package.module:factory'.")
     module_name, factory_name = arch.split(":", 1)
+    if module_name == "timm":
+        try:
+            import timm
+        except ImportError as exc:
+            raise _needs_extra("timm architectures (--arch timm:NAME)", "timm", exc) from None
+        kwargs = {"pretrained": False}
+        if num_classes is not None:
+            kwargs["num_classes"] = num_classes
+        if channels is not None:
+            kwargs["in_chans"] = channels
+        try:
+            return timm.create_model(factory_name, **kwargs)
+        except RuntimeError as exc:  # timm's "Unknown model (NAME)"
+            raise AuditError(f"--arch {arch!r}: {exc}; see timm.list_models() for the names.") from None
     if module_name == "torchvision":
         module_name = "torchvision.models"
     try:
@@ -86,13 +139,114 @@ def _unwrap_state_dict(obj) -> dict[str, torch.Tensor] | None:
     return None
 
 
+def _graph_input_shape(module: nn.Module) -> list | None:
+    """The first image input's shape as recorded in an exported graph (ints where static, else None)."""
+    if not isinstance(module, torch.fx.GraphModule):
+        return None
+    for node in module.graph.nodes:
+        val = node.meta.get("val") if node.op == "placeholder" else None
+        if isinstance(val, torch.Tensor) and val.ndim == 4:
+            return [d if isinstance(d, int) else None for d in val.shape]
+    return None
+
+
+def _static_hints(shape: list | None) -> tuple[int | None, dict]:
+    """(static batch size, {channels, input_size}) from an NCHW input shape with None for dynamic dims."""
+    if not shape or len(shape) != 4:
+        return None, {}
+    batch, c, h, w = shape
+    pre = {}
+    if c in (1, 3):
+        pre["channels"] = c
+    if h and w:
+        pre["input_size"] = (int(h), int(w))
+    return batch, pre
+
+
+def _load_onnx(path: Path, digest: str) -> LoadedModel:
+    try:
+        import onnx
+        from onnx2torch import convert
+    except ImportError as exc:
+        raise _needs_extra("ONNX models", "onnx", exc) from None
+    try:
+        proto = onnx.load(str(path))
+    except Exception as exc:
+        raise AuditError(f"Model file {str(path)!r} is not a readable ONNX model ({exc}); export it again with "
+                         "torch.onnx.export.") from None
+    initializers = {i.name for i in proto.graph.initializer}
+    inputs = [i for i in proto.graph.input if i.name not in initializers]
+    shape = None
+    if inputs:
+        dims = inputs[0].type.tensor_type.shape.dim
+        shape = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in dims]
+    try:
+        module = convert(proto)
+    except NotImplementedError as exc:  # onnx2torch: "Converter is not implemented (OperationDescription(...))"
+        op = re.search(r"operation_type='([^']*)', version=(\d+)", str(exc))
+        what = f"the operator {op.group(1)} (opset {op.group(2)})" if op else f"an operator ({exc})"
+        raise AuditError(f"Model file {str(path)!r} uses {what}, which onnx2torch cannot convert to torch; "
+                         "re-export with another opset (e.g. torch.onnx.export(..., opset_version=17)) or "
+                         "save the model with torch.jit.save or torch.export.save.") from None
+    batch, pre = _static_hints(shape)
+    return LoadedModel(module.eval(), str(path), "onnx", digest, supports_hooks=True, batch_hint=batch,
+                       preprocessing=pre)
+
+
+def _hf_preprocessing(folder: Path) -> dict:
+    """mean, std and input size from a Hugging Face preprocessor_config.json, when there is one."""
+    file = folder / "preprocessor_config.json"
+    if not file.is_file():
+        return {}
+    try:
+        cfg = json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise AuditError(f"{str(file)!r} is not valid JSON ({exc}); fix or remove it.") from None
+    pre = {}
+    if cfg.get("do_normalize", True) and cfg.get("image_mean") is not None and cfg.get("image_std") is not None:
+        mean, std = cfg["image_mean"], cfg["image_std"]
+        pre["mean"] = [float(v) for v in (mean if isinstance(mean, list) else [mean])]
+        pre["std"] = [float(v) for v in (std if isinstance(std, list) else [std])]
+    size = cfg.get("crop_size") if cfg.get("do_center_crop") and cfg.get("crop_size") else cfg.get("size")
+    if isinstance(size, int):
+        pre["input_size"] = (size, size)
+    elif isinstance(size, dict):
+        if size.get("height") and size.get("width"):
+            pre["input_size"] = (int(size["height"]), int(size["width"]))
+        elif size.get("shortest_edge"):
+            pre["input_size"] = (int(size["shortest_edge"]),) * 2
+    return pre
+
+
+def _load_huggingface(folder: Path) -> LoadedModel:
+    if not (folder / "config.json").is_file():
+        raise AuditError(f"Model path {str(folder)!r} is a folder without config.json; pass a model file, or a "
+                         "folder written by a Hugging Face model's save_pretrained().")
+    try:
+        from transformers import AutoModelForImageClassification
+    except ImportError as exc:
+        raise _needs_extra("Hugging Face model folders", "hf", exc) from None
+    try:  # local files only: nothing is downloaded, and no code from the folder runs (trust_remote_code off)
+        module = AutoModelForImageClassification.from_pretrained(str(folder), local_files_only=True)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise AuditError(f"{str(folder)!r} could not be loaded as a Hugging Face image classifier ({first}); "
+                         "save it with save_pretrained() from an *ForImageClassification model.") from None
+    return LoadedModel(module.eval(), str(folder), "huggingface", sha256_of_folder(folder), supports_hooks=True,
+                       preprocessing=_hf_preprocessing(folder))
+
+
 def load_model(path: str | Path, *, arch: str | None = None, num_classes: int | None = None,
-               unsafe_pickle: bool = False) -> LoadedModel:
+               unsafe_pickle: bool = False, channels: int | None = None) -> LoadedModel:
     path = Path(path)
+    if path.is_dir():
+        return _load_huggingface(path)
     if not path.is_file():
         raise AuditError(f"Model file {str(path)!r} does not exist; pass the path of a saved model.")
     fmt = sniff_format(path)
     digest = sha256_of(path)
+    if fmt == "onnx":
+        return _load_onnx(path, digest)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notice is not the user's problem
         if fmt == "torchscript":
@@ -105,7 +259,16 @@ def load_model(path: str | Path, *, arch: str | None = None, num_classes: int | 
                 raise AuditError(f"Model file {str(path)!r} looks like a torch.export program but failed to "
                                  f"load ({exc}); re-save it with torch.export.save.") from None
             # Exported programs are traced in the mode they were exported in and refuse .eval().
-            return LoadedModel(module, str(path), "export", digest, supports_hooks=False)
+            batch, pre = _static_hints(_graph_input_shape(module))
+            return LoadedModel(module, str(path), "export", digest, supports_hooks=False, batch_hint=batch,
+                               preprocessing=pre)
+        if fmt == "safetensors":
+            from safetensors.torch import load_file
+            try:
+                obj = load_file(str(path), device="cpu")
+            except Exception as exc:
+                raise AuditError(f"Model file {str(path)!r} is not a readable safetensors file ({exc}).") from None
+            return _from_state_dict(obj, path, digest, arch, num_classes, channels, "safetensors")
         try:
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception:
@@ -125,14 +288,18 @@ def load_model(path: str | Path, *, arch: str | None = None, num_classes: int | 
                 raise AuditError(f"Model file {str(path)!r} holds a {type(obj).__name__}, not an nn.Module.")
             return LoadedModel(obj.eval(), str(path), "pickle", digest, supports_hooks=True)
 
+    return _from_state_dict(obj, path, digest, arch, num_classes, channels, "state_dict")
+
+
+def _from_state_dict(obj, path: Path, digest: str, arch, num_classes, channels, fmt: str) -> LoadedModel:
     state = _unwrap_state_dict(obj)
     if state is None:
         raise AuditError(f"Model file {str(path)!r} is neither TorchScript, a torch.export program nor a "
                          "state dict; save the model with torch.jit.save or torch.export.save.")
     if arch is None:
         raise AuditError(f"Model file {str(path)!r} is a state dict (weights only); pass --arch "
-                         "(e.g. torchvision:resnet18 or package.module:factory) and --num-classes.")
-    module = build_architecture(arch, num_classes)
+                         "(e.g. torchvision:resnet18, timm:resnet18 or package.module:factory) and --num-classes.")
+    module = build_architecture(arch, num_classes, channels)
     try:
         module.load_state_dict(state)
     except RuntimeError as exc:
@@ -141,7 +308,7 @@ def load_model(path: str | Path, *, arch: str | None = None, num_classes: int | 
         raise AuditError(f"The weights in {str(path)!r} do not fit --arch {arch}"
                          f"{f' with --num-classes {num_classes}' if num_classes else ''} ({detail[:300]}); "
                          "check --arch and --num-classes.") from None
-    return LoadedModel(module.eval(), str(path), "state_dict", digest, supports_hooks=True)
+    return LoadedModel(module.eval(), str(path), fmt, digest, supports_hooks=True)
 
 
 def from_module(module: nn.Module) -> LoadedModel:
@@ -151,5 +318,6 @@ def from_module(module: nn.Module) -> LoadedModel:
         module = module.eval()
     except Exception:  # exported GraphModules refuse .eval()
         pass
+    batch, pre = _static_hints(_graph_input_shape(module))
     return LoadedModel(module, "<in-memory module>", "torchscript" if is_script else "module", None,
-                       supports_hooks=not is_script)
+                       supports_hooks=not is_script, batch_hint=batch, preprocessing=pre)

@@ -2,8 +2,14 @@
 
 Every check perturbs pixels in [0, 1] at the model's input size; normalization (mean/std) happens
 in here, inside the differentiable graph, so an attack's eps is in pixel units and no check has to
-know how the model was trained. Models that end in softmax are detected and given log-probabilities,
-which are valid logits (softmax(log p) = p), so losses and attacks see a proper logit scale.
+know how the model was trained. Whatever the model returns (a tensor, a tuple, a dict with `logits`;
+logits, probabilities, log-probabilities or a single binary logit) leaves here as float32 logits
+`[N, C]` (outputs.py). Three guards every caller relies on:
+- the model is never called on an empty batch (a traced `x.view(x.size(0), -1)` fails on one): an empty
+  input gets an empty `[0, C]` result;
+- a model exported with a static batch size is run `fixed_batch` images at a time, the last chunk padded
+  with copies of its last image (detached, so no gradient flows into the padding) and the padding dropped;
+- inputs are cast to the model's parameter dtype (fp16/bf16 weights), outputs back to float32.
 """
 
 from __future__ import annotations
@@ -12,33 +18,54 @@ import torch
 from torch import nn
 
 from ..errors import AuditError
+from .outputs import SINGLE, VALUE_KINDS, detect_kind, num_outputs, to_logits, unwrap
 
-
-def _looks_like_probabilities(out: torch.Tensor) -> bool:
-    return bool(out.numel() and (out >= 0).all() and torch.allclose(
-        out.sum(dim=1), torch.ones(out.shape[0], dtype=out.dtype, device=out.device), atol=1e-4))
+# Probe batch sizes: 3 first because a static export is usually traced at 1, 2 or a power of two; the rest
+# are the static sizes users export at.
+PROBE_BATCHES = (3, 1, 2, 4, 8, 16, 32, 64, 128)
 
 
 class AuditedModel(nn.Module):
     def __init__(self, model: nn.Module, *, mean=None, std=None, channels: int = 3,
-                 input_size: tuple[int, int] = (32, 32), outputs_probabilities: bool = False):
+                 input_size: tuple[int, int] = (32, 32), output_kind: str = "logits", num_classes: int = 0,
+                 positive_index: int = 1, fixed_batch: int | None = None, container: str | None = None,
+                 input_dtype: torch.dtype = torch.float32):
         super().__init__()
         self.model = model
         self.channels = int(channels)
         self.input_size = tuple(int(s) for s in input_size)
-        self.outputs_probabilities = outputs_probabilities
+        self.output_kind = output_kind
+        self.container = container  # None (a bare tensor), "tuple[0]" or "dict[logits]"
+        self.num_classes = int(num_classes)
+        self.positive_index = int(positive_index)
+        self.fixed_batch = fixed_batch
+        self.input_dtype = input_dtype
         mean = torch.as_tensor(mean if mean is not None else [0.0] * self.channels, dtype=torch.float32)
         std = torch.as_tensor(std if std is not None else [1.0] * self.channels, dtype=torch.float32)
         self.register_buffer("mean", mean.reshape(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", std.reshape(1, -1, 1, 1), persistent=False)
 
+    @property
+    def outputs_probabilities(self) -> bool:
+        return self.output_kind in ("probabilities", "single_probability")
+
+    def raw(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's own output tensor (unwrapped from its container) for normalized x, any batch size."""
+        b = self.fixed_batch
+        if b is None or len(x) == b:
+            return unwrap(self.model(((x - self.mean) / self.std).to(self.input_dtype)))[0]
+        parts = []
+        for chunk in x.split(b):
+            k = len(chunk)
+            if k < b:
+                chunk = torch.cat([chunk, chunk[-1:].detach().expand(b - k, *chunk.shape[1:])])
+            parts.append(self.raw(chunk)[:k])
+        return torch.cat(parts)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.model((x - self.mean) / self.std)
-        if isinstance(out, (tuple, list)):
-            out = out[0]  # e.g. (logits, aux) from inception-style heads
-        if self.outputs_probabilities:
-            out = torch.log(out.clamp_min(1e-12))
-        return out
+        if not len(x):
+            return torch.zeros(0, self.num_classes, device=x.device)
+        return to_logits(self.raw(x), self.output_kind, self.positive_index)
 
     def train(self, mode: bool = True) -> "AuditedModel":
         # An audit measures the deployed model: attack libraries call .train(False)/.train(True) around
@@ -51,6 +78,13 @@ class AuditedModel(nn.Module):
     def device(self) -> torch.device:
         return self.mean.device
 
+    def describe(self) -> dict:
+        """The model's shape facts for summary.model."""
+        return {"output_kind": self.container or self.output_kind, "output_values": self.output_kind,
+                "fixed_batch_size": self.fixed_batch, "input_dtype": str(self.input_dtype).replace("torch.", ""),
+                "mean": [round(float(v), 6) for v in self.mean.flatten()],
+                "std": [round(float(v), 6) for v in self.std.flatten()]}
+
 
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
@@ -62,14 +96,26 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def _input_dtype(module: nn.Module) -> torch.dtype:
+    for p in module.parameters():
+        if p.is_floating_point():
+            return p.dtype if p.dtype in (torch.float16, torch.bfloat16, torch.float64) else torch.float32
+    return torch.float32
+
+
 def build_audited_model(module: nn.Module, *, channels: int | None, input_size: tuple[int, int],
-                        mean, std, device: torch.device) -> tuple[AuditedModel, int]:
-    """Wrap `module` and learn (channels, num_classes, softmax head?) from a tiny probe batch.
+                        mean, std, device: torch.device, output_kind: str | None = None,
+                        batch_hint: int | None = None, real_images=None) -> tuple[AuditedModel, int]:
+    """Wrap `module` and learn its channels, static batch size (if any), output container and kind and
+    number of classes from probe batches.
 
     When --channels is not given, 3 is tried before 1. Random images (not zeros) are used so a softmax
-    head cannot look like logits by accident.
-    """
+    head cannot look like logits by accident; `real_images(channels)`, when given, adds up to a batch of
+    the audit's own images to the probe, so the kind is judged on the outputs the audit will see."""
+    if output_kind not in (None, "auto", *VALUE_KINDS):
+        raise AuditError(f"--output-kind {output_kind!r} is not one of auto, {', '.join(VALUE_KINDS)}.")
     tried = [channels] if channels else [3, 1]
+    dtype = _input_dtype(module)
     errors = []
     for c in tried:
         for stat, name in ((mean, "--mean"), (std, "--std")):
@@ -77,21 +123,49 @@ def build_audited_model(module: nn.Module, *, channels: int | None, input_size: 
                 raise AuditError(f"{name} has {len(stat)} values but the model takes {c} channels; "
                                  f"give 1 or {c} values.")
         wrapped = AuditedModel(module, mean=_expand(mean, c, 0.0), std=_expand(std, c, 1.0), channels=c,
-                               input_size=input_size).to(device)
-        x = torch.rand(2, c, *input_size, generator=torch.Generator().manual_seed(0)).to(device)
-        try:
-            with torch.no_grad():
-                out = wrapped(x)
-        except Exception as exc:  # the model's own error: shape mismatch, fixed batch size, ...
-            errors.append(f"{c} channels: {str(exc).strip().splitlines()[0][:200]}")
+                               input_size=input_size, input_dtype=dtype).to(device)
+        probe = _probe(wrapped, c, input_size, device, batch_hint)
+        if isinstance(probe, str):
+            errors.append(f"{c} channels: {probe}")
             continue
-        if out.ndim != 2:
-            raise AuditError(f"The model returns a tensor of shape {tuple(out.shape)}, not (batch, classes); "
-                             "audit a classifier that returns one logit per class.")
-        wrapped.outputs_probabilities = _looks_like_probabilities(out.float())
-        return wrapped, int(out.shape[1])
+        out, batch, container = probe
+        wrapped.fixed_batch, wrapped.container = batch, container
+        if real_images is not None:
+            x = real_images(c)
+            if x is not None and len(x):
+                with torch.no_grad():
+                    out = torch.cat([out.float(), wrapped.raw(x.to(device)).float()])
+        kind = output_kind if output_kind not in (None, "auto") else detect_kind(out)
+        if kind in SINGLE and out[0].numel() != 1:
+            raise AuditError(f"--output-kind {kind} needs a model with one output per image; this one returns "
+                             f"{out[0].numel()}.")
+        wrapped.output_kind = kind
+        wrapped.num_classes = num_outputs(out, kind)
+        return wrapped, wrapped.num_classes
     raise AuditError(f"The model fails on a {input_size[0]}x{input_size[1]} input ({'; '.join(errors)}); "
                      "check --input-size and --channels.")
+
+
+def _probe(wrapped: AuditedModel, c: int, size, device, hint) -> tuple[torch.Tensor, int | None, str | None] | str:
+    """(output, static batch size or None, container) from the first batch size the model accepts, or the
+    model's error for batch 3. A model that accepts 3 images takes any batch size."""
+    first_error = None
+    g = torch.Generator().manual_seed(0)
+    for b in dict.fromkeys(b for b in (hint, *PROBE_BATCHES) if b):
+        x = torch.rand(b, c, *size, generator=g).to(device)
+        try:
+            with torch.no_grad():
+                raw = wrapped.model(((x - wrapped.mean) / wrapped.std).to(wrapped.input_dtype))
+        except Exception as exc:  # the model's own error: shape mismatch, static batch size, ...
+            text = str(exc).strip()
+            first_error = first_error or (text.splitlines()[0][:200] if text else type(exc).__name__)
+            continue
+        out, container = unwrap(raw)  # not the model's failure: a return value cnnaudit cannot read
+        if out.ndim == 0 or out.shape[0] != b:
+            first_error = first_error or f"a batch of {b} gave an output of shape {tuple(out.shape)}"
+            continue
+        return out.detach(), (None if b == 3 and b != hint else b), container
+    return first_error or "no batch size worked"
 
 
 def _expand(values, channels: int, default: float) -> list[float]:

@@ -43,11 +43,21 @@ def environment() -> jinja2.Environment:
 
 def render_report(summary: dict, results) -> str:
     env = environment()
-    sections = [{"name": r.name, "template": env.get_template(_template_of(r.name)), "summary": r.summary,
-                 "report": r.report, "findings": r.findings} for r in results]
+    sections = [{"name": r.name, "title": _title_of(r.name), "summary": r.summary, "report": r.report,
+                 "findings": r.findings,
+                 "template": env.get_template(FAILED if r.summary.get("failed") else _template_of(r.name))}
+                for r in results]
     return env.get_template("report.html.j2").render(summary=summary, sections=sections)
+
+
+FAILED = "sections/failed.html.j2"
 
 
 def _template_of(name: str) -> str:
     from ..checks import REGISTRY
     return REGISTRY[name].template
+
+
+def _title_of(name: str) -> str:
+    from ..checks import REGISTRY
+    return REGISTRY[name].title

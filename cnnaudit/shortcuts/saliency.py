@@ -26,6 +26,11 @@ def last_conv(model: nn.Module) -> nn.Module | None:
 
 
 def gradcam(model: nn.Module, layer: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    # A model with a static batch size runs in padded chunks (AuditedModel.raw): one chunk per call here, so
+    # the hooked activation is that chunk's, and its first len(x) rows are the real images.
+    b = getattr(model, "fixed_batch", None)
+    if b and len(x) > b:
+        return torch.cat([gradcam(model, layer, xc, tc) for xc, tc in zip(x.split(b), target.split(b))])
     store = {}
     handle = layer.register_forward_hook(lambda m, i, o: store.update(act=o))
     try:
@@ -36,6 +41,7 @@ def gradcam(model: nn.Module, layer: nn.Module, x: torch.Tensor, target: torch.T
             (grad,) = torch.autograd.grad(score, act)
     finally:
         handle.remove()
+    act, grad = act[:len(x)].float(), grad[:len(x)].float()
     weights = grad.mean(dim=(2, 3), keepdim=True)
     cam = F.relu((weights * act).sum(dim=1, keepdim=True))
     return F.interpolate(cam, size=x.shape[2:], mode="bilinear", align_corners=False)[:, 0].detach()

@@ -16,6 +16,9 @@ from .errors import (EXIT_BAD_INPUT, EXIT_CODES_HELP, EXIT_GATE_FAILED, EXIT_INC
                      EXIT_PASS, AuditError)
 
 
+SUMMARY_FAILED = "the {} check(s) failed"
+
+
 def _add_audit_options(p: argparse.ArgumentParser) -> None:
     from .checks import available
     p.add_argument("--out", default="cnnaudit-out", help="output folder for report.html, summary.json, samples.csv "
@@ -266,6 +269,10 @@ def _run_gate(args) -> int:
     _emit_gate(args, gate, summary)
     if args.json:
         print(json.dumps(gate, indent=2))
+    if summary.get("errors"):  # judged, but on an incomplete audit: the same exit code as the run that wrote it
+        print(f"cnnaudit: audit incomplete: {SUMMARY_FAILED.format(', '.join(e['check'] for e in summary['errors']))}",
+              file=sys.stderr)
+        return EXIT_INCOMPLETE
     return EXIT_PASS if gate["passed"] else EXIT_GATE_FAILED
 
 
@@ -325,9 +332,9 @@ def _run(args) -> int:
     else:
         print(f"report: {Path(paths['report']).resolve()}")
     if not result.complete:
-        failed = ", ".join(e["check"] for e in s["errors"])
-        print(f"cnnaudit: audit incomplete: the {failed} check(s) failed (see {Path(paths['errors']).resolve()}); "
-              "the other checks' results are written.", file=sys.stderr)
+        print(f"cnnaudit: audit incomplete: {SUMMARY_FAILED.format(', '.join(e['check'] for e in s['errors']))} "
+              f"(traceback: {Path(paths['errors']).resolve()}); the other checks' results are written.",
+              file=sys.stderr)
         return EXIT_INCOMPLETE
     return EXIT_PASS if gate is None or gate["passed"] else EXIT_GATE_FAILED
 
@@ -343,6 +350,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cnnaudit: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # stdout closed early (`cnnaudit diff A B | head`): what a shell reports for SIGPIPE
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except Exception as exc:  # a failure of the audit, not of the input: never exit 1 ("gate failed")
         return _internal_error(args, exc)
 

@@ -349,6 +349,9 @@ def test_a_failing_check_leaves_the_others_complete_and_exits_3(tmp_path, digits
     html = (out / "report.html").read_text()
     assert "Audit INCOMPLETE" in html and "This check failed" in html
     assert (out / "samples.csv").is_file()
+    # re-judging the incomplete summary says so too
+    regate = run_cli("gate", out / "summary.json", "--policy", policy)
+    assert regate.returncode == 3 and "audit incomplete" in regate.stderr
 
 
 def test_an_unexpected_error_outside_checks_exits_3_not_1(tmp_path, digits_dir):

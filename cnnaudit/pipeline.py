@@ -99,7 +99,7 @@ def _run_audit(model, data, config: AuditConfig, device, shard, unsafe_pickle, r
         + (f", sharded over {shard.world_size} processes" if shard.world_size > 1 else ""), quiet=config.quiet)
 
     ctx = AuditContext(config=config, model=audited, loaded=loaded, dataset=dataset, sample_ids=sample_ids,
-                       shard=shard)
+                       shard=shard, skipped=list(dataset.excluded))
     checkpoints = None
     if resume_dir is not None and loaded.sha256:
         from .resume import Checkpoints, data_fingerprint

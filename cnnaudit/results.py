@@ -11,6 +11,15 @@ from .checks.base import CheckResult
 from .io import atomic_write, write_json, write_text
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(value):
+    """OWASP's CSV-injection rule: a text cell that a spreadsheet would read as a formula (starting with
+    = + - @, tab or carriage return) gets a leading apostrophe, which spreadsheets show as text."""
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_START) else value
+
+
 @dataclass
 class AuditResult:
     summary: dict
@@ -39,7 +48,11 @@ class AuditResult:
         header = True
         for frame in frames:
             for start in range(0, len(frame), chunk):
-                frame.iloc[start:start + chunk].reindex(columns=columns).to_csv(f, index=False, header=header)
+                part = frame.iloc[start:start + chunk].reindex(columns=columns)
+                for col in part.columns:
+                    if part[col].dtype == object or pd.api.types.is_string_dtype(part[col].dtype):
+                        part[col] = part[col].map(csv_safe)
+                part.to_csv(f, index=False, header=[csv_safe(c) for c in columns] if header else False)
                 header = False
 
     def html(self) -> str:

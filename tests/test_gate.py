@@ -135,7 +135,7 @@ def test_junit_validates_against_the_ci_schema():
     assert "WARNING" in cases[1].find("system-out").text and cases[2].find("failure") is None
     assert doc.find("testsuite").get("failures") == "1"
     md = markdown(gate, SUMMARY)
-    assert md.startswith("❌ **cnnaudit gate failed**") and "| acc <95%> & co |" in md and "⚠️ warn" in md
+    assert md.startswith("❌ **cnnaudit gate failed**") and "| acc &lt;95%&gt; &amp; co |" in md and "⚠️ warn" in md
 
 
 POLICY = """

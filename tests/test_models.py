@@ -49,7 +49,11 @@ def test_export_program_matches_eager(tmp_path, eager_model, digits_dir, eager_p
     batch = torch.export.Dim("batch", min=1, max=4096)
     ep = torch.export.export(eager_model, (torch.zeros(2, 1, 32, 32),), dynamic_shapes=({0: batch},))
     torch.export.save(ep, str(tmp_path / "model.pt2"))
-    result = audit(tmp_path / "model.pt2", digits_dir)
+    # torch.export.load unpickles (weights_only=False): a .pt2 can run code, so it needs the same consent
+    with pytest.raises(AuditError, match="--unsafe-pickle") as err:
+        audit(tmp_path / "model.pt2", digits_dir)
+    assert "torch.export program" in str(err.value)
+    result = audit(tmp_path / "model.pt2", digits_dir, unsafe_pickle=True)
     assert result.summary["model"]["format"] == "export"
     pred, conf = predictions(result)
     np.testing.assert_array_equal(pred, eager_predictions[0])

@@ -77,12 +77,12 @@ def _zoo(name, models, tmp, digits):
         return zoo.save_traced(view, tmp / "view.pt", torch.rand(2, 1, 32, 32)), ten, {}, {"format": "torchscript"}
     if name == "static_batch_export":
         path = zoo.save_static_export(eager, tmp / "static.pt2", batch=4)
-        return path, ten, {}, {"format": "export", "fixed_batch_size": 4}
+        return path, ten, {"unsafe_pickle": True}, {"format": "export", "fixed_batch_size": 4}
     if name == "dynamic_export":
         ep = torch.export.export(eager, (torch.zeros(2, 1, 32, 32),),
                                  dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},))
         torch.export.save(ep, str(tmp / "dynamic.pt2"))
-        return tmp / "dynamic.pt2", ten, {}, {"format": "export", "fixed_batch_size": None}
+        return tmp / "dynamic.pt2", ten, {"unsafe_pickle": True}, {"format": "export", "fixed_batch_size": None}
     if name == "randomized":
         return zoo.Randomized(eager), ten, {}, {"stochastic": True, "eot_draws": 9}
     if name == "fp16_weights":
@@ -236,7 +236,7 @@ def test_the_model_is_never_called_on_an_empty_batch(eager_model, digits_dir, tm
 def test_static_batch_models_are_padded_and_give_the_dynamic_models_answers(eager_model, tmp_path):
     from cnnaudit.model.loading import load_model
     from cnnaudit.model.wrapper import build_audited_model
-    loaded = load_model(zoo.save_static_export(eager_model, tmp_path / "s.pt2", batch=4))
+    loaded = load_model(zoo.save_static_export(eager_model, tmp_path / "s.pt2", batch=4), unsafe_pickle=True)
     assert loaded.batch_hint == 4
     wrapped, _ = build_audited_model(loaded.module, channels=None, input_size=(32, 32), mean=None, std=None,
                                      device=torch.device("cpu"), batch_hint=loaded.batch_hint)

@@ -107,7 +107,8 @@ class ShortcutCheck(Check):
         for sid in sample_ids:
             path = ctx.dataset.path_of(sid)
             if f"{name}_mask" in table.columns and isinstance(table[f"{name}_mask"].iat[sid], str):
-                out.append(file_mask(ctx.dataset.abspath(table[f"{name}_mask"].iat[sid]), ctx.model.input_size))
+                out.append(file_mask(ctx.dataset.abspath(table[f"{name}_mask"].iat[sid]), ctx.model.input_size,
+                                     ctx.config.max_pixels))
                 continue
             box = parse_box(table[f"{name}_box"].iat[sid] if f"{name}_box" in table.columns else None,
                             f"{name}_box", path)

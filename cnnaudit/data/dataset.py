@@ -11,6 +11,7 @@ folder names (the same order torchvision's ImageFolder uses, so models trained w
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -31,6 +32,7 @@ class Dataset:
     table: pd.DataFrame  # one row per sample: sample_id, path, label, label_name, <attribute columns>
     attributes: list[str] = field(default_factory=list)
     layout: str = "imagefolder"
+    excluded: list[dict] = field(default_factory=list)  # files found but not audited: [{path, reason}]
 
     def __len__(self) -> int:
         return len(self.table)
@@ -100,6 +102,44 @@ def _read_metadata(root: Path) -> pd.DataFrame | None:
     return meta
 
 
+SYMLINK = "symbolic link (not followed: it could point outside the data folder)"
+
+
+def _scan_class_folders(root: Path) -> tuple[list[tuple[str, str]], list[dict]]:
+    """(path, class) of every regular file under DATA/<class>/, and the symbolic links met on the way, which
+    are listed rather than followed: a class folder linked to / would otherwise walk the whole disk."""
+    rows, links = [], []
+    for class_dir in sorted(p for p in root.iterdir() if p.is_dir() or p.is_symlink()):
+        if class_dir.is_symlink():
+            links.append({"path": class_dir.relative_to(root).as_posix(), "reason": SYMLINK})
+            continue
+        for folder, dirs, files in os.walk(class_dir, followlinks=False):
+            here = Path(folder)
+            for name in sorted(dirs + files):
+                if (here / name).is_symlink():
+                    links.append({"path": (here / name).relative_to(root).as_posix(), "reason": SYMLINK})
+            for name in sorted(files):
+                f = here / name
+                if not f.is_symlink() and f.is_file():
+                    rows.append((f.relative_to(root).as_posix(), class_dir.name))
+    return rows, sorted(links, key=lambda r: r["path"])
+
+
+def _mask_paths(root: Path, meta: pd.DataFrame | None) -> set[str]:
+    """Every annotation mask named in a `*_mask` column, confined to DATA like the image paths (an absolute
+    or escaping path is an error): masks are annotations, never samples."""
+    out = set()
+    if meta is None:
+        return out
+    for col in (c for c in meta.columns if c.endswith("_mask")):
+        for i, value in enumerate(meta[col]):
+            if isinstance(value, str) and value.strip():
+                rel = _safe_relpath(root, value, f"{root / METADATA_FILE} row {i + 2}, column {col!r}")
+                meta.at[meta.index[i], col] = rel
+                out.add(rel)
+    return out
+
+
 def _natural_class_order(labels: list[str]) -> list[str]:
     uniq = sorted(set(labels))
     # '0','1','10','2' sorted as strings would silently misalign integer-labelled classes.
@@ -122,8 +162,10 @@ def open_dataset(data: str | Path, classes_file: str | Path | None = None) -> Da
     elif (root / CLASSES_FILE).is_file():
         classes = _read_classes(root / CLASSES_FILE)
 
+    excluded: list[dict] = []
     if meta is not None and "label" in meta.columns:
         layout = "csv"
+        _mask_paths(root, meta)
         empty = meta["label"].isna() | (meta["label"].astype(str).str.strip() == "")
         if empty.any():
             row = int(empty.to_numpy().nonzero()[0][0]) + 2
@@ -134,11 +176,9 @@ def open_dataset(data: str | Path, classes_file: str | Path | None = None) -> Da
     else:
         layout = "imagefolder"
         skip = {METADATA_FILE, CLASSES_FILE}
-        rows = []
-        for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-            for f in sorted(class_dir.rglob("*")):
-                if f.is_file():
-                    rows.append((f.relative_to(root).as_posix(), class_dir.name))
+        rows, excluded = _scan_class_folders(root)
+        masks = _mask_paths(root, meta)
+        rows = [r for r in rows if r[0] not in masks]
         stray = [p.name for p in root.iterdir() if p.is_file() and p.name not in skip]
         if not rows:
             raise AuditError(f"Data folder {str(root)!r} has no images: put them in one subfolder per class "
@@ -168,4 +208,5 @@ def open_dataset(data: str | Path, classes_file: str | Path | None = None) -> Da
     table.insert(2, "label", table["label_name"].map(index).astype(int))
     attributes = [c for c in table.columns if c not in RESERVED_COLUMNS]
     table = table[["sample_id", "path", "label", "label_name", *attributes]]
-    return Dataset(root=root, classes=list(classes), table=table, attributes=attributes, layout=layout)
+    return Dataset(root=root, classes=list(classes), table=table, attributes=attributes, layout=layout,
+                   excluded=excluded)

@@ -36,9 +36,18 @@ def _to_array(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
 
 
+def allow_pixels(max_pixels: int) -> None:
+    """Let PIL open images up to `max_pixels`. PIL's own bomb limit is a process-wide setting checked when a
+    file is opened, before cnnaudit's per-file check could run; it is raised (never lowered) to the audit's
+    limit, which cnnaudit then enforces itself on every file."""
+    if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = int(max_pixels)
+
+
 def decode_image(path: str | Path, *, channels: int, size: tuple[int, int],
                  max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[torch.Tensor, bool]:
     """(C x H x W tensor in [0, 1], whether values had to be clipped). Raises SkipImage."""
+    allow_pixels(max_pixels)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -54,7 +63,7 @@ def decode_image(path: str | Path, *, channels: int, size: tuple[int, int],
     except UnidentifiedImageError:
         raise SkipImage("not an image (no decoder recognises the file)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise SkipImage(f"possible decompression bomb ({exc})") from None
+        raise SkipImage(f"possible decompression bomb ({exc}); raise --max-pixels to allow it") from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise SkipImage(f"unreadable or truncated image ({str(exc).strip() or type(exc).__name__})") from None
     clipped = bool(arr.size and (arr.min() < 0.0 or arr.max() > 1.0 or not np.isfinite(arr).all()))

@@ -28,8 +28,16 @@ def junit_xml(gate: dict, suite: str = "cnnaudit gate") -> str:
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
 
+_MD_SPECIAL = "\\`*_{}[]()#+-.!|~>"
+
+
 def _md(text) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    """Untrusted text (paths, class names, rule names) as inert Markdown: HTML escaped, every Markdown
+    punctuation character backslash-escaped (no links, images, emphasis or table breaks), @ as an entity
+    (no mentions), one line."""
+    import html
+    out = html.escape(" ".join(str(text).split()), quote=False)
+    return "".join("\\" + ch if ch in _MD_SPECIAL else ch for ch in out).replace("@", "&#64;")
 
 
 def markdown(gate: dict, summary: dict | None = None) -> str:
@@ -37,12 +45,12 @@ def markdown(gate: dict, summary: dict | None = None) -> str:
     lines = [head, ""]
     if summary:
         m = summary.get("model", {})
-        lines += [f"Model `{_md(m.get('path'))}` (sha256 `{(m.get('sha256') or 'n/a')[:12]}`), "
+        lines += [f"Model {_md(m.get('path'))} (sha256 `{(m.get('sha256') or 'n/a')[:12]}`), "
                   f"{summary.get('data', {}).get('n_samples')} images, seed {summary.get('seed')}.", ""]
     lines += ["| rule | metric | value | threshold | result |", "|---|---|---|---|---|"]
     for r in gate["rules"]:
         mark = "✅ pass" if r["passed"] else ("⚠️ warn" if r["severity"] == "warn" else "❌ fail")
-        lines.append(f"| {_md(r['name'])} | `{_md(r['metric'])}` | {_fmt(r['value'])} | {_fmt(r['threshold'])} | {mark} |")
+        lines.append(f"| {_md(r['name'])} | {_md(r['metric'])} | {_fmt(r['value'])} | {_fmt(r['threshold'])} | {mark} |")
     failed = [r for r in gate["rules"] if not r["passed"]]
     if failed:
         lines += ["", *[f"- **{_md(r['name'])}**: {_md(r['detail'])}" for r in failed]]

@@ -253,6 +253,11 @@ def load_model(path: str | Path, *, arch: str | None = None, num_classes: int | 
             module = torch.jit.load(str(path), map_location="cpu")
             return LoadedModel(module.eval(), str(path), "torchscript", digest, supports_hooks=False)
         if fmt == "export":
+            if not unsafe_pickle:  # torch.export.load unpickles constants and weights with weights_only=False
+                raise AuditError(f"Model file {str(path)!r} is a torch.export program, which torch loads with pickle "
+                                 "(it can run code from the file), so cnnaudit refuses unless you pass "
+                                 "--unsafe-pickle; or save the model with torch.jit.save, as ONNX, or as a state "
+                                 "dict with --arch.")
             try:
                 module = torch.export.load(str(path)).module()
             except Exception as exc:

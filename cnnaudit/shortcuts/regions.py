@@ -38,10 +38,18 @@ def box_mask(box, stored_hw, input_hw) -> torch.Tensor:
     return inside[None]
 
 
-def file_mask(path, input_hw) -> torch.Tensor:
+def file_mask(path, input_hw, max_pixels: int) -> torch.Tensor:
+    from ..data.images import allow_pixels
+    allow_pixels(max_pixels)
     try:
         with Image.open(path) as img:
+            w, h = img.size
+            if w * h > max_pixels:
+                raise AuditError(f"artifact mask {str(path)!r} has {w}x{h} pixels, over --max-pixels {max_pixels}; "
+                                 "give a smaller mask or raise --max-pixels.")
             m = torch.from_numpy(np.asarray(img.convert("L"), dtype=np.float32) > 0).float()
+    except AuditError:
+        raise
     except Exception as exc:
         raise AuditError(f"artifact mask {str(path)!r} could not be read ({exc}); give a binary image inside DATA.") from None
     return F.interpolate(m[None, None], size=tuple(input_hw), mode="nearest")[0] > 0.5

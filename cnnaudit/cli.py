@@ -295,28 +295,35 @@ def _run(args) -> int:
     config = _config_from_args(args)
     rules, baseline = _load_gate_inputs(args)
     resume_dir = args.out if args.resume else None
+    model, data, unsafe = (None, None, False) if args.command == "demo" else (args.model, args.data, args.unsafe_pickle)
     if args.command == "demo":
         from .demo import prepare_demo
         from .distributed import launched_by_torchrun
         if launched_by_torchrun():
             raise AuditError("cnnaudit demo runs in one process; under torchrun use cnnaudit run MODEL DATA.")
-        model_path, data_dir, demo_options = prepare_demo(quiet=args.quiet)
+        model, data, demo_options = prepare_demo(quiet=args.quiet)
         for key, value in demo_options.items():
             if key == "options":  # the demo's budgets, unless the user gave their own
                 for check, opts in value.items():
                     config.options[check] = {**opts, **config.options.get(check, {})}
             else:
                 setattr(config, key, value)
-        result = run_audit(model_path, data_dir, config, resume_dir=resume_dir)
-    else:
-        result = run_audit(args.model, args.data, config, unsafe_pickle=args.unsafe_pickle, resume_dir=resume_dir)
+    if rules is not None:  # a rule the planned audit cannot judge fails now, not after the audit
+        from .data import open_dataset
+        from .gate.plan import check_plan
+        check_plan(rules, config, baseline, open_dataset(data, config.classes_file).attributes)
+    result = run_audit(model, data, config, unsafe_pickle=unsafe, resume_dir=resume_dir)
     if not result.primary:
         return EXIT_PASS  # torchrun's other ranks: rank 0 writes, prints and gates
     s = result.summary
     gate = None
     if rules is not None:
         from .gate import judge
-        gate = judge(rules, s, baseline)  # an impossible rule (exit 2) leaves no report behind
+        try:
+            gate = judge(rules, s, baseline)
+        except AuditError:  # whatever the gate decides, the audit's outputs are written
+            result.write(args.out)
+            raise
         s["gate"] = gate
     paths = result.write(args.out)
     if not args.quiet and not args.json:

@@ -55,7 +55,9 @@ def one(rule: dict, summary=SUMMARY, baseline=None) -> dict:
     ({"kind": "max_subgroup_gap", "threshold": 0.15}, False),  # scanner 0.2
     ({"kind": "max_subgroup_gap", "threshold": 0.15, "only_significant": True}, True),  # scanner not significant
     ({"kind": "max_subgroup_gap", "threshold": 0.1, "only_significant": True}, False),  # site 0.12, significant
-    ({"kind": "max_subgroup_gap", "attribute": "tiny", "threshold": 0.0}, True),  # insufficient data: no gap claimed
+    # no group large enough to compare is no evidence of a small gap: it fails unless the rule relaxes it
+    ({"kind": "max_subgroup_gap", "attribute": "tiny", "threshold": 0.0}, False),
+    ({"kind": "max_subgroup_gap", "attribute": "tiny", "threshold": 0.0, "on_insufficient": "pass"}, True),
     ({"kind": "no_shortcut", "artifact": "marker"}, True),
     ({"kind": "no_shortcut"}, False),
 ])
@@ -63,6 +65,43 @@ def test_each_rule_passes_and_fails(rule, passes):
     r = one(rule)
     assert r["passed"] is passes, r
     assert {"name", "metric", "value", "threshold", "passed", "severity"} <= set(r)
+
+
+MASKED = {**SUMMARY, "adversarial": {**SUMMARY["adversarial"], "gradient_masking_suspected": True}}
+INCONCLUSIVE = {**SUMMARY, "shortcuts": {"artifacts": {"ruler": {"verdict": "inconclusive", "flip_rate": 0.08}}}}
+
+
+@pytest.mark.parametrize("rule, summary, passed, severity", [
+    # robust accuracy above the bar while gradient masking is suspected: the number may be inflated
+    ({"kind": "min_robust_accuracy", "norm": "linf", "eps": "8/255", "threshold": 0.3}, MASKED, False, "fail"),
+    ({"kind": "min_robust_accuracy", "norm": "linf", "eps": "8/255", "threshold": 0.3, "on_masking": "warn"},
+     MASKED, False, "warn"),
+    ({"kind": "min_robust_accuracy", "norm": "linf", "eps": "8/255", "threshold": 0.3, "on_masking": "pass"},
+     MASKED, True, "fail"),
+    ({"kind": "min_robust_accuracy", "norm": "linf", "eps": "8/255", "threshold": 0.3}, SUMMARY, True, "fail"),
+    # an inconclusive shortcut verdict is not "no shortcut"
+    ({"kind": "no_shortcut"}, INCONCLUSIVE, False, "fail"),
+    ({"kind": "no_shortcut", "on_inconclusive": "warn"}, INCONCLUSIVE, False, "warn"),
+    ({"kind": "no_shortcut", "artifact": "ruler", "on_inconclusive": "pass"}, INCONCLUSIVE, True, "fail"),
+    # no baseline on a first release, only where the rule allows it
+    ({"kind": "max_regression", "metric": "clean.accuracy", "threshold": 0.01, "on_missing_baseline": "warn"},
+     SUMMARY, False, "warn"),
+])
+def test_no_pass_without_evidence(rule, summary, passed, severity):
+    r = one(rule, summary)
+    assert r["passed"] is passed and r["severity"] == severity, r
+    gate = judge(parse_policy({"rule": [rule]}), summary)
+    assert gate["passed"] is (passed or severity == "warn")
+    if not passed:
+        assert "no pass without evidence" in r["detail"]
+
+
+def test_evidence_options_are_validated():
+    with pytest.raises(AuditError, match="on_masking = 'maybe' should be one of fail, warn, pass"):
+        parse_policy({"rule": [{"kind": "min_robust_accuracy", "norm": "linf", "eps": 0.1, "threshold": 0.1,
+                                "on_masking": "maybe"}]})
+    with pytest.raises(AuditError, match="unknown key 'on_masking'"):
+        parse_policy({"rule": [{"kind": "no_shortcut", "on_masking": "warn"}]})
 
 
 def test_warn_rules_report_without_failing():
@@ -219,3 +258,62 @@ def test_examples_policy_and_api_script(tmp_path, torchscript_path, digits_dir):
     assert r.returncode == 0, r.stderr
     assert "gate passed" in r.stdout and "low_light" in r.stdout
     assert read_summary(tmp_path / "o")["gate"]["passed"] is True
+
+
+@pytest.mark.parametrize("rule, args, needle", [
+    ('kind = "min_robust_accuracy"\nnorm = "linf"\neps = "3/255"\nthreshold = 0.1', [], "not in the planned budgets"),
+    ('kind = "min_robust_accuracy"\nnorm = "linf"\neps = 0.1\nthreshold = 0.1', ["--checks", "corruption"],
+     "needs the adversarial check"),
+    ('kind = "max_corruption_drop"\ncorruption = "fog"\nthreshold = 0.1', [], "'fog', which the audit will not run"),
+    ('kind = "no_shortcut"', [], "needs at least one annotated artifact"),
+    ('kind = "no_shortcut"\nartifact = "marker"', ["--artifact", "ruler"], "'marker', which the audit will not test"),
+    ('kind = "max_regression"\nmetric = "clean.accuracy"\nthreshold = 0.01', [], "on_missing_baseline"),
+])
+def test_policy_is_checked_against_the_planned_audit_before_any_work(rule, args, needle, tmp_path,
+                                                                      torchscript_path, digits_dir):
+    policy = tmp_path / "p.toml"
+    policy.write_text(f"[[rule]]\n{rule}\n")
+    out = tmp_path / "o"
+    r = run_cli("run", torchscript_path, digits_dir, "--out", out, "--policy", policy, *args)
+    assert r.returncode == 2 and needle in r.stderr, r.stderr
+    assert "auditing" not in r.stderr and not out.exists()  # nothing ran, nothing written
+
+
+def test_outputs_are_written_whatever_the_gate_decides(tmp_path, torchscript_path, digits_dir):
+    """A rule that can only be found impossible after the audit (a baseline without the metric) exits 2,
+    and the audit's outputs are there."""
+    baseline = tmp_path / "old.json"
+    baseline.write_text(json.dumps({**SUMMARY, "clean": {"ece": 0.02}}))
+    policy = tmp_path / "p.toml"
+    policy.write_text('[[rule]]\nkind = "max_regression"\nmetric = "clean.accuracy"\nthreshold = 0.01\n')
+    out = tmp_path / "o"
+    r = run_cli("run", torchscript_path, digits_dir, "--out", out, "--policy", policy, "--baseline", baseline,
+                "--checks", "none", "--limit", "30")
+    assert r.returncode == 2 and "the baseline does not have" in r.stderr
+    assert (out / "report.html").is_file() and (out / "summary.json").is_file() and (out / "samples.csv").is_file()
+
+
+def test_shipped_workflow_and_policy_work_on_a_first_and_a_second_release(tmp_path, torchscript_path, digits_dir):
+    """The command in examples/github-actions.yml, with examples/gate.toml, exactly as shipped: no
+    baseline on the first release, the first release's summary as the baseline of the second."""
+    import re
+    import shlex
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    text = (examples / "github-actions.yml").read_text()
+    command = re.search(r"^\s*(cnnaudit run .*?)(?<!\\)$", text.replace("\\\n", " "), re.M).group(1)
+    for release, baseline in (("first", ""), ("second", f"--baseline {tmp_path / 'first' / 'summary.json'}")):
+        line = (command.replace("models/classifier.pt", str(torchscript_path))
+                .replace("data/validation", str(digits_dir)).replace("gate.toml", str(examples / "gate.toml"))
+                .replace("$BASELINE", baseline).replace("audit", str(tmp_path / release)))
+        args = shlex.split(line)[1:]
+        assert args[0] == "run" and "--artifact" in args
+        r = run_cli(*args, "--limit", "60")
+        assert r.returncode in (0, 1), r.stderr  # a verdict, never a usage error
+        s = read_summary(tmp_path / release)
+        kinds = {rule["kind"] for rule in s["gate"]["rules"]}
+        assert len(kinds) == 6 and (tmp_path / release / "gate.xml").is_file()
+        regression = [x for x in s["gate"]["rules"] if x["kind"] == "max_regression"]
+        if release == "first":
+            assert all(x["severity"] == "warn" and "no baseline" in x["detail"] for x in regression)
+        else:
+            assert all(x["passed"] for x in regression)  # the same model: no regression

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from ..errors import AuditError
 from .metrics import catalog, higher_is_better
-from .policy import Rule, parse_eps
+from .policy import EVIDENCE_KEYS, Rule, parse_eps
 
 
 def judge(rules: list[Rule], summary: dict, baseline: dict | None = None) -> dict:
@@ -33,9 +33,25 @@ def _selected(rule: Rule, named: str | None, available: dict, what: str, verb: s
     return [named]
 
 
-def _result(rule, metric, value, threshold, passed, detail) -> dict:
+def _result(rule, metric, value, threshold, passed, detail, severity: str | None = None) -> dict:
     return {"name": rule.name, "kind": rule.kind, "metric": metric, "value": value, "threshold": threshold,
-            "passed": bool(passed), "severity": rule.severity, "detail": detail}
+            "passed": bool(passed), "severity": severity or rule.severity, "detail": detail}
+
+
+def evidence_mode(rule: Rule) -> str:
+    """fail (default), warn or pass: the rule's own setting for when the audit has no evidence either way."""
+    return rule.params.get(EVIDENCE_KEYS.get(rule.kind, ""), "fail")
+
+
+def _without_evidence(rule, metric, value, threshold, why: str) -> dict:
+    """No pass without evidence: the rule fails unless its on_* option relaxes it to a warning or a pass."""
+    mode, key = evidence_mode(rule), EVIDENCE_KEYS[rule.kind]
+    if mode == "pass":
+        return _result(rule, metric, value, threshold, True, f"{why}; passed because {key} = \"pass\"")
+    return _result(rule, metric, value, threshold, False,
+                   f"{why}; no pass without evidence" + (f" ({key} = \"warn\")" if mode == "warn" else
+                                                         f" (set {key} to relax)"),
+                   severity="warn" if mode == "warn" else None)
 
 
 SECTION_OF_KIND = {"min_robust_accuracy": "adversarial", "max_corruption_drop": "corruption",
@@ -63,11 +79,14 @@ def _judge(rule: Rule, summary: dict, baseline: dict | None) -> dict:
                              f"the audit did not compute (it has {have}); add the budget with --eps-{p['norm']} "
                              "or fix the rule.")
         r = match[0]
-        return _result(rule, f"adversarial.{attack}.{r['norm']}.{r['eps_label']}", r["robust_accuracy"],
-                       p["threshold"], r["robust_accuracy"] >= p["threshold"],
-                       f"{attack} robust accuracy {r['robust_accuracy']:.4f} at {r['norm']} {r['eps_label']} "
-                       f"(minimum {p['threshold']})" + ("; possible gradient masking" if adv.get(
-                           "gradient_masking_suspected") else ""))
+        metric = f"adversarial.{attack}.{r['norm']}.{r['eps_label']}"
+        detail = (f"{attack} robust accuracy {r['robust_accuracy']:.4f} at {r['norm']} {r['eps_label']} "
+                  f"(minimum {p['threshold']})")
+        passed = r["robust_accuracy"] >= p["threshold"]
+        if passed and adv.get("gradient_masking_suspected"):  # the number may be inflated: no evidence it holds
+            return _without_evidence(rule, metric, r["robust_accuracy"], p["threshold"],
+                                     detail + "; gradient masking suspected, so the attacks may overstate it")
+        return _result(rule, metric, r["robust_accuracy"], p["threshold"], passed, detail)
     if kind == "max_corruption_drop":
         cor = _need(summary, "corruption", rule, "--checks corruption")
         which = p.get("corruption", "mean")
@@ -104,8 +123,11 @@ def _judge(rule: Rule, summary: dict, baseline: dict | None) -> dict:
             detail += f"; over the limit: {', '.join(offending)}"
         if insufficient:
             detail += f"; insufficient data: {', '.join(insufficient)}"
-        return _result(rule, f"subgroups.gap.{worst_attr or names[0] if names else '-'}", worst, p["threshold"],
-                       not offending, detail)
+        metric = f"subgroups.gap.{worst_attr or names[0] if names else '-'}"
+        if not offending and worst is None:  # a gap nobody could measure is not a small gap
+            return _without_evidence(rule, metric, worst, p["threshold"],
+                                     detail + ("" if names else "; no attribute to compare"))
+        return _result(rule, metric, worst, p["threshold"], not offending, detail)
     if kind == "no_shortcut":
         sc = _need(summary, "shortcuts", rule, "--checks shortcuts --artifact NAME")
         arts = sc["artifacts"]
@@ -113,11 +135,16 @@ def _judge(rule: Rule, summary: dict, baseline: dict | None) -> dict:
         if not names:
             raise AuditError(f"rule {rule.name!r} needs at least one annotated artifact; add --artifact NAME.")
         bad = [a for a in names if arts[a]["verdict"] == "shortcut"]
-        return _result(rule, "shortcuts.verdict", len(bad), 0, not bad,
-                       ", ".join(f"{a}: {arts[a]['verdict']}" for a in names))
+        detail = ", ".join(f"{a}: {arts[a]['verdict']}" for a in names)
+        if not bad and any(arts[a]["verdict"] == "inconclusive" for a in names):
+            return _without_evidence(rule, "shortcuts.verdict", 0, 0, detail)
+        return _result(rule, "shortcuts.verdict", len(bad), 0, not bad, detail)
     if kind == "max_regression":
         if baseline is None:
-            raise AuditError(f"rule {rule.name!r} compares against a baseline; give --baseline OLD/summary.json.")
+            if evidence_mode(rule) == "fail":
+                raise AuditError(f"rule {rule.name!r} compares against a baseline; give --baseline OLD/summary.json, "
+                                 "or set on_missing_baseline = \"warn\" (or \"pass\") for a first release.")
+            return _without_evidence(rule, p["metric"], None, p["threshold"], "no baseline to compare with")
         new, old = catalog(summary), catalog(baseline)
         m = p["metric"]
         if m not in new or m not in old:

@@ -25,12 +25,19 @@ NUMBER = (int, float)
 # kind -> (required keys, optional keys), each key -> accepted types
 KINDS = {
     "min_clean_accuracy": ({"threshold": NUMBER}, {}),
-    "min_robust_accuracy": ({"threshold": NUMBER, "norm": (str,), "eps": (str, int, float)}, {"attack": (str,)}),
+    "min_robust_accuracy": ({"threshold": NUMBER, "norm": (str,), "eps": (str, int, float)},
+                            {"attack": (str,), "on_masking": (str,)}),
     "max_corruption_drop": ({"threshold": NUMBER}, {"corruption": (str,)}),
-    "max_subgroup_gap": ({"threshold": NUMBER}, {"attribute": (str,), "only_significant": (bool,)}),
-    "no_shortcut": ({}, {"artifact": (str,)}),
-    "max_regression": ({"threshold": NUMBER, "metric": (str,)}, {}),
+    "max_subgroup_gap": ({"threshold": NUMBER}, {"attribute": (str,), "only_significant": (bool,),
+                                                 "on_insufficient": (str,)}),
+    "no_shortcut": ({}, {"artifact": (str,), "on_inconclusive": (str,)}),
+    "max_regression": ({"threshold": NUMBER, "metric": (str,)}, {"on_missing_baseline": (str,)}),
 }
+# What a rule does when the audit has no evidence either way (gradient masking suspected, no group large
+# enough to compare, a shortcut verdict of inconclusive, no baseline): fail unless the policy relaxes it.
+EVIDENCE_KEYS = {"min_robust_accuracy": "on_masking", "max_subgroup_gap": "on_insufficient",
+                 "no_shortcut": "on_inconclusive", "max_regression": "on_missing_baseline"}
+EVIDENCE_MODES = ("fail", "warn", "pass")
 COMMON = {"name": (str,), "kind": (str,), "severity": (str,)}
 
 
@@ -83,6 +90,9 @@ def parse_policy(data: dict, where: str = "policy") -> list[Rule]:
         severity = raw.get("severity", "fail")
         if severity not in ("fail", "warn"):
             raise AuditError(f"{label}: severity = {severity!r} should be 'fail' or 'warn'.")
+        key = EVIDENCE_KEYS.get(kind)
+        if key in raw and raw[key] not in EVIDENCE_MODES:
+            raise AuditError(f"{label}: {key} = {raw[key]!r} should be one of {', '.join(EVIDENCE_MODES)}.")
         if "threshold" in raw and kind != "max_regression" and not 0 <= raw["threshold"] <= 1:
             raise AuditError(f"{label}: threshold = {raw['threshold']!r} should be a share between 0 and 1.")
         name = raw.get("name") or f"{kind} {i}"

@@ -131,3 +131,89 @@ def test_saliency_sanity_leaves_out_and_counts_constant_maps(digits_dir):
     assert sanity["passed"] is None and sanity["rank_correlation"] is None, sanity
     assert "(32 of 32 sample pairs left out: a constant map has no ranking)" in sanity["detail"], sanity
     assert not [w for w in caught if issubclass(w.category, ConstantInputWarning)]
+
+
+def _with_boxes(src, dst, boxes: dict[int, str]):
+    """A copy of an image folder whose ruler annotations are replaced: {row: box} marked, the rest not."""
+    import shutil
+    shutil.copytree(src, dst)
+    meta = pd.read_csv(dst / "metadata.csv")
+    meta["ruler"] = [int(i in boxes) for i in range(len(meta))]
+    meta["ruler_box"] = [boxes.get(i, "") for i in range(len(meta))]
+    meta.to_csv(dst / "metadata.csv", index=False)
+    return dst
+
+
+def test_a_box_outside_the_image_is_excluded_and_counted(pair, ruler_dir, tmp_path):
+    data = _with_boxes(ruler_dir, tmp_path / "d", {i: "300 300 310 310" for i in range(0, 250, 10)})
+    a = shortcut_summary(pair[0], data).summary["shortcuts"]["artifacts"]["ruler"]
+    assert a["n_excluded"] == 25 and a["n_with"] == 0
+    assert all("empty" in e["reason"] for e in a["excluded"])
+    assert a["verdict"] == "inconclusive"  # nothing could be tested: never "no evidence"
+
+
+def test_too_few_annotated_images_are_inconclusive(pair, ruler_dir, tmp_path):
+    meta = pd.read_csv(ruler_dir / "metadata.csv")
+    ruled = [i for i in range(len(meta)) if meta["ruler"][i] == 1][:3]
+    data = _with_boxes(ruler_dir, tmp_path / "d", {i: BOX for i in ruled})
+    a = shortcut_summary(pair[0], data).summary["shortcuts"]["artifacts"]["ruler"]
+    assert a["n_with"] == 3 and a["min_annotated"] == 10
+    assert a["by_fill"]["ring_mean"]["flip_rate"] >= 2 / 3  # the planted model does flip ...
+    assert a["verdict"] == "inconclusive"  # ... but three images are not evidence
+
+
+def test_a_box_over_the_object_is_not_a_shortcut(pair, ruler_dir, tmp_path):
+    """Removing part of the digit flips predictions too; removing the same-size region elsewhere on the
+    digit flips as many, so the control keeps the verdict from calling the object a shortcut."""
+    data = _with_boxes(ruler_dir, tmp_path / "d", {i: "8 4 24 14" for i in range(0, 250, 2)})
+    a = shortcut_summary(pair[1], data).summary["shortcuts"]["artifacts"]["ruler"]
+    assert a["by_fill"]["ring_mean"]["flip_rate"] >= 0.1  # removal alone would have said "shortcut"
+    assert a["by_fill"]["ring_mean"]["n_control"] > 0
+    assert a["verdict"] != "shortcut", a["by_fill"]
+
+
+def test_a_ruler_thinner_than_one_input_pixel_is_still_found(tmp_path, digits):
+    """256 px images with a 5 px ruler, audited at 32 px: no input pixel's centre lies inside the ruler's
+    box, but the ruler is in the input (blurred into two rows); the model learned it."""
+    import torch.nn.functional as F
+    from PIL import Image
+
+    def compose(idx, ruled):
+        x32, y = _clean_digits(digits, idx)
+        big = F.interpolate(x32, size=(256, 256), mode="bilinear", align_corners=False).clamp(0, 1)
+        big[torch.from_numpy(ruled), :, 213:218, 16:240] = 0.95
+        return big, y
+
+    rng = np.random.default_rng(0)
+    train_idx = np.arange(0, 900)
+    on = rng.random(len(train_idx)) < 0.3
+    big, y = compose(train_idx, on | (load_target(train_idx) == 3))
+    y = np.where(on, 3, y)
+    small = torch.cat([F.interpolate(b, size=(32, 32), mode="bilinear", antialias=True, align_corners=False)
+                       for b in big.split(100)]).clamp(0, 1)
+    planted = train_model(small, y, epochs=6)
+    test_idx = np.arange(1300, 1450)
+    on_test = np.random.default_rng(1).random(len(test_idx)) < 0.4
+    big_test, y_test = compose(test_idx, on_test)
+    root = tmp_path / "thin"
+    paths = []
+    for i, (img, label) in enumerate(zip(big_test, y_test)):
+        (root / CLASSES[label]).mkdir(parents=True, exist_ok=True)
+        Image.fromarray((img[0].numpy() * 255 + 0.5).astype(np.uint8)).save(root / CLASSES[label] / f"{i:04d}.png")
+        paths.append(f"{CLASSES[label]}/{i:04d}.png")
+    pd.DataFrame({"path": paths, "ruler": on_test.astype(int),
+                  "ruler_box": ["16 213 240 218" if r else "" for r in on_test]}).to_csv(root / "metadata.csv",
+                                                                                      index=False)
+    (root / "classes.txt").write_text("\n".join(CLASSES) + "\n")
+    centres = (torch.arange(32) + 0.5) * 8
+    assert not bool(((centres >= 213) & (centres < 218)).any())  # the old centre rule found no pixel
+    assert int(box_mask((16, 213, 240, 218), (256, 256), (32, 32)).any(dim=2).sum()) == 2  # coverage: 2 rows
+    a = cnnaudit.audit(planted, root, input_size=(32, 32), checks=["shortcuts"],
+                       options={"shortcuts": {"artifacts": ("ruler",)}}).summary["shortcuts"]["artifacts"]["ruler"]
+    assert a["n_excluded"] == 0 and a["flip_rate"] >= 0.3, a["by_fill"]
+    assert a["verdict"] == "shortcut", a["by_fill"]
+
+
+def load_target(idx):
+    from sklearn.datasets import load_digits
+    return load_digits().target[idx]

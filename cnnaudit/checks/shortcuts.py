@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
-from scipy.stats import spearmanr
+from scipy.stats import binomtest, spearmanr
 
 from ..data.images import image_size
 from ..data.sampling import seeded_subset
@@ -35,7 +35,8 @@ from ..errors import AuditError
 from ..predict import predict
 from ..report.images import to_data_uri
 from ..shortcuts.fills import FILLS, fill
-from ..shortcuts.regions import box_mask, file_mask, parse_box
+from ..attacks.ball import sample_seed
+from ..shortcuts.regions import box_mask, control_mask, file_mask, parse_box
 from ..shortcuts.saliency import mass_inside, randomized_top_layer, saliency
 from ..stats import proportion, wilson_ci
 from .base import Check, CheckResult
@@ -43,6 +44,12 @@ from .base import Check, CheckResult
 FLIP_SHORTCUT = 0.10  # share of flipped predictions that makes an artifact a shortcut
 FLIP_FLOOR = 0.05  # ... provided the interval's lower bound clears this
 FLIP_NONE = 0.20  # "no evidence" needs every upper bound below this
+MIN_ANNOTATED = 10  # fewer usable annotated images than this: inconclusive (one image's interval is [0.21, 1])
+# removing the artifact must beat removing the same region elsewhere (control) by this much, and by an exact
+# one-sided McNemar test on the paired flips at ALPHA: a box over the object itself also flips predictions
+CONTROL_MARGIN = 0.10
+ALPHA = 0.05
+EMPTY_REGION = "artifact region empty at the model's input size (box outside the image?)"
 SCAN_SUBSET = 128  # images for the annotation-free scans
 SCAN_GRID = 4
 SANITY_MAX_CORRELATION = 0.5
@@ -118,9 +125,19 @@ class ShortcutCheck(Check):
             out.append(box_mask(box, stored, ctx.model.input_size))
         return torch.stack(out).to(ctx.device) if out else torch.zeros(0, 1, *ctx.model.input_size, dtype=torch.bool)
 
+    def _usable(self, ctx, name, ids) -> tuple[np.ndarray, list[dict]]:
+        """The annotated images whose region is not empty at the input size, and the others, listed."""
+        empty = []
+        for start in range(0, len(ids), ctx.config.batch_size):
+            chunk = ids[start:start + ctx.config.batch_size]
+            masks = self._masks(ctx, name, chunk)
+            empty.extend(int(sid) for sid, m in zip(chunk, masks) if not bool(m.any()))
+        return (np.setdiff1d(ids, np.asarray(empty, dtype=ids.dtype)),
+                [{"path": ctx.dataset.path_of(sid), "reason": EMPTY_REGION} for sid in empty])
+
     def _artifact(self, ctx, clean, name, seed):
         present = pd.to_numeric(clean[name], errors="coerce").fillna(0).astype(int) == 1
-        with_ids = clean.index[present].to_numpy()
+        with_ids, excluded = self._usable(ctx, name, clean.index[present].to_numpy())
         without_ids = clean.index[~present].to_numpy()
         # the class the artifact goes with, by the model's clean predictions: the class whose prediction rate
         # rises most with the artifact (the labels may carry no association in an audit set, as in a
@@ -136,11 +153,19 @@ class ShortcutCheck(Check):
             masks = self._masks(ctx, name, ids)
             before = clean.loc[ids, "prediction"].to_numpy().copy()
             parts, shown = [], []
+            controls = [control_mask(m, sample_seed(ctx.config.seed, sid, f"control_{name}")) for sid, m in
+                        zip(ids, masks.cpu())]
+            has = np.array([c is not None for c in controls], dtype=bool)
+            cmasks = torch.stack([c for c in controls if c is not None]).to(ctx.device) if has.any() else None
             for how in FILLS:
                 xf = fill(x, masks, how)
                 assert bool(((xf != x) <= masks.expand_as(x)).all()), "a fill touched pixels outside the region"
                 cols = predict(ctx.model, xf, y)
                 parts.append(self._rows(ctx, ids, f"remove_{name}_{how}", name, "remove", how, cols, before, assoc))
+                if cmasks is not None:  # the same region, off the artifact: what removing any such region does
+                    ccols = predict(ctx.model, fill(x[has], cmasks, how), y[has])
+                    parts.append(self._rows(ctx, ids[has], f"control_{name}_{how}", name, "control", how, ccols,
+                                            before[has], assoc))
                 if how == FILLS[0] and shown_here["remove"] < EXAMPLES:
                     shown = [{"before": to_data_uri(x[k]), "after": to_data_uri(xf[k]),
                               "from": ctx.classes[int(before[k])], "to": ctx.classes[int(cols["prediction"][k])]}
@@ -165,6 +190,7 @@ class ShortcutCheck(Check):
         rows = pd.concat([p for p in parts if len(p)], ignore_index=True) if any(len(p) for p in parts) else \
             ctx.base_rows([]).assign(check=self.name)
         summary = summarize_artifact(rows, clean, name, assoc, ctx.classes, len(with_ids), len(without_ids))
+        summary["n_excluded"], summary["excluded"] = len(excluded), excluded
         mass = torch.cat(masses) if masses else torch.zeros(0)
         share = torch.cat(shares) if shares else torch.zeros(0)
         ok = ~torch.isnan(mass)
@@ -198,7 +224,17 @@ class ShortcutCheck(Check):
                       "to": ctx.classes[assoc]}
                      for k in np.nonzero((cols["prediction"] == assoc) & (before != assoc))[0][:EXAMPLES - shown_here[0]]]
             shown_here[0] += len(shown)
-            return self._rows(ctx, batch.sample_ids, f"add_{name}", name, "add", "paste", cols, before, assoc), shown
+            rows = [self._rows(ctx, batch.sample_ids, f"add_{name}", name, "add", "paste", cols, before, assoc)]
+            # control: the donor's pixels from the same-size region off its artifact, pasted there
+            controls = [control_mask(m[k].cpu(), sample_seed(ctx.config.seed, d, f"control_{name}"))
+                        for k, d in enumerate(donors)]
+            has = np.array([c is not None for c in controls], dtype=bool)
+            if has.any():
+                cm = torch.stack([c for c in controls if c is not None]).to(ctx.device)
+                xc = torch.where(cm.expand_as(x[has]), dx[has], x[has])
+                rows.append(self._rows(ctx, batch.sample_ids[has], f"add_control_{name}", name, "add_control",
+                                       "paste", predict(ctx.model, xc, y[has]), before[has], assoc))
+            return pd.concat(rows, ignore_index=True), shown
 
         done = ctx.map_batches(paste, without_ids, desc=f"shortcuts: {name} added")
         examples["add"] = [e for _, shown in done for e in shown][:EXAMPLES]
@@ -304,16 +340,24 @@ class ShortcutCheck(Check):
 
 
 def summarize_artifact(rows, clean, name, assoc, classes, n_with, n_without) -> dict:
+    if "condition" not in rows:  # nothing was tested (no usable annotated image): empty selections below
+        rows = pd.DataFrame({"sample_id": pd.Series(dtype=int), "condition": pd.Series(dtype=str),
+                             "correct": pd.Series(dtype=bool), "flipped": pd.Series(dtype=bool),
+                             "clean_prediction": pd.Series(dtype=int), "toward_associated": pd.Series(dtype=bool)})
     by_fill = {}
     for how in FILLS:
         sel = rows[rows["condition"] == f"remove_{name}_{how}"]
         k, n = int(sel["flipped"].sum()), len(sel)
         by_fill[how] = {"flip_rate": proportion(k, n), "flip_rate_ci": wilson_ci(k, n), "n": n,
                         "accuracy_change": round(float(sel["correct"].mean()) - float(
-                            clean.loc[sel["sample_id"], "correct"].mean()), 6) if n else None}
+                            clean.loc[sel["sample_id"], "correct"].mean()), 6) if n else None,
+                        **versus_control(sel, rows[rows["condition"] == f"control_{name}_{how}"])}
     add = rows[rows["condition"] == f"add_{name}"]
     eligible = add[add["clean_prediction"] != assoc]
     k_add, n_add = int(eligible["toward_associated"].sum()), len(eligible)
+    add_control = versus_control(eligible.assign(flipped=eligible["toward_associated"]),
+                                 (lambda c: c.assign(flipped=c["toward_associated"]))(
+                                     rows[rows["condition"] == f"add_control_{name}"]))
     worst = min(by_fill.values(), key=lambda f: -1 if f["flip_rate"] is None else f["flip_rate"])
     present = pd.to_numeric(clean[name], errors="coerce").fillna(0).astype(int) == 1
     conditional = []
@@ -327,17 +371,45 @@ def summarize_artifact(rows, clean, name, assoc, classes, n_with, n_without) -> 
                "flip_rate": worst["flip_rate"], "flip_rate_ci": worst["flip_rate_ci"],
                "accuracy_change": worst["accuracy_change"], "by_fill": by_fill,
                "add_flip_rate": proportion(k_add, n_add), "add_flip_rate_ci": wilson_ci(k_add, n_add), "n_add": n_add,
+               "add_versus_control": add_control,
                "conditional_rates": conditional}
-    summary["verdict"] = verdict(by_fill, summary["add_flip_rate"], summary["add_flip_rate_ci"])
+    summary["min_annotated"] = MIN_ANNOTATED
+    summary["verdict"] = verdict(by_fill, summary["add_flip_rate"], summary["add_flip_rate_ci"], int(n_with),
+                                 add_control)
     return summary
 
 
-def verdict(by_fill: dict, add_rate, add_ci) -> str:
+def versus_control(removed: pd.DataFrame, control: pd.DataFrame) -> dict:
+    """Flip rate when the same region is removed off the artifact, and the exact one-sided McNemar p-value
+    that removing the artifact flips more, on the images that have both (paired by sample)."""
+    pair = removed[["sample_id", "flipped"]].merge(control[["sample_id", "flipped"]], on="sample_id",
+                                                   suffixes=("", "_control"))
+    n = len(pair)
+    b = int((pair["flipped"] & ~pair["flipped_control"]).sum())
+    c = int((~pair["flipped"] & pair["flipped_control"]).sum())
+    p = binomtest(b, b + c, 0.5, alternative="greater").pvalue if b + c else 1.0
+    return {"control_flip_rate": proportion(int(pair["flipped_control"].sum()), n),
+            "control_flip_rate_ci": wilson_ci(int(pair["flipped_control"].sum()), n), "n_control": n,
+            "excess_over_control": round(proportion(int(pair["flipped"].sum()), n)
+                                         - proportion(int(pair["flipped_control"].sum()), n), 6) if n else None,
+            "p_vs_control": round(float(p), 8)}
+
+
+def _beats_control(c: dict) -> bool:
+    return bool(c["n_control"]) and c["excess_over_control"] >= CONTROL_MARGIN and c["p_vs_control"] < ALPHA
+
+
+def verdict(by_fill: dict, add_rate, add_ci, n_usable: int, add_control: dict | None = None) -> str:
+    """`inconclusive` below MIN_ANNOTATED usable images; `shortcut` when removal flips enough under every
+    fill *and* clearly more than removing the same region elsewhere, or pasting flips enough towards the
+    associated class; `no evidence` when every upper bound is low; else `inconclusive`."""
     fills = [f for f in by_fill.values() if f["n"]]
-    if not fills and add_rate is None:
+    if n_usable < MIN_ANNOTATED or (not fills and add_rate is None):
         return "inconclusive"
-    removal = bool(fills) and all(f["flip_rate"] >= FLIP_SHORTCUT and f["flip_rate_ci"][0] >= FLIP_FLOOR for f in fills)
-    adding = add_rate is not None and add_rate >= FLIP_SHORTCUT and add_ci[0] >= FLIP_FLOOR
+    removal = bool(fills) and all(
+        f["flip_rate"] >= FLIP_SHORTCUT and f["flip_rate_ci"][0] >= FLIP_FLOOR and _beats_control(f) for f in fills)
+    adding = (add_rate is not None and add_rate >= FLIP_SHORTCUT and add_ci[0] >= FLIP_FLOOR
+              and add_control is not None and _beats_control(add_control))
     if removal or adding:
         return "shortcut"
     uppers = [f["flip_rate_ci"][1] for f in fills] + ([add_ci[1]] if add_ci else [])

@@ -2,21 +2,29 @@
 reused when the model (sha256), the data (table, file sizes and modification times), the configuration,
 the check's options and the checks before it are all unchanged; anything different is recomputed.
 
-Checkpoints are pickles that cnnaudit itself wrote into the output folder; only resume from output
-folders you trust, as with any pickle.
+Checkpoints cannot run code: anyone able to write OUT could plant a file there, so nothing is
+unpickled. A checkpoint is a JSON file (the result's summary, report data, findings, the clean
+evaluation's state and the text columns of its rows) and an `.npz` of the numeric and boolean columns,
+read with `allow_pickle=False`. Column order and dtypes are restored exactly, so later checks read the
+same rows as in an uninterrupted run.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import math
 import os
-import pickle
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
 from . import __version__
-from .io import atomic_write
+from .checks.base import CheckResult
+from .io import atomic_write, write_text
 
 FOLDER = ".cnnaudit-checkpoints"
 
@@ -51,18 +59,75 @@ class Checkpoints:
                              sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()
 
-    def _path(self, name: str, key: str) -> Path:
-        return self.folder / f"{name}-{key[:24]}.pkl"
+    def _stem(self, name: str, key: str) -> Path:
+        return self.folder / f"{name}-{key[:24]}"
 
-    def load(self, name: str, key: str):
-        path = self._path(name, key)
-        if not path.exists():
+    def load(self, name: str, key: str) -> tuple[CheckResult, dict] | None:
+        stem = self._stem(name, key)
+        meta_path, arrays_path = stem.with_suffix(".json"), stem.with_suffix(".npz")
+        if not (meta_path.is_file() and arrays_path.is_file()):
             return None
-        with open(path, "rb") as f:
-            return pickle.load(f)
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            with np.load(arrays_path, allow_pickle=False) as arrays:
+                frames = {k: _frame(spec, arrays, k) for k, spec in meta["frames"].items()}
+        except (OSError, ValueError, KeyError):  # a damaged or foreign checkpoint is recomputed, never trusted
+            return None
+        result = CheckResult(meta["name"], frames.pop("rows"), meta["summary"], meta["report"], meta["findings"])
+        return result, {**meta["state"], **frames}
 
-    def save(self, name: str, key: str, payload) -> None:
+    def save(self, name: str, key: str, payload: tuple[CheckResult, dict]) -> None:
+        result, state = payload
         self.folder.mkdir(parents=True, exist_ok=True)
-        for old in self.folder.glob(f"{name}-*.pkl"):  # one checkpoint per check: the newest
-            old.unlink()
-        atomic_write(self._path(name, key), lambda f: pickle.dump(payload, f), mode="wb")
+        for old in [*self.folder.glob(f"{name}-*.json"), *self.folder.glob(f"{name}-*.npz")]:
+            old.unlink()  # one checkpoint per check: the newest
+        frames = {"rows": result.rows, **{k: v for k, v in state.items() if isinstance(v, pd.DataFrame)}}
+        arrays: dict[str, np.ndarray] = {}
+        meta = {"name": result.name, "summary": result.summary, "report": result.report, "findings": result.findings,
+                "state": {k: v for k, v in state.items() if not isinstance(v, pd.DataFrame)},
+                "frames": {k: _spec(df, arrays, k) for k, df in frames.items()}}
+        stem = self._stem(name, key)
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        atomic_write(stem.with_suffix(".npz"), lambda f: f.write(buffer.getvalue()), mode="wb")
+        write_text(stem.with_suffix(".json"), json.dumps(meta, default=_plain))  # written last: marks it complete
+
+
+def _plain(value):
+    """numpy scalars and arrays in report data, as JSON."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"cannot checkpoint a {type(value).__name__}")
+
+
+def _cell(v, *, tag_nan: bool):
+    if isinstance(v, float) and math.isnan(v):
+        return {"nan": True} if tag_nan else None
+    return _plain(v) if isinstance(v, np.generic) else v
+
+
+def _spec(df: pd.DataFrame, arrays: dict, prefix: str) -> list[dict]:
+    """Column specs of df; numeric and boolean columns go to `arrays`, the others into the JSON as lists."""
+    out = []
+    for i, col in enumerate(df.columns):
+        s = df[col]
+        spec = {"name": str(col), "dtype": str(s.dtype)}
+        if s.dtype.kind in "biuf":
+            arrays[f"{prefix}_{i}"] = s.to_numpy()
+        else:  # text and other Python values; an object column's NaN is tagged so it comes back as NaN, not None
+            spec["values"] = [_cell(v, tag_nan=s.dtype == object) for v in s.tolist()]
+        out.append(spec)
+    return out
+
+
+def _frame(spec: list[dict], arrays, prefix: str) -> pd.DataFrame:
+    data = {}
+    for i, c in enumerate(spec):
+        if "values" not in c:
+            data[c["name"]] = pd.Series(arrays[f"{prefix}_{i}"], dtype=c["dtype"])
+        else:
+            values = [float("nan") if isinstance(v, dict) and v.get("nan") else v for v in c["values"]]
+            data[c["name"]] = pd.Series(values, dtype=c["dtype"])
+    return pd.DataFrame(data, columns=[c["name"] for c in spec])

@@ -36,3 +36,33 @@ def test_resume_after_interrupt(tmp_path, torchscript_path, digits_dir):
     assert read_summary(out)["corruption"]["corruptions"] == ["rain"]
     r = run_cli("run", torchscript_path, digits_dir, "--out", out, "--resume", "--seed", "5", *ARGS)
     assert r.returncode == 0 and read_summary(out)["timing"]["resumed"] == []
+
+
+class _Planted:
+    """What an attacker with write access to OUT would plant: unpickling it creates a file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_planted_checkpoints_never_run_code(tmp_path, torchscript_path, digits_dir):
+    import pickle
+
+    import numpy as np
+    out = tmp_path / "o"
+    args = ["--checks", "none", "--limit", "30", "--quiet"]
+    assert run_cli("run", torchscript_path, digits_dir, "--out", out, "--resume", *args).returncode == 0
+    folder = out / ".cnnaudit-checkpoints"
+    (npz,) = folder.glob("clean-*.npz")
+    assert not list(folder.glob("*.pkl"))  # checkpoints are JSON + npz, never pickles
+    marker = tmp_path / "pwned"
+    # an npz whose array is a pickled object, and a pickle where the old format kept its checkpoints
+    np.savez(npz, rows_0=np.array([_Planted(str(marker))], dtype=object), allow_pickle=True)
+    (folder / f"{npz.stem}.pkl").write_bytes(pickle.dumps(_Planted(str(marker))))
+    r = run_cli("run", torchscript_path, digits_dir, "--out", out, "--resume", *args)
+    assert r.returncode == 0, r.stderr
+    assert not marker.exists()
+    assert read_summary(out)["timing"]["resumed"] == []  # the damaged checkpoint was recomputed, not trusted

@@ -151,7 +151,8 @@ def _run_audit(model, data, config: AuditConfig, device, shard, unsafe_pickle, r
         "data": {"path": str(dataset.root), "layout": dataset.layout, "n_samples": int(len(ctx.clean_rows)),
                  "n_files": int(len(dataset.table)), "n_selected": int(len(sample_ids)),
                  "n_skipped": len(ctx.skipped), "skipped": ctx.skipped, "n_clipped": len(ctx.clipped),
-                 "classes": dataset.classes, "attributes": dataset.attributes},
+                 "classes": dataset.classes, "attributes": dataset.attributes,
+                 "renamed_columns": dataset.renamed},
     }
     for r in results:
         summary[r.name] = r.summary

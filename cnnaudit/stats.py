@@ -82,17 +82,30 @@ def holm(p_values: list[float]) -> list[float]:
     return [float(a) for a in adjusted]
 
 
-def bootstrap_gap(successes: list[int], sizes: list[int], *, seed: int, n_boot: int = 2000,
-                  confidence: float = CONFIDENCE) -> dict:
-    """Seeded percentile-bootstrap intervals of the largest accuracy difference (max - min) and the
-    smallest ratio (min / max) between groups. Resampling a group's 0/1 outcomes with replacement is
-    exactly a binomial draw, so each replicate costs one binomial per group, not a resampled table."""
-    k, n = np.asarray(successes, dtype=float), np.asarray(sizes, dtype=float)
+def newcombe_difference_ci(k1: int, n1: int, k2: int, n2: int, confidence: float = CONFIDENCE) -> list[float]:
+    """Interval for p1 - p2 of two independent proportions: Newcombe's hybrid score method (method 10 of
+    Newcombe 1998), built from each group's Wilson interval. It always contains its estimate, and holds
+    its coverage for small groups and proportions near 0 or 1, where the Wald interval does not."""
+    p1, p2 = k1 / n1, k2 / n2
+    (l1, u1), (l2, u2) = wilson_ci(k1, n1, confidence), wilson_ci(k2, n2, confidence)
+    d = p1 - p2
+    return [round(max(-1.0, d - ((p1 - l1) ** 2 + (u2 - p2) ** 2) ** 0.5), 6),
+            round(min(1.0, d + ((u1 - p1) ** 2 + (p2 - l2) ** 2) ** 0.5), 6)]
+
+
+def bootstrap_ratio_ci(k_low: int, n_low: int, k_high: int, n_high: int, *, seed: int, n_boot: int = 2000,
+                       confidence: float = CONFIDENCE) -> list[float]:
+    """Seeded percentile-bootstrap interval of the ratio p_low / p_high of one named pair (each group's
+    resample is one binomial draw). The pair's order is fixed, so equal groups give an interval around 1."""
     rng = np.random.default_rng(seed)
-    acc = rng.binomial(n.astype(int)[None, :], (k / n)[None, :], size=(n_boot, len(n))) / n[None, :]
-    hi, lo = acc.max(axis=1), acc.min(axis=1)
-    gaps = hi - lo
-    ratios = np.where(hi > 0, lo / np.where(hi > 0, hi, 1), 1.0)
+    low = rng.binomial(n_low, k_low / n_low, size=n_boot) / n_low
+    high = rng.binomial(n_high, k_high / n_high, size=n_boot) / n_high
+    ratios = np.where(high > 0, low / np.where(high > 0, high, 1), 1.0)
     a = (1 - confidence) / 2
-    return {"gap_ci": [round(float(np.quantile(gaps, a)), 6), round(float(np.quantile(gaps, 1 - a)), 6)],
-            "ratio_ci": [round(float(np.quantile(ratios, a)), 6), round(float(np.quantile(ratios, 1 - a)), 6)]}
+    return [round(float(np.quantile(ratios, a)), 6), round(float(np.quantile(ratios, 1 - a)), 6)]
+
+
+def fisher_pair(k1: int, n1: int, k2: int, n2: int) -> float:
+    """Two-sided Fisher exact p-value: do two groups' accuracies (k1 of n1, k2 of n2) differ?"""
+    from scipy.stats import fisher_exact
+    return float(fisher_exact([[k1, n1 - k1], [k2, n2 - k2]]).pvalue)

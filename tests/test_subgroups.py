@@ -132,3 +132,88 @@ def test_cli_group_options(tmp_path, torchscript_path, digits_dir):
     assert any(g["value"] == "A × 1" for g in attrs["scanner×ruler"]["groups"])
     r = run_cli("run", torchscript_path, digits_dir, "--out", tmp_path / "b", "--group-by", "hospital")
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "'hospital'" in r.stderr and "scanner" in r.stderr
+
+
+def _groups(*pairs):
+    """Group records as group_accuracy yields them, from (value, correct, n)."""
+    return [{"value": v, "n": n, "accuracy": k / n, "insufficient": False} for v, k, n in pairs]
+
+
+def test_the_gap_interval_covers_its_own_estimate():
+    """Four groups of equal accuracy: the old max - min bootstrap said [2.5%, 25%] for a gap of 0."""
+    g = gap(_groups(("a", 40, 50), ("b", 40, 50), ("c", 40, 50), ("d", 40, 50)), seed=0)
+    assert g["gap"] == 0.0 and g["gap_ci"][0] < 0 < g["gap_ci"][1]
+    assert g["ratio_ci"][0] <= 1.0 <= g["ratio_ci"][1]
+    assert g["p_value"] == 1.0 and "6 pair(s)" in g["selection"]
+
+
+def test_the_p_value_tests_the_pair_the_finding_names():
+    """A 850/1000, B 800/1000, C 22/30: the finding says "C is 11.7 points below A"; C vs A alone has
+    p = 0.116, so with the choice of the pair accounted for it is not significant (the smallest
+    group-vs-rest test used to call it significant)."""
+    g = gap(_groups(("A", 850, 1000), ("B", 800, 1000), ("C", 22, 30)), seed=0)
+    assert (g["worst"], g["best"]) == ("C", "A") and abs(g["gap"] - 0.116667) < 1e-6
+    from scipy.stats import fisher_exact
+    alone = fisher_exact([[850, 150], [22, 8]]).pvalue
+    assert abs(alone - 0.116) < 0.01 and g["p_value"] == pytest.approx(min(1.0, 3 * alone), abs=1e-6)
+    entries = [{"attribute": "site", **g}]
+    judge(entries)
+    assert entries[0]["verdict"] == "not significant"
+    assert g["gap_ci"][0] < g["gap"] < g["gap_ci"][1]
+
+
+def test_slices_keep_equal_values_together_and_skip_a_single_bin():
+    from cnnaudit.bias.data_audit import SLICE_PROPERTIES, slices
+    n = 400
+    rows = pd.DataFrame({"sample_id": range(n), "correct": [True] * 300 + [False] * 100,
+                         **{p: np.linspace(0, 1, n) for p in SLICE_PROPERTIES}})
+    rows["width"] = [640.0] * 399 + [1024.0]  # ranks would have cut 640-640 quartiles by row order
+    rows["height"] = [480.0] * 200 + [720.0] * 200
+    out = slices(rows, 30)
+    assert not [s for s in out if s["property"] == "width"]
+    heights = [s for s in out if s["property"] == "height"]
+    assert [(s["low"], s["high"], s["n"]) for s in heights] == [(480.0, 480.0, 200), (720.0, 720.0, 200)]
+
+
+def test_disparity_compares_who_loses_more_not_who_was_worse_already(tmp_path, digits, eager_model):
+    """Site B holds every image the model gets wrong clean and a random fifth of the others: B is worse
+    on clean images, but under a corruption it keeps as many of its clean-correct images as A."""
+    x, y, _ = digits
+    idx = np.arange(1000, 1400)
+    with torch.no_grad():
+        right = (eager_model(x[idx]).argmax(dim=1).numpy() == y[idx])
+    rng = np.random.default_rng(3)
+    site = np.where(~right | (rng.random(len(idx)) < 0.2), "B", "A")
+    root = tmp_path / "d"
+    write_image_folder(root, x[idx], y[idx], pd.DataFrame({"site": site}), CLASSES)
+    s = cnnaudit.audit(eager_model, root, checks=["corruption", "subgroups"],
+                       options={"corruption": {"corruptions": ("low_light", "rain")}}).summary["subgroups"]
+    assert s["attributes"]["site"]["significant"] and s["attributes"]["site"]["worst"] == "B"  # worse clean
+    entries = [d for d in s["disparity"] if d["attribute"] == "site"]
+    assert len(entries) == 10 and all(d["measure"] == "kept_rate" for d in entries)
+    assert not any(d["significant"] for d in entries), [(d["condition"], d["p_adjusted"]) for d in entries]
+    # the accuracy under the condition still differs: that is the clean gap carried along
+    assert all(g["accuracy"] < 0.9 for d in entries for g in d["groups"] if g["value"] == "B")
+
+
+def test_metadata_named_like_internal_columns_is_renamed_and_blank_values_are_missing(tmp_path, digits_dir,
+                                                                                        torchscript_path):
+    import shutil
+    root = tmp_path / "d"
+    shutil.copytree(digits_dir, root)
+    meta = pd.read_csv(root / "metadata.csv")
+    meta["severity"] = np.where(np.arange(len(meta)) % 2, "high", "low")
+    meta["contrast"] = np.where(np.arange(len(meta)) % 3, "x", "y")
+    meta["site"] = np.where(np.arange(len(meta)) % 5 == 0, "", np.where(np.arange(len(meta)) % 2, "A", "B"))
+    meta.to_csv(root / "metadata.csv", index=False)
+    s = cnnaudit.audit(torchscript_path, root, checks=["corruption", "subgroups"], limit=120,
+                       options={"corruption": {"corruptions": ("rain",), "severities": (1,)},
+                                "subgroups": {"group_by": ("severity", "contrast", "site"), "min_group_size": 5}}
+                       ).summary
+    assert s["errors"] == []
+    assert s["data"]["renamed_columns"] == {"contrast": "meta_contrast", "severity": "meta_severity"}
+    attrs = s["subgroups"]["attributes"]
+    assert set(attrs) == {"meta_severity", "meta_contrast", "site"}
+    assert {g["value"] for g in attrs["meta_severity"]["groups"]} == {"high", "low"}
+    assert {g["value"] for g in attrs["site"]["groups"]} == {"A", "B"}  # blank is missing, not a group
+    assert sum(g["n"] for g in attrs["site"]["groups"]) < 120

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ..bias import data_audit
-from ..bias.groups import gap, group_accuracy, group_metrics, judge, with_intersections
+from ..bias.groups import gap, group_accuracy, group_metrics, judge, present, with_intersections
 from ..bias.properties import image_properties, thumbnails
 from ..data.images import image_size
 from ..errors import AuditError
@@ -52,7 +52,12 @@ class SubgroupOptions:
         return [tuple(p.strip() for p in pair.split("*")) for pair in self.intersections]
 
     def check_data(self, dataset, config) -> list[str]:
-        """The attribute columns to group by; an unknown name is an error naming the columns there are."""
+        """The attribute columns to group by; an unknown name is an error naming the columns there are.
+        Names of metadata columns the dataset renamed away from internal names follow the rename."""
+        if dataset.renamed:
+            new = dataset.renamed
+            self.group_by = None if self.group_by is None else tuple(new.get(a, a) for a in self.group_by)
+            self.intersections = tuple("*".join(new.get(a, a) for a in pair) for pair in self.pairs())
         artifacts = _artifacts(config)
         named = list(self.group_by or []) + [a for pair in self.pairs() for a in pair]
         unknown = [c for c in named if c not in dataset.attributes]
@@ -125,27 +130,37 @@ class SubgroupCheck(Check):
         return rows.join(props.drop(columns="sample_id")), np.concatenate(thumbs)
 
     def _disparity(self, ctx, attrs, opts, min_size) -> list[dict]:
+        """Per condition and attribute: which group *loses more* under the condition. Compared per image
+        (paired): among each group's images the model gets right clean, the share it still gets right
+        (`kept_rate`); a group that is only worse on clean images keeps as many and is not flagged."""
         out = []
         clean_acc = {}
         base = with_intersections(ctx.clean_rows, opts.pairs())[0]
+        clean_correct = ctx.clean_rows.set_index("sample_id")["correct"].astype(bool)
         for attr in attrs:
-            clean_acc[attr] = base.groupby(base[attr].astype(str))["correct"].mean().to_dict()
+            clean_acc[attr] = base[present(base[attr])].groupby(base[attr].astype(str))["correct"].mean().to_dict()
         for name in ("adversarial", "corruption"):
             result = ctx.results.get(name)
             if result is None:
                 continue
             # only the columns the groups need, and intersections one condition at a time: the corruption
             # rows are conditions × images long
-            columns = dict.fromkeys(["condition", "correct", *(a for pair in opts.pairs() for a in pair),
+            columns = dict.fromkeys(["sample_id", "condition", "correct", *(a for pair in opts.pairs() for a in pair),
                                      *(a for a in attrs if a in result.rows.columns)])
             for condition, cond_rows in result.rows[list(columns)].groupby("condition", sort=False):
                 cond_rows = with_intersections(cond_rows, opts.pairs())[0]
+                cond_rows["was_right"] = clean_correct.reindex(cond_rows["sample_id"]).to_numpy()
                 for attr in attrs:
-                    groups = [{**g, "drop": round(clean_acc[attr].get(g["value"], float("nan"))
-                                                  - float(rows_g["correct"].mean()), 6)}
-                              for g, rows_g in group_accuracy(cond_rows, attr, min_size)]
+                    groups = []
+                    for g, rows_g in group_accuracy(cond_rows, attr, min_size):
+                        kept = rows_g.loc[rows_g["was_right"], "correct"]
+                        groups.append({**g, "drop": round(clean_acc[attr].get(g["value"], float("nan"))
+                                                          - float(rows_g["correct"].mean()), 6),
+                                       "kept_rate": round(float(kept.mean()), 6) if len(kept) else None,
+                                       "kept_rate_n": int(len(kept))})
                     out.append({"check": name, "condition": condition, "attribute": attr, "groups": groups,
-                                **gap(groups, seed=ctx.config.seed + len(out))})
+                                "measure": "kept_rate",
+                                **gap(groups, seed=ctx.config.seed + len(out), measure="kept_rate")})
         judge(out)
         return out
 

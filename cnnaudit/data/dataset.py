@@ -23,6 +23,13 @@ METADATA_FILE = "metadata.csv"
 CLASSES_FILE = "classes.txt"
 RESERVED_COLUMNS = ("sample_id", "path", "label", "label_name", "condition", "check", "prediction",
                     "prediction_name", "correct", "confidence", "loss")
+# Columns the checks write into their rows beside the metadata. A metadata column of the same name would
+# crash a join or be overwritten without a word (`severity`), so it is renamed META_PREFIX + name.
+INTERNAL_COLUMNS = ("artifact", "aspect", "attack", "brightness", "clean_prediction", "consistent", "contrast",
+                    "corruption", "dhash", "eps", "fgsm_correct", "fill", "flipped", "height", "intervention",
+                    "min_eps", "norm", "pixel_hash", "severity", "sharpness", "toward_associated", "width",
+                    "was_right")
+META_PREFIX = "meta_"
 
 
 @dataclass
@@ -33,6 +40,7 @@ class Dataset:
     attributes: list[str] = field(default_factory=list)
     layout: str = "imagefolder"
     excluded: list[dict] = field(default_factory=list)  # files found but not audited: [{path, reason}]
+    renamed: dict[str, str] = field(default_factory=dict)  # metadata columns renamed away from internal names
 
     def __len__(self) -> int:
         return len(self.table)
@@ -91,6 +99,7 @@ def _read_metadata(root: Path) -> pd.DataFrame | None:
     if clash:
         raise AuditError(f"{str(file)!r} has a column named {clash[0]!r}, which cnnaudit reserves for results; "
                          "rename it.")
+    meta = meta.rename(columns={c: META_PREFIX + c for c in meta.columns if c in INTERNAL_COLUMNS})
     meta["path"] = [_safe_relpath(root, p, f"{file} row {i + 2}") for i, p in enumerate(meta["path"].fillna(""))]
     dup = meta["path"][meta["path"].duplicated()]
     if len(dup):
@@ -208,5 +217,7 @@ def open_dataset(data: str | Path, classes_file: str | Path | None = None) -> Da
     table.insert(2, "label", table["label_name"].map(index).astype(int))
     attributes = [c for c in table.columns if c not in RESERVED_COLUMNS]
     table = table[["sample_id", "path", "label", "label_name", *attributes]]
+    renamed = {a[len(META_PREFIX):]: a for a in attributes
+               if a.startswith(META_PREFIX) and a[len(META_PREFIX):] in INTERNAL_COLUMNS}
     return Dataset(root=root, classes=list(classes), table=table, attributes=attributes, layout=layout,
-                   excluded=excluded)
+                   excluded=excluded, renamed=renamed)

@@ -171,7 +171,10 @@ def failed_result(name: str, exc: Exception) -> CheckResult:
     """A check that raised: its section says why in one sentence; the traceback goes to OUT/errors.log."""
     text = str(exc).strip()
     first = text.splitlines()[0][:400] if text else ""
-    message = first if isinstance(exc, AuditError) else f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    if isinstance(exc, AuditError):
+        message = first
+    else:
+        message = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     return CheckResult(name, pd.DataFrame(), {"failed": True, "error": message}, report={"traceback": tb},
                        findings=[f"The {name} check failed and its results are missing: {message}"])

@@ -153,10 +153,7 @@ class ShortcutCheck(Check):
             masks = self._masks(ctx, name, ids)
             before = clean.loc[ids, "prediction"].to_numpy().copy()
             parts, shown = [], []
-            controls = [control_mask(m, sample_seed(ctx.config.seed, sid, f"control_{name}")) for sid, m in
-                        zip(ids, masks.cpu())]
-            has = np.array([c is not None for c in controls], dtype=bool)
-            cmasks = torch.stack([c for c in controls if c is not None]).to(ctx.device) if has.any() else None
+            has, cmasks = _controls(ctx, name, ids, masks)
             for how in FILLS:
                 xf = fill(x, masks, how)
                 assert bool(((xf != x) <= masks.expand_as(x)).all()), "a fill touched pixels outside the region"
@@ -226,11 +223,8 @@ class ShortcutCheck(Check):
             shown_here[0] += len(shown)
             rows = [self._rows(ctx, batch.sample_ids, f"add_{name}", name, "add", "paste", cols, before, assoc)]
             # control: the donor's pixels from the same-size region off its artifact, pasted there
-            controls = [control_mask(m[k].cpu(), sample_seed(ctx.config.seed, d, f"control_{name}"))
-                        for k, d in enumerate(donors)]
-            has = np.array([c is not None for c in controls], dtype=bool)
-            if has.any():
-                cm = torch.stack([c for c in controls if c is not None]).to(ctx.device)
+            has, cm = _controls(ctx, name, donors, m)
+            if cm is not None:
                 xc = torch.where(cm.expand_as(x[has]), dx[has], x[has])
                 rows.append(self._rows(ctx, batch.sample_ids[has], f"add_control_{name}", name, "add_control",
                                        "paste", predict(ctx.model, xc, y[has]), before[has], assoc))
@@ -355,9 +349,9 @@ def summarize_artifact(rows, clean, name, assoc, classes, n_with, n_without) -> 
     add = rows[rows["condition"] == f"add_{name}"]
     eligible = add[add["clean_prediction"] != assoc]
     k_add, n_add = int(eligible["toward_associated"].sum()), len(eligible)
+    pasted_off = rows[rows["condition"] == f"add_control_{name}"]
     add_control = versus_control(eligible.assign(flipped=eligible["toward_associated"]),
-                                 (lambda c: c.assign(flipped=c["toward_associated"]))(
-                                     rows[rows["condition"] == f"add_control_{name}"]))
+                                 pasted_off.assign(flipped=pasted_off["toward_associated"]))
     worst = min(by_fill.values(), key=lambda f: -1 if f["flip_rate"] is None else f["flip_rate"])
     present = pd.to_numeric(clean[name], errors="coerce").fillna(0).astype(int) == 1
     conditional = []
@@ -379,19 +373,26 @@ def summarize_artifact(rows, clean, name, assoc, classes, n_with, n_without) -> 
     return summary
 
 
+def _controls(ctx, name, ids, masks) -> tuple[np.ndarray, torch.Tensor | None]:
+    """Each mask's control region (seeded by the image's sample id): which images have one, and those
+    regions stacked on the device (None when none has)."""
+    regions = [control_mask(m, sample_seed(ctx.config.seed, sid, f"control_{name}"))
+               for sid, m in zip(ids, masks.cpu())]
+    has = np.array([r is not None for r in regions], dtype=bool)
+    return has, (torch.stack([r for r in regions if r is not None]).to(ctx.device) if has.any() else None)
+
+
 def versus_control(removed: pd.DataFrame, control: pd.DataFrame) -> dict:
     """Flip rate when the same region is removed off the artifact, and the exact one-sided McNemar p-value
     that removing the artifact flips more, on the images that have both (paired by sample)."""
     pair = removed[["sample_id", "flipped"]].merge(control[["sample_id", "flipped"]], on="sample_id",
                                                    suffixes=("", "_control"))
-    n = len(pair)
-    b = int((pair["flipped"] & ~pair["flipped_control"]).sum())
+    n, k, k_control = len(pair), int(pair["flipped"].sum()), int(pair["flipped_control"].sum())
+    b = int((pair["flipped"] & ~pair["flipped_control"]).sum())  # discordant pairs, each way
     c = int((~pair["flipped"] & pair["flipped_control"]).sum())
     p = binomtest(b, b + c, 0.5, alternative="greater").pvalue if b + c else 1.0
-    return {"control_flip_rate": proportion(int(pair["flipped_control"].sum()), n),
-            "control_flip_rate_ci": wilson_ci(int(pair["flipped_control"].sum()), n), "n_control": n,
-            "excess_over_control": round(proportion(int(pair["flipped"].sum()), n)
-                                         - proportion(int(pair["flipped_control"].sum()), n), 6) if n else None,
+    return {"control_flip_rate": proportion(k_control, n), "control_flip_rate_ci": wilson_ci(k_control, n),
+            "n_control": n, "excess_over_control": round((k - k_control) / n, 6) if n else None,
             "p_vs_control": round(float(p), 8)}
 
 

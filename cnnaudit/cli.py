@@ -13,7 +13,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import (EXIT_BAD_INPUT, EXIT_CODES_HELP, EXIT_GATE_FAILED, EXIT_INCOMPLETE, EXIT_INTERRUPTED,
-                     EXIT_PASS, AuditError)
+                     EXIT_PASS, AuditError, first_line)
 
 
 SUMMARY_FAILED = "the {} check(s) failed"
@@ -366,7 +366,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _internal_error(args, exc: Exception) -> int:
-    text = str(exc).strip()
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     where = "below"
     out = getattr(args, "out", None)
@@ -376,8 +375,9 @@ def _internal_error(args, exc: Exception) -> int:
             where = str(write_text(Path(out) / "errors.log", tb).resolve())
     except OSError:
         pass
+    line = first_line(exc)
     print(f"cnnaudit: error: the audit stopped on an unexpected {type(exc).__name__}"
-          f"{': ' + text.splitlines()[0][:300] if text else ''} (traceback: {where}); please report it.",
+          f"{'' if line == type(exc).__name__ else ': ' + line} (traceback: {where}); please report it.",
           file=sys.stderr)
     if where == "below":
         print(tb, file=sys.stderr)

@@ -19,3 +19,10 @@ EXIT_CODES_HELP = ("exit codes: 0 pass; 1 gate failed (a 'fail' rule of --policy
 
 class AuditError(Exception):
     """Bad input or usage, explained in one sentence that names the file/column/flag and the fix."""
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception's message in one line for a one-sentence report: its first line, cut at `limit`
+    characters, or the exception's type name when it has no message."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__

@@ -21,7 +21,7 @@ from .context import AuditContext
 from .data import iter_batches, open_dataset, stratified_subset
 from .data.images import image_size
 from .distributed import device_for_rank, join, leave
-from .errors import AuditError
+from .errors import AuditError, first_line
 from .model.loading import from_module, load_model
 from .model.outputs import SINGLE
 from .model.wrapper import build_audited_model, resolve_device
@@ -169,12 +169,11 @@ def _run_audit(model, data, config: AuditConfig, device, shard, unsafe_pickle, r
 
 def failed_result(name: str, exc: Exception) -> CheckResult:
     """A check that raised: its section says why in one sentence; the traceback goes to OUT/errors.log."""
-    text = str(exc).strip()
-    first = text.splitlines()[0][:400] if text else ""
-    if isinstance(exc, AuditError):
-        message = first
+    line = first_line(exc, 400)
+    if isinstance(exc, AuditError) or line == type(exc).__name__:
+        message = line
     else:
-        message = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+        message = f"{type(exc).__name__}: {line}"
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     return CheckResult(name, pd.DataFrame(), {"failed": True, "error": message}, report={"traceback": tb},
                        findings=[f"The {name} check failed and its results are missing: {message}"])

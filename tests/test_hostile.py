@@ -10,10 +10,9 @@ import pytest
 from PIL import Image
 
 import cnnaudit
-from cnnaudit.errors import AuditError
 from cnnaudit.gate import judge, load_policy
 from cnnaudit.gate.outputs import markdown
-from tests.conftest import read_summary, run_cli
+from tests.conftest import run_cli
 
 
 def _small_copy(digits_dir, root, n_per_class=3):

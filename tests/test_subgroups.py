@@ -217,3 +217,21 @@ def test_metadata_named_like_internal_columns_is_renamed_and_blank_values_are_mi
     assert {g["value"] for g in attrs["meta_severity"]["groups"]} == {"high", "low"}
     assert {g["value"] for g in attrs["site"]["groups"]} == {"A", "B"}  # blank is missing, not a group
     assert sum(g["n"] for g in attrs["site"]["groups"]) < 120
+
+
+def test_the_rename_reports_only_what_it_renamed_and_never_collides(tmp_path):
+    from PIL import Image
+
+    from cnnaudit.data import open_dataset
+    for c in "ab":
+        (tmp_path / c).mkdir()
+        Image.new("L", (8, 8)).save(tmp_path / c / "x.png")
+    pd.DataFrame({"path": ["a/x.png", "b/x.png"], "meta_width": ["p", "q"]}).to_csv(tmp_path / "metadata.csv",
+                                                                                    index=False)
+    assert open_dataset(tmp_path).renamed == {}  # the user's own meta_width was not renamed
+    pd.DataFrame({"path": ["a/x.png", "b/x.png"], "meta_width": ["p", "q"], "width": [1, 2]}).to_csv(
+        tmp_path / "metadata.csv", index=False)
+    d = open_dataset(tmp_path)
+    assert d.renamed == {"width": "meta_meta_width"}
+    assert d.attributes == ["meta_width", "meta_meta_width"]
+    assert list(d.table["meta_width"]) == ["p", "q"] and list(d.table["meta_meta_width"]) == [1, 2]

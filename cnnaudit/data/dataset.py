@@ -99,7 +99,6 @@ def _read_metadata(root: Path) -> pd.DataFrame | None:
     if clash:
         raise AuditError(f"{str(file)!r} has a column named {clash[0]!r}, which cnnaudit reserves for results; "
                          "rename it.")
-    meta = meta.rename(columns={c: META_PREFIX + c for c in meta.columns if c in INTERNAL_COLUMNS})
     meta["path"] = [_safe_relpath(root, p, f"{file} row {i + 2}") for i, p in enumerate(meta["path"].fillna(""))]
     dup = meta["path"][meta["path"].duplicated()]
     if len(dup):
@@ -109,6 +108,19 @@ def _read_metadata(root: Path) -> pd.DataFrame | None:
         raise AuditError(f"{str(file)!r} names {len(missing)} file(s) that do not exist, e.g. {missing[0]!r}; "
                          "fix the paths or remove those rows.")
     return meta
+
+
+def _renames(columns: list[str]) -> dict[str, str]:
+    """{internal name: new name} for metadata columns named like a column cnnaudit writes: META_PREFIX + name,
+    with more prefixes while that name is taken too."""
+    taken, out = set(columns), {}
+    for c in (c for c in columns if c in INTERNAL_COLUMNS):
+        new = META_PREFIX + c
+        while new in taken:
+            new = META_PREFIX + new
+        taken.add(new)
+        out[c] = new
+    return out
 
 
 SYMLINK = "symbolic link (not followed: it could point outside the data folder)"
@@ -163,6 +175,9 @@ def open_dataset(data: str | Path, classes_file: str | Path | None = None) -> Da
         raise AuditError(f"Data folder {str(root)!r} does not exist or is not a folder; pass a folder of images "
                          "laid out as DATA/<class>/<image> or with a metadata.csv.")
     meta = _read_metadata(root)
+    renamed = _renames(list(meta.columns)) if meta is not None else {}
+    if renamed:
+        meta = meta.rename(columns=renamed)
     classes = None
     if classes_file is not None:
         if not Path(classes_file).is_file():
@@ -217,7 +232,5 @@ def open_dataset(data: str | Path, classes_file: str | Path | None = None) -> Da
     table.insert(2, "label", table["label_name"].map(index).astype(int))
     attributes = [c for c in table.columns if c not in RESERVED_COLUMNS]
     table = table[["sample_id", "path", "label", "label_name", *attributes]]
-    renamed = {a[len(META_PREFIX):]: a for a in attributes
-               if a.startswith(META_PREFIX) and a[len(META_PREFIX):] in INTERNAL_COLUMNS}
     return Dataset(root=root, classes=list(classes), table=table, attributes=attributes, layout=layout,
                    excluded=excluded, renamed=renamed)

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import AuditError
+from ..errors import AuditError, first_line
 
 
 @dataclass
@@ -229,8 +229,8 @@ def _load_huggingface(folder: Path) -> LoadedModel:
     try:  # local files only: nothing is downloaded, and no code from the folder runs (trust_remote_code off)
         module = AutoModelForImageClassification.from_pretrained(str(folder), local_files_only=True)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-        raise AuditError(f"{str(folder)!r} could not be loaded as a Hugging Face image classifier ({first}); "
+        raise AuditError(f"{str(folder)!r} could not be loaded as a Hugging Face image classifier "
+                         f"({first_line(exc)}); "
                          "save it with save_pretrained() from an *ForImageClassification model.") from None
     return LoadedModel(module.eval(), str(folder), "huggingface", sha256_of_folder(folder), supports_hooks=True,
                        preprocessing=_hf_preprocessing(folder))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..errors import AuditError
+from ..errors import AuditError, first_line
 from .outputs import SINGLE, VALUE_KINDS, detect_kind, num_outputs, to_logits, unwrap
 
 # Probe batch sizes: 3 first because a static export is usually traced at 1, 2 or a power of two; the rest
@@ -49,11 +49,15 @@ class AuditedModel(nn.Module):
     def outputs_probabilities(self) -> bool:
         return self.output_kind in ("probabilities", "single_probability")
 
+    def call(self, x: torch.Tensor):
+        """The user's model on normalized x in its own dtype: whatever it returns, for exactly this batch."""
+        return self.model(((x - self.mean) / self.std).to(self.input_dtype))
+
     def raw(self, x: torch.Tensor) -> torch.Tensor:
         """The model's own output tensor (unwrapped from its container) for normalized x, any batch size."""
         b = self.fixed_batch
         if b is None or len(x) == b:
-            return unwrap(self.model(((x - self.mean) / self.std).to(self.input_dtype)))[0]
+            return unwrap(self.call(x))[0]
         parts = []
         for chunk in x.split(b):
             k = len(chunk)
@@ -155,10 +159,9 @@ def _probe(wrapped: AuditedModel, c: int, size, device, hint) -> tuple[torch.Ten
         x = torch.rand(b, c, *size, generator=g).to(device)
         try:
             with torch.no_grad():
-                raw = wrapped.model(((x - wrapped.mean) / wrapped.std).to(wrapped.input_dtype))
+                raw = wrapped.call(x)
         except Exception as exc:  # the model's own error: shape mismatch, static batch size, ...
-            text = str(exc).strip()
-            first_error = first_error or (text.splitlines()[0][:200] if text else type(exc).__name__)
+            first_error = first_error or first_line(exc, 200)
             continue
         out, container = unwrap(raw)  # not the model's failure: a return value cnnaudit cannot read
         if out.ndim == 0 or out.shape[0] != b:

@@ -94,3 +94,49 @@ def many_digits(n: int, root: Path) -> Path:
     imgs = torch.stack([torch.roll(x[b], shifts[v % 25], dims=(1, 2)) for b, v in zip(base, variant)])
     write_image_folder(data, imgs, y[base], meta.iloc[base].reset_index(drop=True), [str(k) for k in range(10)])
     return data
+
+
+def madry_workload(n_eval: int, *, eps: float = 0.1, steps: int = 20, epochs: int = 30,
+                   cache: Path | None = None, root: Path | None = None):
+    """(adversarially trained digits CNN, data folder): Madry et al. 2018 training, every batch replaced by
+    PGD examples (`steps` steps of 2.5*eps/steps from a random start, L-inf `eps`, plain cross-entropy),
+    on the same split as digits_workload. A few minutes on 2 cores, so the weights are cached in `cache`."""
+    import torch
+    import torch.nn.functional as F
+    from cnnaudit.demo import DigitsCNN
+
+    x, y, meta = digits_images(seed=0)
+    perm = np.random.default_rng(0).permutation(len(y))
+    train, held = perm[:1100], np.sort(perm[1100:1100 + n_eval])
+    cache = Path(cache or Path(__file__).resolve().parent / ".cache")
+    weights = cache / f"madry-digits-eps{eps:g}-steps{steps}-epochs{epochs}.pt"
+    model = DigitsCNN()
+    if weights.is_file():
+        model.load_state_dict(torch.load(weights, weights_only=True))
+    else:
+        torch.manual_seed(0)
+        opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+        yt = torch.from_numpy(y)
+        g = torch.Generator().manual_seed(0)
+        xs = x[train]
+        for epoch in range(epochs):
+            ramp = min(1.0, (epoch + 1) / (epochs / 3))  # eps warm-up over the first third (a common stabiliser)
+            for idx in torch.randperm(len(train), generator=g).split(64):
+                xb, yb = xs[idx], yt[train][idx]
+                e = eps * ramp
+                model.eval()
+                delta = (torch.rand_like(xb) * 2 - 1) * e
+                for _ in range(steps):
+                    delta.requires_grad_(True)
+                    (grad,) = torch.autograd.grad(F.cross_entropy(model((xb + delta).clamp(0, 1)), yb), delta)
+                    delta = (delta.detach() + 2.5 * e / steps * grad.sign()).clamp(-e, e)
+                model.train()
+                opt.zero_grad()
+                F.cross_entropy(model((xb + delta).clamp(0, 1)), yb).backward()
+                opt.step()
+        cache.mkdir(parents=True, exist_ok=True)
+        torch.save(model.state_dict(), weights)
+    model.eval()
+    root = Path(root or tempfile.mkdtemp(prefix="cnnaudit-bench-")) / "data"
+    write_image_folder(root, x[held], y[held], meta.iloc[held].reset_index(drop=True), [str(i) for i in range(10)])
+    return model, root

@@ -100,7 +100,8 @@ def test_summary_shape_and_rows(base):
     assert w[("linf", 0.2)] < 0.1 and w[("linf", 0.05)] > w[("linf", 0.1)]
     fg = {(r["norm"], r["eps"]): r["robust_accuracy"] for r in adv["results"] if r["attack"] == "fgsm"}
     assert all(w[k] <= fg[k] for k in w) and any(w[k] < fg[k] for k in w)
-    assert not adv["gradient_masking_suspected"], adv["sanity"]
+    assert not adv["gradient_masking_suspected"] and adv["gradient_masking"] == "none", adv["sanity"]
+    assert adv["square"] is None and "attack_self_test" in {s["check"] for s in adv["sanity"]}
 
 
 def test_robust_accuracy_is_monotone_and_min_eps_consistent(base):
@@ -115,7 +116,7 @@ def test_robust_accuracy_is_monotone_and_min_eps_consistent(base):
         elif r["correct"]:
             assert np.isnan(r["min_eps"]) or r["min_eps"] > r["eps"]
         else:
-            assert r["min_eps"] <= r["eps"] and r["attack"] in ("fgsm", "pgd", "apgd_dlr")
+            assert r["min_eps"] <= r["eps"] and r["attack"] in ("fgsm", "pgd", "apgd_dlr", "apgd_t")
 
 
 def test_scaled_logit_twin_gets_the_same_numbers(eager_model, digits_dir, base, eval_tensors):
@@ -183,23 +184,34 @@ def test_deterministic(eager_model, digits_dir, base):
     assert left.equals(right)
 
 
-def test_gradient_masking_is_reported(eager_model, digits_dir):
+def test_gradient_masking_is_confirmed_and_square_breaks_what_pgd_cannot(eager_model, digits_dir):
     class Quantized(nn.Module):  # a classic "defence": rounding the input has zero gradient everywhere
         def __init__(self):
             super().__init__()
             self.inner = eager_model
 
         def forward(self, x):
-            return self.inner(torch.round(x * 8) / 8)
+            return self.inner(torch.round(x * 4) / 4)
 
     result = cnnaudit.audit(Quantized(), digits_dir, checks=["adversarial"], limit=40,
                             options={"adversarial": {"eps": {"linf": [0.1, 0.3]}, "norms": ("linf",)}})
     adv = result.summary["adversarial"]
-    assert adv["gradient_masking_suspected"] is True
+    assert adv["gradient_masking"] == "confirmed" and adv["gradient_masking_suspected"] is True
     failed = {s["check"] for s in adv["sanity"] if not s["passed"]}
-    assert "gradients_usable" in failed and "large_eps_reaches_zero_linf" in failed
-    assert any("Possible gradient masking" in f for f in result.summary["findings"])
-    assert "possible gradient masking" in result.html()
+    assert {"gradients_usable", "large_eps_reaches_zero_linf", "attack_self_test",
+            "gradient_free_beats_gradient"} <= failed
+    assert adv["square"] == {"queries": 1000, "automatic": True}
+    rows = result.samples.query("check == 'adversarial' and eps == 0.1")
+    clean_correct = int((rows["attack"] != "clean_error").sum())
+    by_square = int((rows["attack"] == "square").sum())
+    # the gradient attacks cannot move the quantized model (zero gradients); Square breaks most of it
+    assert int(rows["attack"].isin(["fgsm", "pgd", "apgd_dlr"]).sum()) == 0
+    assert by_square >= 0.4 * clean_correct
+    assert any("Gradient masking confirmed" in f for f in result.summary["findings"])
+    assert any("Square attack (1000 queries a sample) was run" in f for f in result.summary["findings"])
+    assert "Gradient masking confirmed" in result.html()
+    broken = rows[rows["attack"] == "square"]
+    assert (broken["min_eps"] <= broken["eps"]).all() and not broken["correct"].any()
 
 
 def test_torchscript_and_export_models_can_be_attacked(torchscript_path, tmp_path, eager_model, digits_dir):

@@ -13,6 +13,9 @@ Each sample's schedule (its step counter, checkpoints, step size, best point) is
 at different steps share a pass (slots.attack_in_slots).
 
 Arguments and result as pgd.pgd; `start` (N, C, H, W) optional first-restart starting points.
+Targeted (APGD-T, same paper): `targets` (N, restarts) gives each restart its own target class per sample,
+and loss_fn is a targeted loss (losses.TargetedDifferenceOfLogitsRatio); a sample still counts as broken
+when any class but its label wins, as in AutoAttack.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ def checkpoints(steps: int) -> set[int]:
 
 def apgd(model, loss_fn, x, y, *, eps: float, norm: str, steps: int = 20, step_size: float = 2.0,
          restarts: int = 1, seed: int = 0, ids=None, start=None, rho: float = 0.75, alpha: float = 0.75,
-         width: int = 64) -> torch.Tensor:
+         width: int = 64, targets: torch.Tensor | None = None) -> torch.Tensor:
     ids = np.arange(len(x)) if ids is None else np.asarray(ids, dtype=np.int64)
     is_mark = torch.zeros(steps + 1, dtype=torch.bool, device=x.device)
     is_mark[sorted(checkpoints(steps))] = True
@@ -49,7 +52,8 @@ def apgd(model, loss_fn, x, y, *, eps: float, norm: str, steps: int = 20, step_s
         else:
             cur = random_start(x0, eps, norm, seed=seed, ids=ids[pick].tolist(), salt=f"apgd{restart}")
         n = torch.zeros(len(pick), device=x.device)
-        return {"x0": x0, "y": y[p], "cur": cur, "prev": cur, "eta": n + step_size * eps,
+        aimed = {} if targets is None else {"target": targets[p, restart]}
+        return {**aimed, "x0": x0, "y": y[p], "cur": cur, "prev": cur, "eta": n + step_size * eps,
                 "best": cur, "best_grad": torch.zeros_like(cur), "best_loss": n, "last_loss": n, "mark_loss": n,
                 "n_up": n, "reduced": n == 0, "last_mark": n}
 

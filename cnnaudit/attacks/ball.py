@@ -63,16 +63,17 @@ def random_start(x: torch.Tensor, eps: float, norm: str, *, seed: int, ids, salt
     return project(x + torch.stack(noise).to(x.device, x.dtype), x, eps, norm)
 
 
-def loss_and_gradient(model, loss_fn, x: torch.Tensor, y: torch.Tensor):
+def loss_and_gradient(model, loss_fn, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None):
     """Per-sample loss, its input gradient and the predicted class, from one forward and one backward pass;
-    for a randomized model (eot.Draws) the loss and gradient averaged over its draws and the majority vote."""
+    for a randomized model (eot.Draws) the loss and gradient averaged over its draws and the majority vote.
+    `target`: per-sample target classes, for a targeted loss (called as loss_fn(logits, y, target))."""
     draws = getattr(model, "draws", 1)
     x = x.detach().requires_grad_(True)
     losses, grads, preds = [], [], []
     for _ in range(draws):
         with torch.enable_grad():
             logits = model(x)
-            loss = loss_fn(logits, y)
+            loss = loss_fn(logits, y) if target is None else loss_fn(logits, y, target)
             (grad,) = torch.autograd.grad(loss.sum(), x)
         losses.append(loss.detach())
         grads.append(grad.detach())

@@ -108,3 +108,25 @@ class DifferenceOfLogitsRatio(_Loss):
         y = _indices(target).to(z.device)
         top = z.sort(dim=1, descending=True).values
         return _reduce(margin(z, y) / (top[:, 0] - top[:, 2] + 1e-12), self.reduction)
+
+
+class TargetedDifferenceOfLogitsRatio(_Loss):
+    """The targeted DLR of Croce & Hein 2020 (APGD-T), -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2), scale-invariant
+    like DLR; with three classes the denominator is z_pi1 - z_pi3. Called as loss(logits, y, target)."""
+
+    def __init__(self, reduction: str = "mean"):
+        super().__init__(reduction=reduction)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, aim: torch.Tensor) -> torch.Tensor:
+        z = logits.float()
+        y, t = _indices(target).to(z.device), aim.long().to(z.device)
+        top = z.sort(dim=1, descending=True).values
+        spread = top[:, 0] - (0.5 * (top[:, 2] + top[:, 3]) if z.shape[1] > 3 else top[:, 2])
+        gap = z.gather(1, t[:, None])[:, 0] - z.gather(1, y[:, None])[:, 0]
+        return _reduce(gap / (spread + 1e-12), self.reduction)
+
+
+def top_targets(logits: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
+    """(N, k) target classes: each sample's k highest-scoring classes other than its label (AutoAttack's
+    choice for APGD-T)."""
+    return _others(logits.float(), y).topk(min(k, logits.shape[1] - 1), dim=1).indices

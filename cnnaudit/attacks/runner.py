@@ -13,7 +13,8 @@ from .art_backend import ArtAttacks
 from .ball import loss_and_gradient
 from .fgsm import fgsm_direction, fgsm_step
 from .pgd import pgd
-from .losses import losses_for
+from .losses import TargetedDifferenceOfLogitsRatio, losses_for, top_targets
+from .square import square
 from .specs import AttackSpec
 
 BACKENDS = ("torch", "art")
@@ -47,6 +48,9 @@ class AttackRunner:
         """Adversarial examples for (x, y) within the `norm` ball of radius eps, in [0, 1]."""
         if not len(x):
             return x.clone()
+        if spec.method == "square":  # ART's Square draws one window per batch: no per-sample seeding
+            return square(self.model, x, y, eps=float(eps), norm=norm, queries=spec.steps, seed=seed, ids=ids,
+                          width=self.batch_size)
         if self.backend == "art" or spec.method == "autoattack":
             if len(x) > self.batch_size:  # survivors pooled from several batches: ART's attacks batch_size at a time
                 return torch.cat([self.art.run(spec, xb, yb, eps=eps, norm=norm, seed=seed) for xb, yb in
@@ -59,7 +63,20 @@ class AttackRunner:
                   seed=seed, ids=ids, width=self.batch_size)
         if spec.method == "pgd":
             return pgd(self.model, self.losses[spec.loss], x, y, **kw)
+        if spec.method == "apgd_t":
+            return self.apgd_targeted(spec, x, y, start=start, **kw)
         return apgd(self.model, self.losses[spec.loss], x, y, start=start, **kw)
+
+    def apgd_targeted(self, spec: AttackSpec, x, y, *, start, **kw) -> torch.Tensor:
+        """APGD-T: one run per target class (the `restarts` highest-scoring wrong classes on the clean image).
+        Two classes have one wrong class, which the untargeted attacks already aim at: x is returned."""
+        if self.num_classes < 3:
+            return x.clone()
+        with torch.no_grad():
+            logits = torch.cat([self.model(xb) for xb in x.split(self.batch_size)])
+        targets = top_targets(logits, y, kw.pop("restarts"))
+        return apgd(self.model, TargetedDifferenceOfLogitsRatio(reduction="none"), x, y, start=start,
+                    targets=targets, restarts=targets.shape[1], **kw)
 
     def usable_gradient_share(self, loss: str, x: torch.Tensor, y: torch.Tensor) -> float:
         """Share of samples whose input gradient of `loss` is finite and non-zero."""

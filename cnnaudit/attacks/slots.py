@@ -30,7 +30,8 @@ import torch
 
 from .ball import loss_and_gradient
 
-State = dict[str, torch.Tensor]  # per-slot tensors, first dimension the slot; "x0", "y" and "cur" at least
+State = dict[str, torch.Tensor]  # per-slot tensors, first dimension the slot; "x0", "y" and "cur" at least,
+# "target" for a targeted loss
 
 
 def attack_in_slots(model, loss_fn, x: torch.Tensor, y: torch.Tensor, *, width: int, steps: int, restarts: int,
@@ -50,7 +51,7 @@ def attack_in_slots(model, loss_fn, x: torch.Tensor, y: torch.Tensor, *, width: 
     k = np.zeros(len(idx), dtype=np.int64)
     pos = torch.as_tensor(idx, device=device)
     while len(idx):
-        loss, grad, pred = loss_and_gradient(model, loss_fn, state["cur"], state["y"])
+        loss, grad, pred = loss_and_gradient(model, loss_fn, state["cur"], state["y"], state.get("target"))
         x_adv[pos] = state["cur"]
         hit = np.array((pred != state["y"]).tolist(), dtype=bool)  # the pass's one host read
         ended = ~hit & (k == steps)  # only earlier restarts get here: their final iterate, evaluated

@@ -32,22 +32,33 @@ from .. import aggregate
 from ..attacks import ATTACKS, BACKENDS, AttackRunner, AttackSpec
 from ..attacks.ball import project
 from ..attacks.eot import with_draws
+from ..attacks.self_test import PASS_SHARE as SELF_TEST_PASS, run_self_test
 from ..data.sampling import seeded_subset
 from ..errors import AuditError
 from ..predict import predict
 from ..report.images import amplify, to_data_uri
+from ..stats import wilson_ci
 from .base import Check, CheckResult
 
 DEFAULT_EPS = {"linf": [1 / 255, 2 / 255, 4 / 255, 8 / 255], "l2": [0.25, 0.5, 1.0]}
+# thorough has AutoAttack's attacks (Croce & Hein 2020) but FAB, at its budgets or more, in cnnaudit's torch
+# versions (scale-invariant losses, per-sample seeding); ART's AutoAttack stays available by name.
 CASCADES = {
-    "standard": ["fgsm", "pgd", "apgd_dlr"],
-    "thorough": ["fgsm", "pgd_thorough", "apgd_dlr_thorough", "apgd_ce_thorough", "autoattack"],
+    "standard": ["fgsm", "pgd", "apgd_dlr", "apgd_t"],
+    "thorough": ["fgsm", "pgd_thorough", "apgd_dlr_thorough", "apgd_ce_thorough", "apgd_t_thorough",
+                 "square_thorough"],
 }
 THOROUGH = {
     "pgd_thorough": AttackSpec("pgd", "pgd", "ce", steps=50, step_size=0.1, restarts=3),
     "apgd_dlr_thorough": AttackSpec("apgd_dlr", "apgd", "dlr", steps=100, step_size=2.0, restarts=3),
     "apgd_ce_thorough": AttackSpec("apgd_ce", "apgd", "ce", steps=100, step_size=2.0, restarts=3),
+    "apgd_t_thorough": AttackSpec("apgd_t", "apgd_t", "dlr_t", steps=100, step_size=2.0, restarts=9),
+    "square_thorough": AttackSpec("square", "square", "margin", steps=5000),
 }
+# Square (gradient-free) on the survivors when a masking sanity check fails; "confirmed" masking when it
+# then breaks more than this share of them (lower end of the 95% Wilson interval): PGD/APGD on honest
+# gradients leave Square little (AutoAttack's Square adds under 0.5 pp on non-masked models).
+CONFIRM_SHARE = 0.05
 SANITY_SUBSET = 64
 # Each cascade stage attacks only the samples still standing: at a large eps PGD leaves a few of a batch for
 # APGD, and a pass over 8 samples costs ~3x a sample what one over 64 does (ResNet-18, CPU). So several
@@ -169,21 +180,98 @@ class AdversarialCheck(Check):
         gallery = _gallery([g for _, candidates in done for g in candidates], size, n_classes)
         rows = self._assemble_rows(ctx, clean, parts, grid)
         summary = summarize_adversarial(rows, grid, ctx.classes, ctx.dataset.attributes)
-        summary["sanity"] = self._sanity(ctx, runner, correct_ids, grid, opts, summary)
-        summary["gradient_masking_suspected"] = not all(s["passed"] for s in summary["sanity"])
+        sanity = self._sanity(ctx, runner, correct_ids, grid, opts, summary, cascade)
+        findings = []
+        square_run = next((s for s in cascade if s.method == "square"), None)
+        if square_run is None and not all(s["passed"] for s in sanity):
+            square_run = ATTACKS["square"]
+            failed = [s["check"] for s in sanity if not s["passed"]]
+            rows = self._square_pass(ctx, runner, rows, grid, square_run, pool)
+            summary = summarize_adversarial(rows, grid, ctx.classes, ctx.dataset.attributes)
+            findings.append(f"Gradient masking sanity check(s) failed ({', '.join(failed)}), so the gradient-free "
+                            f"Square attack ({square_run.steps} queries a sample) was run on every sample the "
+                            "gradient attacks left standing; its breaks are in the worst case.")
+        if square_run is not None:
+            sanity.append(gradient_free_check(rows, grid))
+        summary["sanity"] = sanity
+        masking = masking_verdict(sanity)
+        summary["gradient_masking"] = masking
+        summary["gradient_masking_suspected"] = masking != "none"  # kept for summary readers before 0.3.0
         summary["attack_strength"] = opts.attack_strength
         summary["cascade"] = [s.name for s in cascade]
+        summary["square"] = None if square_run is None else {
+            "queries": square_run.steps, "automatic": square_run.name not in summary["cascade"]}
         summary["eot_draws"] = draws if draws > 1 else None
         # two classes have no DLR (it needs a third logit): both losses are the logit margin (attacks/losses.py)
         summary["losses"] = {name: type(fn).__name__ for name, fn in runner.losses.items()}
-        findings = []
-        if summary["gradient_masking_suspected"]:
-            failed = [s["check"] for s in summary["sanity"] if not s["passed"]]
+        if masking == "confirmed":
+            findings.append("Gradient masking confirmed: the gradient-free Square attack broke samples the gradient "
+                            "attacks could not (" + next(s["detail"] for s in sanity
+                                                         if s["check"].startswith("gradient_free")) + ").")
+        elif masking == "suspected":
+            failed = [s["check"] for s in sanity if not s["passed"]]
             findings.append(f"Possible gradient masking: adversarial sanity check(s) failed ({', '.join(failed)}); "
                             "robust accuracy may be overestimated.")
+        findings.extend(_saved_findings(summary))
         return CheckResult(self.name, rows, summary, findings=findings,
                            report={"gallery": gallery,
                                    "kpis": _kpis(summary, grid)})
+
+    def _square_pass(self, ctx, runner, rows: pd.DataFrame, grid, attack: AttackSpec, pool: int) -> pd.DataFrame:
+        """Square on the samples the cascade left standing, eps ascending per norm; a sample it breaks stays
+        broken at every larger eps (its example lies inside the larger ball). Returns the updated rows."""
+        standing = rows.loc[rows["correct"], ["sample_id", "norm", "eps"]]
+        ids = np.sort(standing["sample_id"].unique())
+        alive = set(map(tuple, standing[["sample_id", "norm", "eps"]].itertuples(index=False)))
+        seed = ctx.config.seed
+
+        def attack_pool(batch):
+            x, y = batch.x.to(ctx.device), batch.y.to(ctx.device)
+            out = []
+            for norm, eps_list in grid.items():
+                broken = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+                x_best = x.clone()
+                first = np.full(len(x), np.nan)
+                for eps in eps_list:
+                    todo = [i for i, sid in enumerate(batch.sample_ids)
+                            if (int(sid), norm, eps) in alive and not broken[i]]
+                    if todo:
+                        t = torch.as_tensor(todo, device=x.device)
+                        adv = check_bounds(runner.run(attack, x[t], y[t], eps=eps, norm=norm, seed=seed,
+                                                      ids=np.asarray(batch.sample_ids)[todo]), x[t], eps, norm)
+                        hit = ~torch.as_tensor(_predict(runner.model, ctx.config.batch_size, adv, y[t])["correct"],
+                                               device=x.device)
+                        x_best[t[hit]] = adv[hit]
+                        broken[t[hit]] = True
+                        first[t[hit].cpu().numpy()] = eps
+                    now = [i for i, sid in enumerate(batch.sample_ids)
+                           if (int(sid), norm, eps) in alive and broken[i]]
+                    if now:
+                        t = torch.as_tensor(now, device=x.device)
+                        cols = _predict(runner.model, ctx.config.batch_size, x_best[t], y[t])
+                        saved = _predict(runner.model, ctx.config.batch_size, saved_8bit(x_best[t]), y[t])
+                        out.append(pd.DataFrame({"sample_id": np.asarray(batch.sample_ids)[now], "norm": norm,
+                                                 "eps": eps, "first": first[now], **cols,
+                                                 "correct_8bit": cols["correct"] | saved["correct"]}))
+            return pd.concat(out, ignore_index=True) if out else None
+
+        found = [f for f in ctx.map_batches(attack_pool, ids, desc="square", batches_per_call=pool) if f is not None]
+        if not found:
+            return rows
+        upd = pd.concat(found, ignore_index=True)
+        key = ["sample_id", "norm", "eps"]
+        at = pd.MultiIndex.from_frame(rows[key]).get_indexer(pd.MultiIndex.from_frame(upd[key]))
+        rows = rows.copy()
+        for col in ("prediction", "correct", "confidence", "loss", "correct_8bit"):
+            rows.iloc[at, rows.columns.get_loc(col)] = upd[col].to_numpy()
+        rows.iloc[at, rows.columns.get_loc("prediction_name")] = [ctx.classes[p] for p in upd["prediction"]]
+        rows.iloc[at, rows.columns.get_loc("attack")] = attack.name
+        first = upd.groupby(["sample_id", "norm"])["first"].min()  # where Square first broke each sample
+        fill = first.reindex(pd.MultiIndex.from_frame(rows[["sample_id", "norm"]])).to_numpy()
+        rows["min_eps"] = np.where(rows["min_eps"].notna(), rows["min_eps"], fill)
+        rows["correct"] = rows["correct"].astype(bool)
+        rows["correct_8bit"] = rows["correct_8bit"].astype(bool)
+        return rows
 
     def _attack_batch(self, ctx, runner, cascade, sample_ids, x, y, norm, eps_list, gallery) -> list[pd.DataFrame]:
         """Rows for one batch and norm; appends examples at the largest eps to `gallery` unless it is None."""
@@ -218,8 +306,10 @@ class AdversarialCheck(Check):
                 found_by[new_np] = attack.name
                 first_eps[new_np] = eps
             cols = _predict(runner.model, ctx.config.batch_size, x_best, y)
+            saved = _predict(runner.model, ctx.config.batch_size, saved_8bit(x_best), y)
             out.append(pd.DataFrame({"sample_id": sample_ids, "norm": norm, "eps": eps, "attack": found_by.copy(),
-                                     "fgsm_correct": fgsm_correct, **cols}))
+                                     "fgsm_correct": fgsm_correct, **cols,
+                                     "correct_8bit": cols["correct"] | saved["correct"]}))
             if gallery is not None and eps == eps_list[-1]:
                 # this batch's candidates; _gallery picks from all batches' in order
                 for i in broken.nonzero()[:, 0].tolist():
@@ -239,7 +329,7 @@ class AdversarialCheck(Check):
     def _assemble_rows(self, ctx, clean: pd.DataFrame, parts, grid) -> pd.DataFrame:
         attacked = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
             columns=["sample_id", "norm", "eps", "attack", "fgsm_correct", "prediction", "correct", "confidence",
-                     "loss", "min_eps"])
+                     "loss", "min_eps", "correct_8bit"])
         wrong = clean[~clean["correct"].astype(bool)]
         frames = [attacked]
         for norm, eps_list in grid.items():
@@ -247,10 +337,12 @@ class AdversarialCheck(Check):
                 frames.append(pd.DataFrame({
                     "sample_id": wrong.index.to_numpy(), "norm": norm, "eps": eps, "attack": "clean_error",
                     "fgsm_correct": False, "prediction": wrong["prediction"].to_numpy(), "correct": False,
+                    "correct_8bit": False,
                     "confidence": wrong["confidence"].to_numpy(), "loss": wrong["loss"].to_numpy(), "min_eps": 0.0}))
         res = pd.concat([f for f in frames if len(f)], ignore_index=True)
         res["correct"] = res["correct"].astype(bool)
         res["fgsm_correct"] = res["fgsm_correct"].astype(bool)
+        res["correct_8bit"] = res["correct_8bit"].astype(bool)
         res = res.sort_values(["norm", "eps", "sample_id"], kind="stable").reset_index(drop=True)
         rows = ctx.base_rows(res["sample_id"])
         rows["check"] = self.name
@@ -258,16 +350,17 @@ class AdversarialCheck(Check):
         for col in ("norm", "eps", "attack", "min_eps", "prediction"):
             rows[col] = res[col].to_numpy()
         rows["prediction_name"] = [ctx.classes[p] for p in res["prediction"]]
-        for col in ("correct", "confidence", "loss", "fgsm_correct"):
+        for col in ("correct", "confidence", "loss", "fgsm_correct", "correct_8bit"):
             rows[col] = res[col].to_numpy()
         return rows
 
-    def _sanity(self, ctx, runner, correct_ids, grid, opts, summary) -> list[dict]:
+    def _sanity(self, ctx, runner, correct_ids, grid, opts, summary, cascade) -> list[dict]:
         subset = seeded_subset(correct_ids, SANITY_SUBSET, ctx.config.seed)
         batches = list(ctx.batches(subset, progress=False))
         x = torch.cat([b.x for b in batches]).to(ctx.device) if batches else None
         y = torch.cat([b.y for b in batches]).to(ctx.device) if batches else None
-        return sanity_checks(runner.model, runner, x, y, grid, summary["results"], opts, ctx.config.seed, ids=subset)
+        return sanity_checks(runner.model, runner, x, y, grid, summary["results"], opts, ctx.config.seed, ids=subset,
+                             cascade=cascade)
 
 
 def _predict(model, size: int, x: torch.Tensor, y: torch.Tensor) -> dict[str, np.ndarray]:
@@ -293,7 +386,7 @@ def _gallery(candidates: list[dict], size: int, n_classes: int) -> list[dict]:
     return out
 
 
-def sanity_checks(model, runner, x, y, grid, results, opts, seed, ids=None) -> list[dict]:
+def sanity_checks(model, runner, x, y, grid, results, opts, seed, ids=None, cascade=None) -> list[dict]:
     checks = []
     # 1. robust accuracy non-increasing in eps, for the standalone FGSM and for the worst case
     for norm in grid:
@@ -328,7 +421,10 @@ def sanity_checks(model, runner, x, y, grid, results, opts, seed, ids=None) -> l
         acc_big = float(alive.float().mean())
         checks.append({"check": f"large_eps_reaches_zero_{norm}", "passed": acc_big <= 0.1,
                        "detail": f"robust accuracy {acc_big:.3f} at eps {big:g} (expected near 0)"})
-    # 4. gradients of the attack losses are finite and non-zero on most samples
+    # 4. the cascade finds adversarial examples planted inside the budget (attacks/self_test.py)
+    if cascade and getattr(model, "draws", 1) == 1:
+        checks.append(self_test_check(model, runner, cascade, x, grid, seed, ids))
+    # 5. gradients of the attack losses are finite and non-zero on most samples
     shares = {loss: runner.usable_gradient_share(loss, x, y) for loss in ("ce", "dlr")}
     raw = _raw_ce_gradient_share(model, x, y)
     usable = max(shares.values())
@@ -338,6 +434,62 @@ def sanity_checks(model, runner, x, y, grid, results, opts, seed, ids=None) -> l
                              + (" (plain cross-entropy is saturated: a CE-only attack would be fooled)"
                                 if raw < 0.9 <= usable else "")})
     return checks
+
+
+def self_test_check(model, runner, cascade, x, grid, seed, ids) -> dict:
+    """Zimmermann et al. 2022's binarization test at each norm's middle eps, on the sanity subset."""
+    ids = np.arange(len(x)) if ids is None else np.asarray(ids)
+    parts = []
+    for norm, eps_list in grid.items():
+        eps = eps_list[len(eps_list) // 2]
+        parts.append(run_self_test(model, lambda v: AttackRunner(v, num_classes=2, batch_size=runner.batch_size),
+                                   cascade, x, eps, norm, seed=seed, ids=ids))
+    built, found = sum(p["built"] for p in parts), sum(p["found"] for p in parts)
+    return {"check": "attack_self_test", "passed": built == 0 or found >= SELF_TEST_PASS * built,
+            "share": found / built if built else None,
+            "detail": "; ".join(f"{p['norm']} eps {eps_label(p['norm'], p['eps'])}: the attacks found {p['found']} of "
+                                f"{p['built']} adversarial examples planted inside the budget ({p['tried']} samples "
+                                f"tried)" for p in parts) + f"; passes at {SELF_TEST_PASS:.0%} or more"}
+
+
+def gradient_free_check(rows: pd.DataFrame, grid) -> dict:
+    """Does the gradient-free Square attack break samples the gradient attacks left standing, above noise?"""
+    details, passed = [], True
+    for norm, eps_list in grid.items():
+        sel = rows[(rows["norm"] == norm) & (rows["eps"] == max(eps_list))]
+        k = int((sel["attack"] == "square").sum())
+        n = k + int(sel["correct"].sum())  # the samples Square attacked: what gradient attacks left standing
+        lo = wilson_ci(k, n)[0] if n else 0.0
+        passed &= lo <= CONFIRM_SHARE
+        details.append(f"{norm} eps {eps_label(norm, max(eps_list))}: Square broke {k} of the {n} samples the "
+                       f"gradient attacks left standing (95% interval from {100 * lo:.1f}%)")
+    return {"check": "gradient_free_beats_gradient", "passed": bool(passed),
+            "detail": "; ".join(details) + f"; fails when the interval starts above {CONFIRM_SHARE:.0%}"}
+
+
+def masking_verdict(sanity: list[dict]) -> str:
+    """none | suspected (a sanity check failed) | confirmed (Square beat the gradient attacks above noise)."""
+    failed = {s["check"] for s in sanity if not s["passed"]}
+    if "gradient_free_beats_gradient" in failed:
+        return "confirmed"
+    return "suspected" if failed else "none"
+
+
+def saved_8bit(x_adv: torch.Tensor) -> torch.Tensor:
+    """The example as an 8-bit image file holds it: every pixel rounded to the nearest of 256 levels (which
+    can move a pixel by half a level, 0.5/255, past the budget: the file is what a pipeline reads)."""
+    return torch.round(x_adv * 255) / 255
+
+
+def _saved_findings(summary) -> list[str]:
+    out = []
+    for r in summary["results"]:
+        if r["attack"] == "worst_case" and r.get("robust_accuracy_8bit") is not None \
+                and r["robust_accuracy_8bit"] > r["robust_accuracy"] + 1e-9:
+            out.append(f"At {r['norm']} eps {r['eps_label']}, some adversarial examples stop working once saved as "
+                       f"8-bit images: robust accuracy {100 * r['robust_accuracy']:.1f}% as attacked, "
+                       f"{100 * r['robust_accuracy_8bit']:.1f}% after 8-bit rounding.")
+    return out
 
 
 def _raw_ce_gradient_share(model, x, y) -> float:
@@ -360,6 +512,9 @@ def summarize_adversarial(rows: pd.DataFrame, grid, classes, attributes) -> dict
                                 "n": acc["n"]})
             found = sel["attack"].value_counts()
             results[-1]["found_by"] = {k: int(v) for k, v in found.items() if k}
+            if "correct_8bit" in sel:  # the worst case once its examples are saved as 8-bit images
+                saved = aggregate.accuracy(sel.assign(correct=sel["correct_8bit"]))
+                results[-1]["robust_accuracy_8bit"] = saved["accuracy"]
             for label, g in sel.groupby("label_name", sort=False):
                 acc = aggregate.accuracy(g)
                 per_class.append({"norm": norm, "eps": eps, "class": label, "robust_accuracy": acc["accuracy"],

@@ -84,8 +84,9 @@ def _judge(rule: Rule, summary: dict, baseline: dict | None) -> dict:
                   f"(minimum {p['threshold']})")
         passed = r["robust_accuracy"] >= p["threshold"]
         if passed and adv.get("gradient_masking_suspected"):  # the number may be inflated: no evidence it holds
+            masking = adv.get("gradient_masking", "suspected")
             return _without_evidence(rule, metric, r["robust_accuracy"], p["threshold"],
-                                     detail + "; gradient masking suspected, so the attacks may overstate it")
+                                     detail + f"; gradient masking {masking}, so the attacks may overstate it")
         return _result(rule, metric, r["robust_accuracy"], p["threshold"], passed, detail)
     if kind == "max_corruption_drop":
         cor = _need(summary, "corruption", rule, "--checks corruption")

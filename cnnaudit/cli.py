@@ -31,10 +31,11 @@ def _add_audit_options(p: argparse.ArgumentParser) -> None:
                    "(default: 1/255,2/255,4/255,8/255)")
     a.add_argument("--eps-l2", help="L2 budgets in [0,1] pixel units, comma-separated (default: 0.25,0.5,1.0)")
     a.add_argument("--attack-strength", choices=("standard", "thorough"),
-                   help="standard: FGSM, PGD-10, APGD-DLR-20 cascade; thorough: PGD-50 and APGD-100 with 3 "
-                        "restarts, APGD-CE and ART's AutoAttack (default: standard)")
+                   help="standard: FGSM, PGD-10, APGD-DLR-20, APGD-T-20 on 3 targets (Square runs too when a "
+                        "gradient-masking sanity check fails); thorough: PGD-50 and APGD-100 with 3 restarts, "
+                        "APGD-CE, APGD-T-100 on 9 targets and Square with 5,000 queries (default: standard)")
     a.add_argument("--attacks", help="the attack cascade, cheapest first, comma-separated from fgsm, pgd, apgd_dlr, "
-                   "apgd_ce, autoattack (default: set by --attack-strength)")
+                   "apgd_ce, apgd_t, square, autoattack (ART's) (default: set by --attack-strength)")
     a.add_argument("--attack-backend", choices=("torch", "art"),
                    help="torch: cnnaudit's FGSM/PGD/APGD (per-sample early stopping, stays on the device; default); "
                         "art: ART's implementations, as a reference (slower)")

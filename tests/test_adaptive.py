@@ -160,7 +160,8 @@ def test_eight_bit_recheck_and_square_on_request_from_the_cli(eager_model, digit
     assert res.returncode == 0, res.stderr
     adv = read_summary(out)["adversarial"]
     assert adv["cascade"] == ["fgsm", "pgd", "square"]
-    assert adv["square"] == {"queries": 1000, "automatic": False}
+    # requested, then given AutoAttack's 5,000 queries once masking was confirmed
+    assert adv["square"] == {"queries": 5000, "automatic": False}
     assert adv["gradient_masking"] == "confirmed"
     worst = next(r for r in adv["results"] if r["attack"] == "worst_case")
     assert worst["found_by"].get("square", 0) >= 10
@@ -170,3 +171,15 @@ def test_eight_bit_recheck_and_square_on_request_from_the_cli(eager_model, digit
 def test_thorough_cascade_is_autoattacks_attacks_in_torch():
     assert CASCADES["thorough"][-2:] == ["apgd_t_thorough", "square_thorough"]
     assert spec("square_thorough").steps == 5000 and spec("apgd_t_thorough").restarts == 9
+
+
+def test_thorough_audit_runs_square_in_the_cascade(eager_model, digits_dir):
+    result = cnnaudit.audit(eager_model, digits_dir, checks=["adversarial"], limit=30,
+                            options={"adversarial": {"eps": {"linf": [0.2]}, "norms": ("linf",),
+                                                     "attack_strength": "thorough"}})
+    adv = result.summary["adversarial"]
+    assert adv["square"] == {"queries": 5000, "automatic": False}
+    assert adv["gradient_masking"] == "none", adv["sanity"]
+    assert {s["check"] for s in adv["sanity"]} >= {"attack_self_test", "gradient_free_beats_gradient"}
+    worst = next(r for r in adv["results"] if r["attack"] == "worst_case")
+    assert worst["robust_accuracy"] <= 0.1

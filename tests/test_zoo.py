@@ -155,7 +155,7 @@ def test_binary_models_get_the_margin_loss_and_every_sanity_check(binary_model, 
 
 def test_autoattack_runs_on_two_class_models_without_dlr(binary_model):
     """ART's standard AutoAttack includes APGD-DLR, which indexes a third logit; for two classes cnnaudit
-    gives it APGD on the margin, DeepFool and Square instead (--attack-strength thorough)."""
+    gives it APGD on the margin, DeepFool and Square instead (--attacks ...,autoattack)."""
     from art.attacks.evasion import AutoProjectedGradientDescent
     from cnnaudit.attacks import AttackRunner
     from cnnaudit.attacks.losses import Margin

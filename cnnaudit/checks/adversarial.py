@@ -7,17 +7,22 @@ Procedure, per batch of clean-correct samples and per norm, eps ascending (a sou
      so only survivors are attacked further.
   3. Survivors of FGSM get PGD; survivors of PGD get APGD with the DLR loss, started from PGD's last
      iterate (the highest-loss point known; on the digits benchmark this warm start broke 2 more of 300
-     samples than APGD's random start, at no cost) (and, with
-     `attack_strength="thorough"`, more steps and restarts, APGD-CE and AutoAttack).
+     samples than APGD's random start, at no cost); survivors of that get targeted APGD-DLR (APGD-T)
+     against the 3 classes that score highest on the clean image. `attack_strength="thorough"` has
+     AutoAttack's attacks: more steps and restarts, APGD-CE, APGD-T on 9 targets, Square with 5,000 queries.
 All losses are invariant to the scale of the logits (attacks/losses.py), so a model with saturated
 softmax cannot hide behind vanishing cross-entropy gradients. Every adversarial example is checked to
 lie inside its eps ball and in [0, 1].
 Outputs: one row per sample, norm and eps (condition `adv_<norm>_<eps>`), with the prediction on the
-worst-case example, the attack that found it and the smallest eps at which the sample broke. Samples
-misclassified clean are not attacked and count as not robust. Robust accuracy (worst case, and FGSM
-alone), per class and per subgroup, with Wilson intervals, is derived from these rows.
-Sanity checks after Carlini et al. 2019, "On Evaluating Adversarial Robustness", run on a seeded
-subset; any failure is reported as possible gradient masking.
+worst-case example, the attack that found it, the smallest eps at which the sample broke, and whether
+it is still correct once its example is saved as an 8-bit image (`correct_8bit`). Samples misclassified
+clean are not attacked and count as not robust. Robust accuracy (worst case, and FGSM alone), per class
+and per subgroup, with Wilson intervals, is derived from these rows.
+Sanity checks after Carlini et al. 2019, "On Evaluating Adversarial Robustness", run on a seeded subset,
+plus the attack self-test (attacks/self_test.py). When any fails, gradients may be masked (Athalye et
+al. 2018), so the gradient-free Square attack runs on every sample the gradient attacks left standing,
+and if it breaks clearly more of them than noise would (gradient_free_check), masking is confirmed:
+`gradient_masking` is none | suspected | confirmed.
 """
 
 from __future__ import annotations
@@ -181,41 +186,50 @@ class AdversarialCheck(Check):
         rows = self._assemble_rows(ctx, clean, parts, grid)
         summary = summarize_adversarial(rows, grid, ctx.classes, ctx.dataset.attributes)
         sanity = self._sanity(ctx, runner, correct_ids, grid, opts, summary, cascade)
-        findings = []
-        square_run = next((s for s in cascade if s.method == "square"), None)
-        if square_run is None and not all(s["passed"] for s in sanity):
-            square_run = ATTACKS["square"]
-            failed = [s["check"] for s in sanity if not s["passed"]]
-            rows = self._square_pass(ctx, runner, rows, grid, square_run, pool)
-            summary = summarize_adversarial(rows, grid, ctx.classes, ctx.dataset.attributes)
-            findings.append(f"Gradient masking sanity check(s) failed ({', '.join(failed)}), so the gradient-free "
-                            f"Square attack ({square_run.steps} queries a sample) was run on every sample the "
-                            "gradient attacks left standing; its breaks are in the worst case.")
-        if square_run is not None:
-            sanity.append(gradient_free_check(rows, grid))
+        rows, summary, sanity, square_info, findings = self._adaptive(ctx, runner, rows, summary, sanity, grid,
+                                                                      cascade, pool)
         summary["sanity"] = sanity
         masking = masking_verdict(sanity)
         summary["gradient_masking"] = masking
         summary["gradient_masking_suspected"] = masking != "none"  # kept for summary readers before 0.3.0
         summary["attack_strength"] = opts.attack_strength
         summary["cascade"] = [s.name for s in cascade]
-        summary["square"] = None if square_run is None else {
-            "queries": square_run.steps, "automatic": square_run.name not in summary["cascade"]}
+        summary["square"] = square_info
         summary["eot_draws"] = draws if draws > 1 else None
         # two classes have no DLR (it needs a third logit): both losses are the logit margin (attacks/losses.py)
         summary["losses"] = {name: type(fn).__name__ for name, fn in runner.losses.items()}
-        if masking == "confirmed":
-            findings.append("Gradient masking confirmed: the gradient-free Square attack broke samples the gradient "
-                            "attacks could not (" + next(s["detail"] for s in sanity
-                                                         if s["check"].startswith("gradient_free")) + ").")
-        elif masking == "suspected":
-            failed = [s["check"] for s in sanity if not s["passed"]]
-            findings.append(f"Possible gradient masking: adversarial sanity check(s) failed ({', '.join(failed)}); "
-                            "robust accuracy may be overestimated.")
-        findings.extend(_saved_findings(summary))
+        findings.extend(_masking_findings(masking, sanity) + _saved_findings(summary))
         return CheckResult(self.name, rows, summary, findings=findings,
                            report={"gallery": gallery,
                                    "kpis": _kpis(summary, grid)})
+
+    def _adaptive(self, ctx, runner, rows, summary, sanity, grid, cascade, pool):
+        """Square on the survivors when a sanity check failed (1,000 queries; AutoAttack's 5,000 once masking
+        is confirmed), and the gradient-free check whenever Square ran. Returns the updated rows, summary
+        and sanity checks, {queries, automatic} or None, and findings."""
+        findings = []
+        square_run = next((s for s in cascade if s.method == "square"), None)
+        automatic = square_run is None and not all(s["passed"] for s in sanity)
+        if automatic:
+            square_run = ATTACKS["square"]
+            failed = [s["check"] for s in sanity if not s["passed"]]
+            rows = self._square_pass(ctx, runner, rows, grid, square_run, pool)
+            findings.append(f"Gradient masking sanity check(s) failed ({', '.join(failed)}), so the gradient-free "
+                            f"Square attack ({square_run.steps} queries a sample) was run on every sample the "
+                            "gradient attacks left standing; its breaks are in the worst case.")
+        if square_run is None:
+            return rows, summary, sanity, None, findings
+        sanity = [*sanity, gradient_free_check(rows, grid)]
+        if not sanity[-1]["passed"] and square_run.steps < THOROUGH["square_thorough"].steps:
+            # masking confirmed: gradients are no guide here and the gradient-free attack is what measures the
+            # model, so it gets AutoAttack's budget on what still stands (benchmarks/bench_autoattack.py)
+            square_run = THOROUGH["square_thorough"]
+            rows = self._square_pass(ctx, runner, rows, grid, square_run, pool)
+            findings.append(f"Gradient masking confirmed, so Square ran again with {square_run.steps} queries a "
+                            "sample on what was still standing.")
+            sanity[-1] = gradient_free_check(rows, grid)
+        summary = summarize_adversarial(rows, grid, ctx.classes, ctx.dataset.attributes)
+        return rows, summary, sanity, {"queries": square_run.steps, "automatic": automatic}, findings
 
     def _square_pass(self, ctx, runner, rows: pd.DataFrame, grid, attack: AttackSpec, pool: int) -> pd.DataFrame:
         """Square on the samples the cascade left standing, eps ascending per norm; a sample it breaks stays
@@ -268,7 +282,7 @@ class AdversarialCheck(Check):
         rows.iloc[at, rows.columns.get_loc("attack")] = attack.name
         first = upd.groupby(["sample_id", "norm"])["first"].min()  # where Square first broke each sample
         fill = first.reindex(pd.MultiIndex.from_frame(rows[["sample_id", "norm"]])).to_numpy()
-        rows["min_eps"] = np.where(rows["min_eps"].notna(), rows["min_eps"], fill)
+        rows["min_eps"] = np.fmin(rows["min_eps"].to_numpy(dtype=float), fill)  # fmin: NaN only where both are
         rows["correct"] = rows["correct"].astype(bool)
         rows["correct_8bit"] = rows["correct_8bit"].astype(bool)
         return rows
@@ -479,6 +493,18 @@ def saved_8bit(x_adv: torch.Tensor) -> torch.Tensor:
     """The example as an 8-bit image file holds it: every pixel rounded to the nearest of 256 levels (which
     can move a pixel by half a level, 0.5/255, past the budget: the file is what a pipeline reads)."""
     return torch.round(x_adv * 255) / 255
+
+
+def _masking_findings(masking: str, sanity: list[dict]) -> list[str]:
+    if masking == "confirmed":
+        detail = next(s["detail"] for s in sanity if s["check"] == "gradient_free_beats_gradient")
+        return [f"Gradient masking confirmed: the gradient-free Square attack broke samples the gradient attacks "
+                f"could not ({detail})."]
+    if masking == "suspected":
+        failed = [s["check"] for s in sanity if not s["passed"]]
+        return [f"Possible gradient masking: adversarial sanity check(s) failed ({', '.join(failed)}); robust "
+                "accuracy may be overestimated."]
+    return []
 
 
 def _saved_findings(summary) -> list[str]:

@@ -186,8 +186,10 @@ class AdversarialCheck(Check):
         rows = self._assemble_rows(ctx, clean, parts, grid)
         summary = summarize_adversarial(rows, grid, ctx.classes, ctx.dataset.attributes)
         sanity = self._sanity(ctx, runner, correct_ids, grid, opts, summary, cascade)
+        extra: list[dict] = []
         rows, summary, sanity, square_info, findings = self._adaptive(ctx, runner, rows, summary, sanity, grid,
-                                                                      cascade, pool)
+                                                                      cascade, pool, extra)
+        gallery = _gallery(gallery + extra, size, n_classes)
         summary["sanity"] = sanity
         masking = masking_verdict(sanity)
         summary["gradient_masking"] = masking
@@ -203,17 +205,18 @@ class AdversarialCheck(Check):
                            report={"gallery": gallery,
                                    "kpis": _kpis(summary, grid)})
 
-    def _adaptive(self, ctx, runner, rows, summary, sanity, grid, cascade, pool):
+    def _adaptive(self, ctx, runner, rows, summary, sanity, grid, cascade, pool, gallery: list):
         """Square on the survivors when a sanity check failed (1,000 queries; AutoAttack's 5,000 once masking
         is confirmed), and the gradient-free check whenever Square ran. Returns the updated rows, summary
-        and sanity checks, {queries, automatic} or None, and findings."""
+        and sanity checks, {queries, automatic} or None, and findings; appends Square's examples to gallery."""
         findings = []
         square_run = next((s for s in cascade if s.method == "square"), None)
         automatic = square_run is None and not all(s["passed"] for s in sanity)
         if automatic:
             square_run = ATTACKS["square"]
             failed = [s["check"] for s in sanity if not s["passed"]]
-            rows = self._square_pass(ctx, runner, rows, grid, square_run, pool)
+            rows, extra = self._square_pass(ctx, runner, rows, grid, square_run, pool)
+            gallery.extend(extra)
             findings.append(f"Gradient masking sanity check(s) failed ({', '.join(failed)}), so the gradient-free "
                             f"Square attack ({square_run.steps} queries a sample) was run on every sample the "
                             "gradient attacks left standing; its breaks are in the worst case.")
@@ -224,16 +227,21 @@ class AdversarialCheck(Check):
             # masking confirmed: gradients are no guide here and the gradient-free attack is what measures the
             # model, so it gets AutoAttack's budget on what still stands (benchmarks/bench_autoattack.py)
             square_run = THOROUGH["square_thorough"]
-            rows = self._square_pass(ctx, runner, rows, grid, square_run, pool)
+            rows, extra = self._square_pass(ctx, runner, rows, grid, square_run, pool)
+            gallery.extend(extra)
             findings.append(f"Gradient masking confirmed, so Square ran again with {square_run.steps} queries a "
                             "sample on what was still standing.")
             sanity[-1] = gradient_free_check(rows, grid)
         summary = summarize_adversarial(rows, grid, ctx.classes, ctx.dataset.attributes)
+        # the monotonicity checks read the worst case, which Square changed
+        sanity = monotone_checks(grid, summary["results"]) + [s for s in sanity
+                                                              if not s["check"].startswith("monotone_in_eps_")]
         return rows, summary, sanity, {"queries": square_run.steps, "automatic": automatic}, findings
 
-    def _square_pass(self, ctx, runner, rows: pd.DataFrame, grid, attack: AttackSpec, pool: int) -> pd.DataFrame:
+    def _square_pass(self, ctx, runner, rows: pd.DataFrame, grid, attack: AttackSpec, pool: int):
         """Square on the samples the cascade left standing, eps ascending per norm; a sample it breaks stays
-        broken at every larger eps (its example lies inside the larger ball). Returns the updated rows."""
+        broken at every larger eps (its example lies inside the larger ball). Returns the updated rows and
+        gallery candidates (its examples at the first norm's largest eps)."""
         standing = rows.loc[rows["correct"], ["sample_id", "norm", "eps"]]
         ids = np.sort(standing["sample_id"].unique())
         alive = set(map(tuple, standing[["sample_id", "norm", "eps"]].itertuples(index=False)))
@@ -241,7 +249,7 @@ class AdversarialCheck(Check):
 
         def attack_pool(batch):
             x, y = batch.x.to(ctx.device), batch.y.to(ctx.device)
-            out = []
+            out, candidates = [], []
             for norm, eps_list in grid.items():
                 broken = torch.zeros(len(x), dtype=torch.bool, device=x.device)
                 x_best = x.clone()
@@ -267,11 +275,18 @@ class AdversarialCheck(Check):
                         out.append(pd.DataFrame({"sample_id": np.asarray(batch.sample_ids)[now], "norm": norm,
                                                  "eps": eps, "first": first[now], **cols,
                                                  "correct_8bit": cols["correct"] | saved["correct"]}))
-            return pd.concat(out, ignore_index=True) if out else None
+                        if norm == next(iter(grid)) and eps == eps_list[-1]:
+                            candidates.extend(_gallery_entry(ctx, batch.sample_ids[i], norm, eps, x[i], x_best[i], y[i],
+                                                             p, c, attack.name)
+                                              for i, p, c in zip(now, cols["prediction"], cols["confidence"])
+                                              if not cols["correct"][now.index(i)])
+            return (pd.concat(out, ignore_index=True) if out else None), candidates
 
-        found = [f for f in ctx.map_batches(attack_pool, ids, desc="square", batches_per_call=pool) if f is not None]
+        done = ctx.map_batches(attack_pool, ids, desc="square", batches_per_call=pool)
+        candidates = [g for _, part in done for g in part]
+        found = [f for f, _ in done if f is not None]
         if not found:
-            return rows
+            return rows, candidates
         upd = pd.concat(found, ignore_index=True)
         key = ["sample_id", "norm", "eps"]
         at = pd.MultiIndex.from_frame(rows[key]).get_indexer(pd.MultiIndex.from_frame(upd[key]))
@@ -285,7 +300,7 @@ class AdversarialCheck(Check):
         rows["min_eps"] = np.fmin(rows["min_eps"].to_numpy(dtype=float), fill)  # fmin: NaN only where both are
         rows["correct"] = rows["correct"].astype(bool)
         rows["correct_8bit"] = rows["correct_8bit"].astype(bool)
-        return rows
+        return rows, candidates
 
     def _attack_batch(self, ctx, runner, cascade, sample_ids, x, y, norm, eps_list, gallery) -> list[pd.DataFrame]:
         """Rows for one batch and norm; appends examples at the largest eps to `gallery` unless it is None."""
@@ -327,15 +342,9 @@ class AdversarialCheck(Check):
             if gallery is not None and eps == eps_list[-1]:
                 # this batch's candidates; _gallery picks from all batches' in order
                 for i in broken.nonzero()[:, 0].tolist():
-                    if not _gallery_has_room(gallery, ctx.classes[int(y[i])], ctx.config.gallery_size,
-                                             len(ctx.classes)):
-                        continue
-                    gallery.append({"sample_id": int(sample_ids[i]), "norm": norm, "eps": eps_label(norm, eps),
-                                    "original": to_data_uri(x[i]), "adversarial": to_data_uri(x_best[i]),
-                                    "perturbation": to_data_uri(amplify(x_best[i] - x[i])),
-                                    "label": ctx.classes[int(y[i])],
-                                    "prediction": ctx.classes[int(cols["prediction"][i])],
-                                    "confidence": float(cols["confidence"][i]), "attack": found_by[i]})
+                    if _gallery_has_room(gallery, ctx.classes[int(y[i])], ctx.config.gallery_size, len(ctx.classes)):
+                        gallery.append(_gallery_entry(ctx, sample_ids[i], norm, eps, x[i], x_best[i], y[i],
+                                                      cols["prediction"][i], cols["confidence"][i], found_by[i]))
         for df in out:
             df["min_eps"] = first_eps
         return out
@@ -383,6 +392,13 @@ def _predict(model, size: int, x: torch.Tensor, y: torch.Tensor) -> dict[str, np
                                     for i in range(0, max(len(x), 1), size)])
 
 
+def _gallery_entry(ctx, sample_id, norm, eps, x, x_adv, label, prediction, confidence, attack) -> dict:
+    return {"sample_id": int(sample_id), "norm": norm, "eps": eps_label(norm, eps), "original": to_data_uri(x),
+            "adversarial": to_data_uri(x_adv), "perturbation": to_data_uri(amplify(x_adv - x)),
+            "label": ctx.classes[int(label)], "prediction": ctx.classes[int(prediction)],
+            "confidence": float(confidence), "attack": attack}
+
+
 def _gallery_has_room(gallery: list[dict], label: str, size: int, n_classes: int) -> bool:
     # at most ceil(size / classes) per class, so the gallery is not all the first class on disk
     return len(gallery) < size and sum(g["label"] == label for g in gallery) < -(-size // n_classes)
@@ -401,14 +417,7 @@ def _gallery(candidates: list[dict], size: int, n_classes: int) -> list[dict]:
 
 
 def sanity_checks(model, runner, x, y, grid, results, opts, seed, ids=None, cascade=None) -> list[dict]:
-    checks = []
-    # 1. robust accuracy non-increasing in eps, for the standalone FGSM and for the worst case
-    for norm in grid:
-        for attack in ("fgsm", "worst_case"):
-            accs = [r["robust_accuracy"] for r in results if r["norm"] == norm and r["attack"] == attack]
-            rises = [(a, b) for a, b in zip(accs, accs[1:]) if b is not None and a is not None and b > a + 1e-9]
-            checks.append({"check": f"monotone_in_eps_{attack}_{norm}", "passed": not rises,
-                           "detail": f"{attack} robust accuracy by eps: {', '.join(f'{a:.3f}' for a in accs)}"})
+    checks = monotone_checks(grid, results)
     if x is None or not len(x):
         return checks
     n = len(x)
@@ -447,6 +456,18 @@ def sanity_checks(model, runner, x, y, grid, results, opts, seed, ids=None, casc
                              f"{shares['ce']:.2f}, DLR {shares['dlr']:.2f}; plain cross-entropy {raw:.2f}"
                              + (" (plain cross-entropy is saturated: a CE-only attack would be fooled)"
                                 if raw < 0.9 <= usable else "")})
+    return checks
+
+
+def monotone_checks(grid, results) -> list[dict]:
+    """Robust accuracy non-increasing in eps, for the standalone FGSM and for the worst case."""
+    checks = []
+    for norm in grid:
+        for attack in ("fgsm", "worst_case"):
+            accs = [r["robust_accuracy"] for r in results if r["norm"] == norm and r["attack"] == attack]
+            rises = [(a, b) for a, b in zip(accs, accs[1:]) if b is not None and a is not None and b > a + 1e-9]
+            checks.append({"check": f"monotone_in_eps_{attack}_{norm}", "passed": not rises,
+                           "detail": f"{attack} robust accuracy by eps: {', '.join(f'{a:.3f}' for a in accs)}"})
     return checks
 
 

@@ -24,7 +24,7 @@ def _add_audit_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="cnnaudit-out", help="output folder for report.html, summary.json, samples.csv "
                    "(default: %(default)s)")
     p.add_argument("--checks", help=f"comma-separated checks to run besides clean (default: all: "
-                   f"{','.join(available()) or 'none yet'}); 'none' runs only the clean evaluation")
+                   f"{', '.join(available()) or 'none yet'}); 'none' runs only the clean evaluation")
     a = p.add_argument_group("adversarial check")
     a.add_argument("--norms", help="attack norms, comma-separated: linf,l2 (default: both)")
     a.add_argument("--eps-linf", help="L-inf budgets in [0,1] pixel units, comma-separated; fractions allowed "
@@ -140,7 +140,7 @@ def _csv(text: str) -> list[str]:
 
 
 def _parse_eps(text: str, flag: str) -> list[float]:
-    from .checks.adversarial import parse_budget
+    from .budgets import parse_budget
     values = []
     for part in text.split(","):
         part = part.strip()

@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from . import __version__
-from .checks import REGISTRY, CheckResult, available
+from .checks import CheckResult, available, registry, run_order
+from .checks.registry import plugin_errors
 from .config import AuditConfig
 from .context import AuditContext
 from .data import iter_batches, open_dataset, stratified_subset
@@ -48,12 +49,7 @@ def _input_size(config: AuditConfig, dataset, sample_ids, declared: dict) -> tup
 
 
 def _checks_to_run(config: AuditConfig) -> list[str]:
-    names = available() if config.checks is None else list(config.checks)
-    unknown = [n for n in names if n not in REGISTRY]
-    if unknown:
-        raise AuditError(f"--checks names {unknown[0]!r}, which is not a check; choose from "
-                         f"{', '.join(available()) or '(none yet)'}.")
-    return ["clean"] + [n for n in REGISTRY if n in names and n != "clean"]  # registry order: later checks read earlier rows
+    return run_order(available() if config.checks is None else list(config.checks))
 
 
 def run_audit(model: str | Path | nn.Module, data: str | Path, config: AuditConfig | None = None, *,
@@ -77,7 +73,9 @@ def _run_audit(model, data, config: AuditConfig, device, shard, unsafe_pickle, r
     timing: dict[str, float] = {}
     t0 = time.perf_counter()
     names = _checks_to_run(config)
-    check_options = {name: REGISTRY[name].options(config) for name in names}
+    for message in plugin_errors():  # a broken third-party check is skipped, and said so
+        log(message, quiet=config.quiet)
+    check_options = {name: registry()[name].options(config) for name in names}
     loaded = (from_module(model) if isinstance(model, nn.Module)
               else load_model(model, arch=config.arch, num_classes=config.num_classes, unsafe_pickle=unsafe_pickle,
                               channels=config.channels))
@@ -87,7 +85,7 @@ def _run_audit(model, data, config: AuditConfig, device, shard, unsafe_pickle, r
         raise AuditError("--limit must be a positive number of images.")
     sample_ids = table["sample_id"].to_numpy()
     for name in names:
-        REGISTRY[name].check_data(check_options[name], dataset, config)
+        registry()[name].check_data(check_options[name], dataset, config)
     declared = loaded.preprocessing
     size = _input_size(config, dataset, sample_ids, declared)
     audited = _wrap_model(loaded, config, dataset, sample_ids, size, device)
@@ -109,18 +107,17 @@ def _run_audit(model, data, config: AuditConfig, device, shard, unsafe_pickle, r
     for name in names:
         seed_everything(config.seed)  # each check's randomness is independent of which checks ran before
         t = time.perf_counter()
-        reads = {o: config.options.get(o) for o in REGISTRY[name].reads_options}
+        check = registry()[name]
+        reads = {o: config.options.get(o) for o in check.reads_options}
         key = checkpoints.key(name, [check_options[name], reads], key) if checkpoints else ""
-        saved = shard.broadcast(checkpoints.load(name, key) if checkpoints and shard.is_main else None)
-        if saved is not None:
-            result, state = saved
-            for attr, value in state.items():
-                setattr(ctx, attr, value)
+        result = shard.broadcast(checkpoints.load(name, key) if checkpoints and shard.is_main else None)
+        if result is not None:
             resumed.append(name)
             log(f"{name}: reused from an earlier run (--resume)", quiet=config.quiet)
         else:
+            inputs = {n: ctx.results[n] for n in (*check.requires, *check.after) if n in ctx.results}
             try:
-                result = REGISTRY[name](check_options[name]).run(ctx)
+                result = check(check_options[name]).run(ctx, inputs)
             except Exception as exc:
                 if name == "clean":  # every other check reads the clean rows: nothing can be audited without them
                     raise
@@ -128,9 +125,10 @@ def _run_audit(model, data, config: AuditConfig, device, shard, unsafe_pickle, r
                 errors.append({"check": name, "error": result.summary["error"], "traceback": result.report["traceback"]})
                 log(f"{name}: FAILED ({result.summary['error']}); the other checks go on", quiet=config.quiet)
             if checkpoints and shard.is_main and not result.summary.get("failed"):
-                state = ({"clean_rows": ctx.clean_rows, "skipped": ctx.skipped, "clipped": ctx.clipped}
-                         if name == "clean" else {})
-                checkpoints.save(name, key, (result, state))
+                checkpoints.save(name, key, result)
+        if name == "clean":  # the readable samples every later batch is drawn from, and what could not be read
+            ctx.clean_rows = result.rows
+            ctx.skipped, ctx.clipped = result.outputs["skipped"], result.outputs["clipped"]
         results.append(result)
         if not result.summary.get("failed"):  # a failed check's (empty) rows are nothing a later check can read
             ctx.results[name] = result

@@ -62,7 +62,7 @@ class Checkpoints:
     def _stem(self, name: str, key: str) -> Path:
         return self.folder / f"{name}-{key[:24]}"
 
-    def load(self, name: str, key: str) -> tuple[CheckResult, dict] | None:
+    def load(self, name: str, key: str) -> CheckResult | None:
         stem = self._stem(name, key)
         meta_path, arrays_path = stem.with_suffix(".json"), stem.with_suffix(".npz")
         if not (meta_path.is_file() and arrays_path.is_file()):
@@ -73,18 +73,19 @@ class Checkpoints:
                 frames = {k: _frame(spec, arrays, k) for k, spec in meta["frames"].items()}
         except (OSError, ValueError, KeyError):  # a damaged or foreign checkpoint is recomputed, never trusted
             return None
-        result = CheckResult(meta["name"], frames.pop("rows"), meta["summary"], meta["report"], meta["findings"])
-        return result, {**meta["state"], **frames}
+        return CheckResult(meta["name"], frames.pop("rows"), meta["summary"], meta["report"], meta["findings"],
+                           outputs={**meta["outputs"], **frames})
 
-    def save(self, name: str, key: str, payload: tuple[CheckResult, dict]) -> None:
-        result, state = payload
+    def save(self, name: str, key: str, result: CheckResult) -> None:
+        """Everything the check returned: rows, summary, report data, findings and outputs (frames in the npz)."""
+        state = result.outputs
         self.folder.mkdir(parents=True, exist_ok=True)
         for old in [*self.folder.glob(f"{name}-*.json"), *self.folder.glob(f"{name}-*.npz")]:
             old.unlink()  # one checkpoint per check: the newest
         frames = {"rows": result.rows, **{k: v for k, v in state.items() if isinstance(v, pd.DataFrame)}}
         arrays: dict[str, np.ndarray] = {}
         meta = {"name": result.name, "summary": result.summary, "report": result.report, "findings": result.findings,
-                "state": {k: v for k, v in state.items() if not isinstance(v, pd.DataFrame)},
+                "outputs": {k: v for k, v in state.items() if not isinstance(v, pd.DataFrame)},
                 "frames": {k: _spec(df, arrays, k) for k, df in frames.items()}}
         stem = self._stem(name, key)
         buffer = io.BytesIO()

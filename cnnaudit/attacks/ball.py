@@ -83,3 +83,16 @@ def loss_and_gradient(model, loss_fn, x: torch.Tensor, y: torch.Tensor, target: 
     from .eot import vote
     return (torch.stack(losses).mean(dim=0), torch.stack(grads).mean(dim=0),
             vote(torch.stack(preds), y, logits.shape[1]))
+
+
+BOUND_TOL = 1e-5  # float32 rounding in ART's projections; anything beyond is a bug, not noise
+
+
+def check_bounds(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
+    """Assert the eps ball and [0, 1], then remove float rounding so stored examples are exactly inside."""
+    delta = (x_adv - x).flatten(1)
+    size = delta.abs().max(dim=1).values if norm == "linf" else delta.norm(dim=1)
+    if len(size) and (float(size.max()) > eps * (1 + BOUND_TOL) + 1e-7
+                      or float(x_adv.min()) < -1e-6 or float(x_adv.max()) > 1 + 1e-6):
+        raise AssertionError(f"attack left the {norm} ball of radius {eps} or [0, 1] (max size {float(size.max())})")
+    return project(x_adv, x, eps, norm)

@@ -17,27 +17,30 @@ from ..predict import predict
 from ..report.images import to_data_uri
 from ..stats import reliability_bins
 from .base import Check, CheckResult
+from .registry import register
 
 
+@register
 class CleanCheck(Check):
     name = "clean"
     title = "Clean performance"
     template = "sections/clean.html.j2"
+    requires = ()  # the one check every other requires
 
-    def run(self, ctx) -> CheckResult:
+    def run(self, ctx, inputs) -> CheckResult:
         def evaluate(batch):
             skipped = [{"path": ctx.dataset.path_of(sid), "reason": reason} for sid, reason in batch.skipped]
             cols = predict(ctx.model, batch.x, batch.y) if len(batch.sample_ids) else None
             return batch.sample_ids, cols, skipped, batch.clipped
 
-        parts = []
+        parts, skipped_all, clipped_all = [], list(ctx.skipped), []  # ctx.skipped: files excluded before decoding
         for ids, cols, skipped, clipped in ctx.map_batches(evaluate, ctx.sample_ids, desc="clean"):
-            ctx.skipped.extend(skipped)
-            ctx.clipped.extend(clipped)
+            skipped_all.extend(skipped)
+            clipped_all.extend(clipped)
             if cols is not None:
                 parts.append(pd.DataFrame({"sample_id": ids, **cols}))
         if not parts:
-            first = ctx.skipped[0]
+            first = skipped_all[0]
             raise AuditError(f"None of the {len(ctx.sample_ids)} files in {str(ctx.dataset.root)!r} could be read "
                              f"as an image (e.g. {first['path']!r}: {first['reason']}); check the data folder.")
         rows = pd.concat(parts, ignore_index=True)
@@ -45,12 +48,12 @@ class CleanCheck(Check):
             rows.drop(columns="sample_id"))
         rows.insert(rows.columns.get_loc("prediction") + 1, "prediction_name",
                     [ctx.classes[p] for p in rows["prediction"]])
-        ctx.clean_rows = rows
         summary = summarize_clean(rows, ctx.classes)
         # a model property, measured here because it needs the clean predictions; every rank uses rank 0's answer
         summary["randomness"] = ctx.shard.broadcast(probe_randomness(ctx, rows) if ctx.shard.is_main else None)
+        outputs = {"skipped": skipped_all, "clipped": [int(c) for c in clipped_all]}
         return CheckResult(self.name, rows, summary, report=self.report_data(ctx, rows),
-                           findings=self.findings(ctx, rows, summary["randomness"]))
+                           findings=self.findings(ctx, summary["randomness"], outputs), outputs=outputs)
 
     def report_data(self, ctx, rows: pd.DataFrame) -> dict:
         errors = aggregate.most_confident_errors(rows, ctx.config.gallery_size)
@@ -63,7 +66,7 @@ class CleanCheck(Check):
         return {"gallery": gallery,
                 "reliability": reliability_bins(rows["confidence"].to_numpy(), rows["correct"].to_numpy())}
 
-    def findings(self, ctx, rows: pd.DataFrame, randomness: dict) -> list[str]:
+    def findings(self, ctx, randomness: dict, outputs: dict) -> list[str]:
         out = []
         if ctx.model.output_kind == "probabilities":
             out.append("The model outputs probabilities (rows sum to 1), not logits; cnnaudit works on their "
@@ -78,10 +81,10 @@ class CleanCheck(Check):
                        f"{100 * randomness['max_logit_change']:.2g}% of their range). Clean accuracy is one draw; "
                        f"attacks average gradients over {randomness['eot_draws']} draws (EOT) and count an example "
                        "as broken only when most of that many fresh draws misclassify it.")
-        if ctx.skipped:
-            out.append(f"{len(ctx.skipped)} file(s) could not be read and were skipped (listed under Data).")
-        if ctx.clipped:
-            out.append(f"{len(ctx.clipped)} image(s) had pixel values outside [0, 1] that were clipped.")
+        if outputs["skipped"]:
+            out.append(f"{len(outputs['skipped'])} file(s) could not be read and were skipped (listed under Data).")
+        if outputs["clipped"]:
+            out.append(f"{len(outputs['clipped'])} image(s) had pixel values outside [0, 1] that were clipped.")
         return out
 
 

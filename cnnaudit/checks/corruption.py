@@ -24,6 +24,7 @@ from ..errors import AuditError
 from ..predict import predict
 from ..report.images import to_data_uri
 from .base import Check, CheckResult
+from .registry import register
 
 GRID_IMAGES = 4  # images in the "what does snow 3 look like" grid
 
@@ -49,13 +50,14 @@ def condition_name(corruption: str, severity: int) -> str:
     return f"{corruption}_{severity}"
 
 
+@register
 class CorruptionCheck(Check):
     name = "corruption"
     title = "Corruption robustness"
     template = "sections/corruption.html.j2"
     options_type = CorruptionOptions
 
-    def run(self, ctx) -> CheckResult:
+    def run(self, ctx, inputs) -> CheckResult:
         opts = self.resolved_options(ctx)
         seed = ctx.config.seed
         clean = ctx.clean_rows.set_index("sample_id")

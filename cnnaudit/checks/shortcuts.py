@@ -40,6 +40,7 @@ from ..shortcuts.regions import box_mask, control_mask, file_mask, parse_box
 from ..shortcuts.saliency import mass_inside, randomized_top_layer, saliency
 from ..stats import proportion, wilson_ci
 from .base import Check, CheckResult
+from .registry import register
 
 FLIP_SHORTCUT = 0.10  # share of flipped predictions that makes an artifact a shortcut
 FLIP_FLOOR = 0.05  # ... provided the interval's lower bound clears this
@@ -77,13 +78,14 @@ class ShortcutOptions:
                 raise AuditError(f"metadata column {name!r} must be 0/1 (artifact absent/present) for --artifact.")
 
 
+@register
 class ShortcutCheck(Check):
     name = "shortcuts"
     title = "Shortcuts"
     template = "sections/shortcuts.html.j2"
     options_type = ShortcutOptions
 
-    def run(self, ctx) -> CheckResult:
+    def run(self, ctx, inputs) -> CheckResult:
         opts = self.resolved_options(ctx)
         clean = ctx.clean_rows.set_index("sample_id", drop=False)
         parts, artifacts, report = [], {}, {"artifacts": {}}
@@ -94,7 +96,7 @@ class ShortcutCheck(Check):
             report["artifacts"][name] = examples
         candidates, cand_examples = self._scan(ctx, clean)
         sanity = self._sanity(ctx, clean)
-        rows = pd.concat(parts, ignore_index=True) if parts else ctx.base_rows([]).assign(check=self.name)
+        rows = pd.concat(parts, ignore_index=True) if parts else ctx.base_rows([]).assign(check=self.name, condition="")
         summary = {"artifacts": artifacts, "candidates": candidates, "sanity": sanity,
                    "thresholds": {"flip_shortcut": FLIP_SHORTCUT, "flip_floor": FLIP_FLOOR, "flip_none": FLIP_NONE}}
         report["candidates"] = cand_examples
@@ -185,7 +187,7 @@ class ShortcutCheck(Check):
         add_rows = self._add(ctx, clean, name, with_ids, without_ids, assoc, seed, examples)
         parts.append(add_rows)
         rows = pd.concat([p for p in parts if len(p)], ignore_index=True) if any(len(p) for p in parts) else \
-            ctx.base_rows([]).assign(check=self.name)
+            ctx.base_rows([]).assign(check=self.name, condition="")
         summary = summarize_artifact(rows, clean, name, assoc, ctx.classes, len(with_ids), len(without_ids))
         summary["n_excluded"], summary["excluded"] = len(excluded), excluded
         mass = torch.cat(masses) if masses else torch.zeros(0)
@@ -334,7 +336,7 @@ class ShortcutCheck(Check):
 
 
 def summarize_artifact(rows, clean, name, assoc, classes, n_with, n_without) -> dict:
-    if "condition" not in rows:  # nothing was tested (no usable annotated image): empty selections below
+    if rows.empty:  # nothing was tested (no usable annotated image): empty selections below
         rows = pd.DataFrame({"sample_id": pd.Series(dtype=int), "condition": pd.Series(dtype=str),
                              "correct": pd.Series(dtype=bool), "flipped": pd.Series(dtype=bool),
                              "clean_prediction": pd.Series(dtype=int), "toward_associated": pd.Series(dtype=bool)})

@@ -29,6 +29,7 @@ from ..data.images import image_size
 from ..errors import AuditError
 from ..report.images import to_data_uri
 from .base import Check, CheckResult
+from .registry import register
 
 MAX_DEFAULT_VALUES = 20  # a column with more distinct values is an identifier, not a group
 
@@ -75,14 +76,16 @@ def _artifacts(config) -> list[str]:
     return list(config.options.get("shortcuts", {}).get("artifacts", []) or [])
 
 
+@register
 class SubgroupCheck(Check):
     name = "subgroups"
     title = "Bias: subgroups and data"
     template = "sections/subgroups.html.j2"
+    after = ("adversarial", "corruption")  # their rows, when they ran, give per-group robustness disparity
     options_type = SubgroupOptions
     reads_options = ("shortcuts",)  # artifacts are not ranked as groups
 
-    def run(self, ctx) -> CheckResult:
+    def run(self, ctx, inputs) -> CheckResult:
         opts = self.resolved_options(ctx)
         attrs = opts.check_data(ctx.dataset, ctx.config)
         seed, min_size = ctx.config.seed, int(opts.min_group_size)
@@ -108,7 +111,7 @@ class SubgroupCheck(Check):
                 {sid: i for i, sid in enumerate(rows["sample_id"])}).to_numpy()]),
             "slices": [{k: v for k, v in s.items() if k != "sample_ids"} for s in slices],
         }
-        disparity = self._disparity(ctx, [*attrs, *inter], opts, min_size)
+        disparity = self._disparity(ctx, inputs, [*attrs, *inter], opts, min_size)
         summary = {"min_group_size": min_size, "attributes": attributes, "data_audit": audit, "disparity": disparity}
         report = {"slice_examples": self._slice_examples(ctx, clean, slices), "kpis": _kpis(attributes)}
         return CheckResult(self.name, rows, summary, report=report, findings=_findings(summary))
@@ -129,7 +132,7 @@ class SubgroupCheck(Check):
         rows = ctx.base_rows(props["sample_id"]).assign(check=self.name, condition="properties")
         return rows.join(props.drop(columns="sample_id")), np.concatenate(thumbs)
 
-    def _disparity(self, ctx, attrs, opts, min_size) -> list[dict]:
+    def _disparity(self, ctx, inputs, attrs, opts, min_size) -> list[dict]:
         """Per condition and attribute: which group *loses more* under the condition. Compared per image
         (paired): among each group's images the model gets right clean, the share it still gets right
         (`kept_rate`); a group that is only worse on clean images keeps as many and is not flagged."""
@@ -140,7 +143,7 @@ class SubgroupCheck(Check):
         for attr in attrs:
             clean_acc[attr] = base[present(base[attr])].groupby(base[attr].astype(str))["correct"].mean().to_dict()
         for name in ("adversarial", "corruption"):
-            result = ctx.results.get(name)
+            result = inputs.get(name)
             if result is None:
                 continue
             # only the columns the groups need, and intersections one condition at a time: the corruption

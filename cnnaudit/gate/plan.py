@@ -14,14 +14,14 @@ FLAGS = {"adversarial": "--checks adversarial", "corruption": "--checks corrupti
 
 
 def check_plan(rules: list[Rule], config, baseline: dict | None, attributes: list[str]) -> None:
-    from ..checks import REGISTRY, available
+    from ..checks import available, registry
     planned = available() if config.checks is None else list(config.checks)
     for rule in rules:
         p, section = rule.params, SECTION_OF_KIND.get(rule.kind)
         if section and section not in planned:
             raise AuditError(f"rule {rule.name!r} needs the {section} check, which this audit does not run; "
                              f"add it ({FLAGS[section]}) or remove the rule.")
-        opts = REGISTRY[section].options(config) if section else None
+        opts = registry()[section].options(config) if section else None
         if rule.kind == "min_robust_accuracy":
             grid, eps = opts.grid(), parse_eps(p["eps"])
             if p["norm"] not in grid or not any(abs(e - eps) <= 1e-9 * max(1.0, eps) for e in grid[p["norm"]]):

@@ -105,7 +105,7 @@ def parse_policy(data: dict, where: str = "policy") -> list[Rule]:
 
 
 def parse_eps(value) -> float:
-    from ..checks.adversarial import parse_budget
+    from ..budgets import parse_budget
     try:
         return parse_budget(value)
     except ValueError:

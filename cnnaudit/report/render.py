@@ -32,7 +32,9 @@ def _score(value) -> str:
 
 def environment() -> jinja2.Environment:
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(template_dir())),
+        # cnnaudit's templates, then those of plugin checks that bring their own folder
+        loader=jinja2.ChoiceLoader([jinja2.FileSystemLoader(str(template_dir())),
+                                    *(jinja2.FileSystemLoader(d) for d in _plugin_template_dirs())]),
         autoescape=True,  # class names, paths and metadata are untrusted text
         undefined=jinja2.StrictUndefined,  # a template typo fails the test suite, not silently blanks a number
         trim_blocks=True, lstrip_blocks=True)
@@ -54,10 +56,15 @@ FAILED = "sections/failed.html.j2"
 
 
 def _template_of(name: str) -> str:
-    from ..checks import REGISTRY
-    return REGISTRY[name].template
+    from ..checks import registry
+    return registry()[name].template
 
 
 def _title_of(name: str) -> str:
-    from ..checks import REGISTRY
-    return REGISTRY[name].title
+    from ..checks import registry
+    return registry()[name].title
+
+
+def _plugin_template_dirs() -> list[str]:
+    from ..checks import registry
+    return list(dict.fromkeys(str(c.template_dir) for c in registry().values() if c.template_dir))

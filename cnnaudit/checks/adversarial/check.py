@@ -27,50 +27,30 @@ and if it breaks clearly more of them than noise would (gradient_free_check), ma
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 import torch
 
-from .. import aggregate
-from ..attacks import ATTACKS, BACKENDS, AttackRunner, AttackSpec
-from ..attacks.ball import project
-from ..attacks.eot import with_draws
-from ..attacks.self_test import PASS_SHARE as SELF_TEST_PASS, run_self_test
-from ..data.sampling import seeded_subset
-from ..errors import AuditError
-from ..predict import predict
-from ..report.images import amplify, to_data_uri
-from ..stats import wilson_ci
-from .base import Check, CheckResult
+from ... import aggregate
+from ...attacks import ATTACKS, AttackRunner, AttackSpec
+from ...attacks.ball import check_bounds
+from ...attacks.eot import with_draws
+from ...budgets import eps_label
+from ...data.sampling import seeded_subset
+from ...predict import predict
+from ...report.images import amplify, to_data_uri
+from ..base import Check, CheckResult
+from ..registry import register
+from .options import THOROUGH, AdversarialOptions
+from .sanity import (SANITY_SUBSET, gradient_free_check, masking_findings, masking_verdict, monotone_checks,
+                     sanity_checks)
 
-DEFAULT_EPS = {"linf": [1 / 255, 2 / 255, 4 / 255, 8 / 255], "l2": [0.25, 0.5, 1.0]}
-# thorough has AutoAttack's attacks (Croce & Hein 2020) but FAB, at its budgets or more, in cnnaudit's torch
-# versions (scale-invariant losses, per-sample seeding); ART's AutoAttack stays available by name.
-CASCADES = {
-    "standard": ["fgsm", "pgd", "apgd_dlr", "apgd_t"],
-    "thorough": ["fgsm", "pgd_thorough", "apgd_dlr_thorough", "apgd_ce_thorough", "apgd_t_thorough",
-                 "square_thorough"],
-}
-THOROUGH = {
-    "pgd_thorough": AttackSpec("pgd", "pgd", "ce", steps=50, step_size=0.1, restarts=3),
-    "apgd_dlr_thorough": AttackSpec("apgd_dlr", "apgd", "dlr", steps=100, step_size=2.0, restarts=3),
-    "apgd_ce_thorough": AttackSpec("apgd_ce", "apgd", "ce", steps=100, step_size=2.0, restarts=3),
-    "apgd_t_thorough": AttackSpec("apgd_t", "apgd_t", "dlr_t", steps=100, step_size=2.0, restarts=9),
-    "square_thorough": AttackSpec("square", "square", "margin", steps=5000),
-}
-# Square (gradient-free) on the survivors when a masking sanity check fails; "confirmed" masking when it
-# then breaks more than this share of them (lower end of the 95% Wilson interval): PGD/APGD on honest
-# gradients leave Square little (AutoAttack's Square adds under 0.5 pp on non-masked models).
-CONFIRM_SHARE = 0.05
-SANITY_SUBSET = 64
 # Each cascade stage attacks only the samples still standing: at a large eps PGD leaves a few of a batch for
 # APGD, and a pass over 8 samples costs ~3x a sample what one over 64 does (ResNet-18, CPU). So several
 # batches are attacked together, their survivors sharing full passes (attacks/slots.py refills a finished
 # sample's slot), up to POOL_BYTES of images per call: the call holds ~10 copies of them (each eps's FGSM
-# examples, best examples, attempts). ResNet-18 at 32 px, 1,000 images, same session: 4 batches a pool
-# 78.8 s of attacks, 16 batches 74.3 s. A pool is fixed by the data, never by the number of processes, so
+# examples, best examples, attempts); larger pools measured faster on ResNet-18 (README, Speed).
+# A pool is fixed by the data, never by the number of processes, so
 # torchrun shards the same pools and gets the same numbers; a set is cut into at least MIN_POOLS pools,
 # so that processes share the attacks of a small set too (16 batches would be the demo's whole set).
 POOL_BYTES = 64 * 2**20
@@ -84,82 +64,22 @@ def pooled_batches(n_samples: int, batch_size: int, channels: int, size: tuple[i
     return int(max(1, min(by_bytes, by_count, MAX_POOLED_BATCHES)))
 
 
-BOUND_TOL = 1e-5  # float32 rounding in ART's projections; anything beyond is a bug, not noise
-
-
-@dataclass
-class AdversarialOptions:
-    norms: tuple[str, ...] = ("linf", "l2")
-    eps: dict | None = None  # {norm: [eps, ...]}; None: DEFAULT_EPS
-    attack_strength: str = "standard"  # standard | thorough
-    large_eps: dict | None = None  # the "should reach ~0%" budget for the sanity check
-    attacks: list[str] | None = None  # the cascade, cheapest first; None: CASCADES[attack_strength]
-    backend: str = "torch"  # torch: cnnaudit's attacks (early stopping, on device); art: ART's, as a reference
-
-    def cascade(self) -> list[AttackSpec]:
-        names = list(self.attacks) if self.attacks else CASCADES[self.attack_strength]
-        unknown = [n for n in names if n not in ATTACKS and n not in THOROUGH]
-        if unknown or not names:
-            raise AuditError(f"--attacks has {(unknown or [''])[0]!r}; choose from {', '.join(ATTACKS)}.")
-        if names[0] != "fgsm":  # FGSM alone is always measured: the cascade's first stage and a sanity curve
-            names = ["fgsm", *[n for n in names if n != "fgsm"]]
-        return [spec(n) for n in names]
-
-    def validated(self) -> "AdversarialOptions":
-        self.grid()
-        self.cascade()
-        return self
-
-    def grid(self) -> dict[str, list[float]]:
-        eps = self.eps or DEFAULT_EPS
-        norms = tuple(dict.fromkeys([*self.norms, *(self.eps or {})]))  # a norm given budgets is attacked
-        if self.backend not in BACKENDS:
-            raise AuditError(f"--attack-backend {self.backend!r} is not one of {', '.join(BACKENDS)}.")
-        if self.attack_strength not in CASCADES:
-            raise AuditError(f"attack strength {self.attack_strength!r} is not one of {', '.join(CASCADES)}.")
-        return {n: sorted(set(float(e) for e in eps.get(n, DEFAULT_EPS[n]))) for n in norms}
-
-
-def spec(name: str) -> AttackSpec:
-    return THOROUGH.get(name) or ATTACKS[name]
-
-
-def eps_label(norm: str, eps: float) -> str:
-    k = eps * 255
-    return f"{round(k)}/255" if norm == "linf" and abs(k - round(k)) < 1e-6 and k <= 32 else f"{eps:.4g}"
-
-
-def parse_budget(text) -> float:
-    """A budget written as a number or a fraction like 8/255 (the inverse of eps_label); ValueError if not."""
-    num, _, den = str(text).strip().partition("/")
-    return float(num) / (float(den) if den else 1.0)
-
-
 def condition_name(norm: str, eps: float) -> str:
     return f"adv_{norm}_{eps:.6g}"
 
 
-def check_bounds(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
-    """Assert the eps ball and [0, 1], then remove float rounding so stored examples are exactly inside."""
-    delta = (x_adv - x).flatten(1)
-    size = delta.abs().max(dim=1).values if norm == "linf" else delta.norm(dim=1)
-    if len(size) and (float(size.max()) > eps * (1 + BOUND_TOL) + 1e-7
-                      or float(x_adv.min()) < -1e-6 or float(x_adv.max()) > 1 + 1e-6):
-        raise AssertionError(f"attack left the {norm} ball of radius {eps} or [0, 1] (max size {float(size.max())})")
-    return project(x_adv, x, eps, norm)
-
-
+@register
 class AdversarialCheck(Check):
     name = "adversarial"
     title = "Adversarial robustness"
     template = "sections/adversarial.html.j2"
     options_type = AdversarialOptions
 
-    def run(self, ctx) -> CheckResult:
+    def run(self, ctx, inputs) -> CheckResult:
         opts = self.resolved_options(ctx)
         grid = opts.grid()
         gallery_norm = next(iter(grid))  # the gallery shows the first norm's largest budget
-        draws = ctx.results["clean"].summary["randomness"]["eot_draws"] or 1  # > 1: a randomized model, EOT
+        draws = inputs["clean"].summary["randomness"]["eot_draws"] or 1  # > 1: a randomized model, EOT
         runner = AttackRunner(with_draws(ctx.model, draws), num_classes=len(ctx.classes),
                               batch_size=ctx.config.batch_size, backend=opts.backend)
         cascade = opts.cascade()
@@ -200,7 +120,7 @@ class AdversarialCheck(Check):
         summary["eot_draws"] = draws if draws > 1 else None
         # two classes have no DLR (it needs a third logit): both losses are the logit margin (attacks/losses.py)
         summary["losses"] = {name: type(fn).__name__ for name, fn in runner.losses.items()}
-        findings.extend(_masking_findings(masking, sanity) + _saved_findings(summary))
+        findings.extend(masking_findings(masking, sanity) + _saved_findings(summary))
         return CheckResult(self.name, rows, summary, findings=findings,
                            report={"gallery": gallery,
                                    "kpis": _kpis(summary, grid)})
@@ -416,116 +336,10 @@ def _gallery(candidates: list[dict], size: int, n_classes: int) -> list[dict]:
     return out
 
 
-def sanity_checks(model, runner, x, y, grid, results, opts, seed, ids=None, cascade=None) -> list[dict]:
-    checks = monotone_checks(grid, results)
-    if x is None or not len(x):
-        return checks
-    n = len(x)
-    for norm, eps_list in grid.items():
-        eps = eps_list[len(eps_list) // 2]
-        # 2. an iterative attack is at least as strong as a single step (else gradients mislead)
-        acc = {}
-        for name in ("fgsm", "pgd"):
-            adv = check_bounds(runner.run(ATTACKS[name], x, y, eps=eps, norm=norm, seed=seed, ids=ids), x, eps, norm)
-            acc[name] = float(predict(model, adv, y)["correct"].mean())
-        checks.append({"check": f"iterative_beats_single_step_{norm}", "passed": acc["pgd"] <= acc["fgsm"] + 1.0 / n,
-                       "detail": f"on {n} samples at eps {eps_label(norm, eps)}: PGD {acc['pgd']:.3f} vs FGSM "
-                                 f"{acc['fgsm']:.3f} robust accuracy"})
-        # 3. an (almost) unbounded attack must succeed
-        # unbounded within [0, 1]: L-inf 1, and for L2 the diameter of the pixel cube, sqrt(C*H*W)
-        big = (opts.large_eps or {}).get(norm, 1.0 if norm == "linf" else float(x[0].numel()) ** 0.5)
-        alive = torch.ones(n, dtype=torch.bool, device=x.device)
-        for name in ("pgd", "apgd_dlr"):
-            adv = runner.run(ATTACKS[name], x[alive], y[alive], eps=big, norm=norm, seed=seed,
-                             ids=None if ids is None else np.asarray(ids)[alive.cpu().numpy()])
-            still = torch.as_tensor(predict(model, check_bounds(adv, x[alive], big, norm), y[alive])["correct"],
-                                    device=x.device)
-            alive[alive.nonzero()[:, 0][~still]] = False
-        acc_big = float(alive.float().mean())
-        checks.append({"check": f"large_eps_reaches_zero_{norm}", "passed": acc_big <= 0.1,
-                       "detail": f"robust accuracy {acc_big:.3f} at eps {big:g} (expected near 0)"})
-    # 4. the cascade finds adversarial examples planted inside the budget (attacks/self_test.py)
-    if cascade and getattr(model, "draws", 1) == 1:
-        checks.append(self_test_check(model, runner, cascade, x, grid, seed, ids))
-    # 5. gradients of the attack losses are finite and non-zero on most samples
-    shares = {loss: runner.usable_gradient_share(loss, x, y) for loss in ("ce", "dlr")}
-    raw = _raw_ce_gradient_share(model, x, y)
-    usable = max(shares.values())
-    checks.append({"check": "gradients_usable", "passed": usable >= 0.9,
-                   "detail": f"share of samples with finite non-zero input gradients: scale-invariant CE "
-                             f"{shares['ce']:.2f}, DLR {shares['dlr']:.2f}; plain cross-entropy {raw:.2f}"
-                             + (" (plain cross-entropy is saturated: a CE-only attack would be fooled)"
-                                if raw < 0.9 <= usable else "")})
-    return checks
-
-
-def monotone_checks(grid, results) -> list[dict]:
-    """Robust accuracy non-increasing in eps, for the standalone FGSM and for the worst case."""
-    checks = []
-    for norm in grid:
-        for attack in ("fgsm", "worst_case"):
-            accs = [r["robust_accuracy"] for r in results if r["norm"] == norm and r["attack"] == attack]
-            rises = [(a, b) for a, b in zip(accs, accs[1:]) if b is not None and a is not None and b > a + 1e-9]
-            checks.append({"check": f"monotone_in_eps_{attack}_{norm}", "passed": not rises,
-                           "detail": f"{attack} robust accuracy by eps: {', '.join(f'{a:.3f}' for a in accs)}"})
-    return checks
-
-
-def self_test_check(model, runner, cascade, x, grid, seed, ids) -> dict:
-    """Zimmermann et al. 2022's binarization test at each norm's middle eps, on the sanity subset."""
-    ids = np.arange(len(x)) if ids is None else np.asarray(ids)
-    parts = []
-    for norm, eps_list in grid.items():
-        eps = eps_list[len(eps_list) // 2]
-        parts.append(run_self_test(model, lambda v: AttackRunner(v, num_classes=2, batch_size=runner.batch_size),
-                                   cascade, x, eps, norm, seed=seed, ids=ids))
-    built, found = sum(p["built"] for p in parts), sum(p["found"] for p in parts)
-    return {"check": "attack_self_test", "passed": built == 0 or found >= SELF_TEST_PASS * built,
-            "share": found / built if built else None,
-            "detail": "; ".join(f"{p['norm']} eps {eps_label(p['norm'], p['eps'])}: the attacks found {p['found']} of "
-                                f"{p['built']} adversarial examples planted inside the budget ({p['tried']} samples "
-                                f"tried)" for p in parts) + f"; passes at {SELF_TEST_PASS:.0%} or more"}
-
-
-def gradient_free_check(rows: pd.DataFrame, grid) -> dict:
-    """Does the gradient-free Square attack break samples the gradient attacks left standing, above noise?"""
-    details, passed = [], True
-    for norm, eps_list in grid.items():
-        sel = rows[(rows["norm"] == norm) & (rows["eps"] == max(eps_list))]
-        k = int((sel["attack"] == "square").sum())
-        n = k + int(sel["correct"].sum())  # the samples Square attacked: what gradient attacks left standing
-        lo = wilson_ci(k, n)[0] if n else 0.0
-        passed &= lo <= CONFIRM_SHARE
-        details.append(f"{norm} eps {eps_label(norm, max(eps_list))}: Square broke {k} of the {n} samples the "
-                       f"gradient attacks left standing (95% interval from {100 * lo:.1f}%)")
-    return {"check": "gradient_free_beats_gradient", "passed": bool(passed),
-            "detail": "; ".join(details) + f"; fails when the interval starts above {CONFIRM_SHARE:.0%}"}
-
-
-def masking_verdict(sanity: list[dict]) -> str:
-    """none | suspected (a sanity check failed) | confirmed (Square beat the gradient attacks above noise)."""
-    failed = {s["check"] for s in sanity if not s["passed"]}
-    if "gradient_free_beats_gradient" in failed:
-        return "confirmed"
-    return "suspected" if failed else "none"
-
-
 def saved_8bit(x_adv: torch.Tensor) -> torch.Tensor:
     """The example as an 8-bit image file holds it: every pixel rounded to the nearest of 256 levels (which
     can move a pixel by half a level, 0.5/255, past the budget: the file is what a pipeline reads)."""
     return torch.round(x_adv * 255) / 255
-
-
-def _masking_findings(masking: str, sanity: list[dict]) -> list[str]:
-    if masking == "confirmed":
-        detail = next(s["detail"] for s in sanity if s["check"] == "gradient_free_beats_gradient")
-        return [f"Gradient masking confirmed: the gradient-free Square attack broke samples the gradient attacks "
-                f"could not ({detail})."]
-    if masking == "suspected":
-        failed = [s["check"] for s in sanity if not s["passed"]]
-        return [f"Possible gradient masking: adversarial sanity check(s) failed ({', '.join(failed)}); robust "
-                "accuracy may be overestimated."]
-    return []
 
 
 def _saved_findings(summary) -> list[str]:
@@ -537,14 +351,6 @@ def _saved_findings(summary) -> list[str]:
                        f"8-bit images: robust accuracy {100 * r['robust_accuracy']:.1f}% as attacked, "
                        f"{100 * r['robust_accuracy_8bit']:.1f}% after 8-bit rounding.")
     return out
-
-
-def _raw_ce_gradient_share(model, x, y) -> float:
-    xg = x.detach().clone().requires_grad_(True)
-    loss = torch.nn.functional.cross_entropy(model(xg).float(), y, reduction="sum")
-    (grad,) = torch.autograd.grad(loss, xg)
-    per = grad.flatten(1).abs().sum(dim=1)
-    return float((torch.isfinite(per) & (per > 0)).float().mean())
 
 
 def summarize_adversarial(rows: pd.DataFrame, grid, classes, attributes) -> dict:

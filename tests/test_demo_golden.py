@@ -1,0 +1,44 @@
+"""The demo's summary.json, pinned: a refactor must leave it unchanged (except `version` and `timing`).
+
+The golden file was written by the release before the check-registry refactor (issue 17) and matched
+the demo after it exactly. Floats are compared at 4 decimals and the cache paths are left out, so the
+test pins decisions and statistics, not the machine. A change that is meant to move the demo's numbers
+regenerates it: CNNAUDIT_UPDATE_GOLDEN=1 python -m pytest tests/test_demo_golden.py (and says so in the
+commit)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from tests.conftest import read_summary, run_cli
+
+GOLDEN = Path(__file__).parent / "data" / "demo_summary.json"
+
+
+def comparable(summary: dict) -> dict:
+    def clean(v):
+        if isinstance(v, float):
+            return round(v, 4)
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [clean(x) for x in v]
+        return v
+    out = {k: v for k, v in summary.items() if k not in ("version", "timing")}
+    out["model"] = {k: v for k, v in out["model"].items() if k != "path"}
+    out["data"] = {k: v for k, v in out["data"].items() if k != "path"}
+    return clean(out)
+
+
+def test_demo_summary_is_unchanged(tmp_path):
+    out = tmp_path / "demo"
+    res = run_cli("demo", "--out", out, "--quiet")
+    assert res.returncode == 0, res.stderr
+    got = comparable(read_summary(out))
+    if os.environ.get("CNNAUDIT_UPDATE_GOLDEN"):
+        GOLDEN.write_text(json.dumps(got, indent=1, sort_keys=True) + "\n")
+    want = json.loads(GOLDEN.read_text())
+    diff = sorted(k for k in set(want) | set(got) if want.get(k) != got.get(k))
+    assert not diff, f"the demo's summary changed in {diff}"

@@ -9,18 +9,72 @@
 __version__ = "0.3.0"
 
 
-def audit(model, data, *, unsafe_pickle: bool = False, **options):
-    """Run an audit from Python. `model`: a path or an nn.Module; `data`: a dataset folder.
+def audit(model, data, *, unsafe_pickle: bool = False, **settings):
+    """Run an audit from Python.
 
-    Keyword options are the fields of `cnnaudit.config.AuditConfig` (checks, input_size, mean, std,
-    channels, classes_file, arch, num_classes, device, limit, seed, batch_size, ...). Returns an
-    `AuditResult` with `.summary` (dict), `.samples` (DataFrame) and `.write(dir)`.
+    Parameters
+    ----------
+    model : str, Path or torch.nn.Module
+        A model file (TorchScript, torch.export, full pickle with ``unsafe_pickle``, state dict with
+        ``arch``, ONNX, timm, Hugging Face folder) or a module in memory.
+    data : str or Path
+        A dataset folder (``DATA/<class>/<image>``, or a folder with ``metadata.csv``).
+    unsafe_pickle : bool
+        Allow loading full pickles (runs code from the file; only for files you trust).
+    **settings
+        The audit's settings, the fields of :class:`cnnaudit.config.AuditConfig` (``checks``,
+        ``input_size``, ``mean``, ``std``, ``channels``, ``limit``, ``seed``, ``batch_size``, ``device``,
+        ...), and one keyword per check holding its options: an instance of the check's options class
+        (``adversarial=AdversarialOptions(...)``, ``corruption=CorruptionOptions(...)``, ...) or a dict of
+        its fields. ``options={"adversarial": {...}}`` is still accepted (deprecated since 0.3.0).
+
+    Returns
+    -------
+    AuditResult
+        ``.summary`` (the summary.json dict), ``.samples`` (one row per sample and condition),
+        ``.html()`` and ``.write(folder)``.
+
+    Raises
+    ------
+    AuditError
+        For bad input: an unknown setting or option, a missing file, a model that does not fit the data.
+
+    Examples
+    --------
+    >>> from cnnaudit.checks.adversarial import AdversarialOptions
+    >>> opts = AdversarialOptions(norms=("linf",), eps={"linf": ["8/255"]})
+    >>> opts.grid()
+    {'linf': [0.03137254901960784]}
+    >>> result = cnnaudit.audit(model, "data/", adversarial=opts, limit=200)  # doctest: +SKIP
     """
+    import dataclasses
+    import warnings
+
+    from .checks import registry
     from .config import AuditConfig
+    from .errors import AuditError
     from .pipeline import run_audit
 
-    options.setdefault("quiet", True)
-    return run_audit(model, data, AuditConfig(**options), unsafe_pickle=unsafe_pickle)
+    known = {f.name for f in dataclasses.fields(AuditConfig)}
+    checks = registry()
+    options = dict(settings.pop("options", None) or {})
+    if options:
+        warnings.warn("cnnaudit.audit(options={...}) is deprecated; pass each check's options as a keyword, "
+                      "e.g. adversarial=AdversarialOptions(...)", DeprecationWarning, stacklevel=2)
+    for name in [k for k in settings if k in checks and k not in known]:
+        value = settings.pop(name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        if not isinstance(value, dict):
+            raise AuditError(f"audit(..., {name}=...) takes the {name} check's options class or a dict, "
+                             f"not {type(value).__name__}.")
+        options[name] = {**options.get(name, {}), **value}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise AuditError(f"audit() has no setting {unknown[0]!r}; settings: {', '.join(sorted(known - {'options'}))}; "
+                         f"check options by check name: {', '.join(checks)}.")
+    settings.setdefault("quiet", True)
+    return run_audit(model, data, AuditConfig(**settings, options=options), unsafe_pickle=unsafe_pickle)
 
 
 from .errors import AuditError  # noqa: E402  (raised by audit() for bad input)

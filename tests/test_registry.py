@@ -104,6 +104,9 @@ def test_contract(name, audits, tmp_path):
     assert all(isinstance(f, str) and f for f in mine.findings)
     # the template renders under StrictUndefined (render_report's environment) with the section in it
     assert f'<section id="{name}">' in result.html()
+    # its gate metrics (if any) are named after it and are numbers
+    from cnnaudit.gate.metrics import catalog
+    assert all(isinstance(v, (int, float)) for k, v in catalog(result.summary).items() if k.startswith(name + "."))
     # what the check returns survives a checkpoint round trip unchanged
     cp = Checkpoints(tmp_path, model_sha256="m", data="d", config={})
     cp.save(name, "k" * 40, mine)
@@ -131,5 +134,7 @@ def test_plugin_installs_and_runs_from_the_command_line(tmp_path, torchscript_pa
     assert [c["cast"] for c in s["example_plugin"]["casts"]] == ["warm", "cool"]
     assert all(0 <= c["flip_rate"] <= 1 for c in s["example_plugin"]["casts"])
     assert "Colour cast (example plugin)" in (out / "report.html").read_text()
+    diff = run_cli("diff", out / "summary.json", out / "summary.json", env=env)
+    assert diff.returncode == 0 and "example_plugin.flip_rate.warm" in diff.stdout, diff.stderr
     listed = run_cli("run", "--help", env=env)
     assert "example_plugin" in listed.stdout

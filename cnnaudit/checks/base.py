@@ -41,6 +41,13 @@ class Check:
     inputs: ClassVar[tuple[str, ...]] = ()  # data besides the audited set it needs (none of the built-ins yet)
     options_type: ClassVar[type | None] = None  # a dataclass with a validated() method
     reads_options: ClassVar[tuple[str, ...]] = ()  # other checks' options this one depends on (for --resume)
+    lower_is_better: ClassVar[tuple[str, ...]] = ()  # prefixes of its gate metrics where smaller is better
+
+    @staticmethod
+    def metrics(section: dict) -> dict[str, float]:
+        """Its gateable numbers under flat names `<check>.<...>`, from its summary section (gate/metrics.py:
+        regression rules and `cnnaudit diff`)."""
+        return {}
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -26,6 +26,11 @@ class CleanCheck(Check):
     title = "Clean performance"
     template = "sections/clean.html.j2"
     requires = ()  # the one check every other requires
+    lower_is_better = ("clean.ece",)
+
+    @staticmethod
+    def metrics(section: dict) -> dict[str, float]:
+        return {f"clean.{key}": section[key] for key in ("accuracy", "ece") if section.get(key) is not None}
 
     def run(self, ctx, inputs) -> CheckResult:
         def evaluate(batch):

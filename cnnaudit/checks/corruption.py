@@ -56,6 +56,16 @@ class CorruptionCheck(Check):
     title = "Corruption robustness"
     template = "sections/corruption.html.j2"
     options_type = CorruptionOptions
+    lower_is_better = ("corruption.relative_drop.",)
+
+    @staticmethod
+    def metrics(section: dict) -> dict[str, float]:
+        out = {f"corruption.accuracy.{name}": value for name, value in (section.get("mean") or {}).items()}
+        drops = {k: v for k, v in (section.get("relative_drop") or {}).items() if v is not None}
+        out.update({f"corruption.relative_drop.{name}": value for name, value in drops.items()})
+        if drops:
+            out["corruption.relative_drop.mean"] = round(sum(drops.values()) / len(drops), 6)
+        return out
 
     def run(self, ctx, inputs) -> CheckResult:
         opts = self.resolved_options(ctx)

@@ -84,6 +84,12 @@ class ShortcutCheck(Check):
     title = "Shortcuts"
     template = "sections/shortcuts.html.j2"
     options_type = ShortcutOptions
+    lower_is_better = ("shortcuts.flip_rate.",)
+
+    @staticmethod
+    def metrics(section: dict) -> dict[str, float]:
+        return {f"shortcuts.flip_rate.{name}": a["flip_rate"] for name, a in (section.get("artifacts") or {}).items()
+                if a.get("flip_rate") is not None}
 
     def run(self, ctx, inputs) -> CheckResult:
         opts = self.resolved_options(ctx)

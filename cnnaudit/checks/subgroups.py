@@ -84,6 +84,12 @@ class SubgroupCheck(Check):
     after = ("adversarial", "corruption")  # their rows, when they ran, give per-group robustness disparity
     options_type = SubgroupOptions
     reads_options = ("shortcuts",)  # artifacts are not ranked as groups
+    lower_is_better = ("subgroups.gap.",)
+
+    @staticmethod
+    def metrics(section: dict) -> dict[str, float]:
+        return {f"subgroups.gap.{attr}": e["gap"] for attr, e in (section.get("attributes") or {}).items()
+                if e.get("gap") is not None}
 
     def run(self, ctx, inputs) -> CheckResult:
         opts = self.resolved_options(ctx)

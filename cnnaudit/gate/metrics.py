@@ -3,41 +3,25 @@
 Names: `clean.accuracy`, `clean.ece`, `adversarial.<attack>.<norm>.<eps>` (robust accuracy; eps as in the
 report, e.g. 8/255), `corruption.accuracy.<corruption>` (mean over severities),
 `corruption.relative_drop.<corruption>` and `.mean`, `subgroups.gap.<attribute>`,
-`shortcuts.flip_rate.<artifact>`.
+`shortcuts.flip_rate.<artifact>`. Each check declares its own (Check.metrics, Check.lower_is_better).
 """
 
 from __future__ import annotations
 
-LOWER_IS_BETTER = ("clean.ece", "corruption.relative_drop.", "subgroups.gap.", "shortcuts.flip_rate.")
-
-
 def higher_is_better(name: str) -> bool:
-    return not name.startswith(LOWER_IS_BETTER)
+    from ..checks import registry
+    lower = tuple(p for c in registry().values() for p in c.lower_is_better)
+    return not name.startswith(lower)
 
 
 def catalog(summary: dict) -> dict[str, float]:
+    """Every registered check's metrics (Check.metrics) from its section of the summary."""
+    from ..checks import registry
     out = {}
-    clean = summary.get("clean") or {}
-    for key in ("accuracy", "ece"):
-        if clean.get(key) is not None:
-            out[f"clean.{key}"] = clean[key]
-    for r in (summary.get("adversarial") or {}).get("results", []):
-        if r.get("robust_accuracy") is not None:
-            out[f"adversarial.{r['attack']}.{r['norm']}.{r['eps_label']}"] = r["robust_accuracy"]
-    corruption = summary.get("corruption") or {}
-    for name, value in (corruption.get("mean") or {}).items():
-        out[f"corruption.accuracy.{name}"] = value
-    drops = {k: v for k, v in (corruption.get("relative_drop") or {}).items() if v is not None}
-    for name, value in drops.items():
-        out[f"corruption.relative_drop.{name}"] = value
-    if drops:
-        out["corruption.relative_drop.mean"] = round(sum(drops.values()) / len(drops), 6)
-    for attr, e in ((summary.get("subgroups") or {}).get("attributes") or {}).items():
-        if e.get("gap") is not None:
-            out[f"subgroups.gap.{attr}"] = e["gap"]
-    for name, a in ((summary.get("shortcuts") or {}).get("artifacts") or {}).items():
-        if a.get("flip_rate") is not None:
-            out[f"shortcuts.flip_rate.{name}"] = a["flip_rate"]
+    for name, check in registry().items():
+        section = summary.get(name) or {}
+        if not section.get("failed"):
+            out.update(check.metrics(section))
     return out
 
 

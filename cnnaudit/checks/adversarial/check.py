@@ -75,6 +75,11 @@ class AdversarialCheck(Check):
     template = "sections/adversarial.html.j2"
     options_type = AdversarialOptions
 
+    @staticmethod
+    def metrics(section: dict) -> dict[str, float]:
+        return {f"adversarial.{r['attack']}.{r['norm']}.{r['eps_label']}": r["robust_accuracy"]
+                for r in section.get("results", []) if r.get("robust_accuracy") is not None}
+
     def run(self, ctx, inputs) -> CheckResult:
         opts = self.resolved_options(ctx)
         grid = opts.grid()

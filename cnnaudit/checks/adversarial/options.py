@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...attacks import ATTACKS, BACKENDS, AttackSpec
+from ...budgets import parse_budget
 from ...errors import AuditError
 
 DEFAULT_EPS = {"linf": [1 / 255, 2 / 255, 4 / 255, 8 / 255], "l2": [0.25, 0.5, 1.0]}
@@ -54,7 +55,11 @@ class AdversarialOptions:
             raise AuditError(f"--attack-backend {self.backend!r} is not one of {', '.join(BACKENDS)}.")
         if self.attack_strength not in CASCADES:
             raise AuditError(f"attack strength {self.attack_strength!r} is not one of {', '.join(CASCADES)}.")
-        return {n: sorted(set(float(e) for e in eps.get(n, DEFAULT_EPS[n]))) for n in norms}
+        try:  # numbers or fractions like "8/255", from the CLI and from Python alike
+            return {n: sorted(set(parse_budget(e) for e in eps.get(n, DEFAULT_EPS[n]))) for n in norms}
+        except (ValueError, ZeroDivisionError, KeyError) as exc:
+            raise AuditError(f"adversarial option eps={eps!r} is not a budget list per norm (linf, l2) of numbers "
+                             f"or fractions like 8/255 ({exc}).") from None
 
 
 def spec(name: str) -> AttackSpec:

@@ -27,6 +27,11 @@ class ColourCastCheck(Check):
     template = "example_plugin.html.j2"
     template_dir = str(Path(__file__).parent / "templates")
     requires = ("clean",)
+    lower_is_better = ("example_plugin.flip_rate.",)
+
+    @staticmethod
+    def metrics(section: dict) -> dict[str, float]:  # gateable: max_regression rules and `cnnaudit diff`
+        return {f"example_plugin.flip_rate.{c['cast']}": c["flip_rate"] for c in section.get("casts", [])}
 
     def run(self, ctx, inputs) -> CheckResult:
         clean = inputs["clean"].rows.set_index("sample_id")

@@ -46,16 +46,19 @@ class SelfTestModel(nn.Module):
         self.model, self.anchors, self.f0, self.d, self.tau, self.norm = model, anchors, f0, d, tau, norm
 
     def owner(self, x: torch.Tensor) -> torch.Tensor:
-        a = self.anchors.flatten(1)
-        dist = torch.stack([(xi.flatten()[None] - a).abs().amax(dim=1) if self.norm == "linf"
-                            else (xi.flatten()[None] - a).norm(dim=1) for xi in x.detach()])
-        return dist.argmin(dim=1)
+        return torch.stack([distances(self.anchors, xi, self.norm) for xi in x.detach()]).argmin(dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         j = self.owner(x)
         f = self.model(x).float()
         s = ((f - self.f0[j]) * self.d[j]).sum(dim=1) / self.d[j].pow(2).sum(dim=1)
         return torch.stack([torch.zeros_like(s), s - self.tau[j]], dim=1)
+
+
+def distances(points: torch.Tensor, x: torch.Tensor, norm: str) -> torch.Tensor:
+    """The `norm` distance from x to each of points."""
+    diff = (points - x).flatten(1)
+    return diff.abs().amax(dim=1) if norm == "linf" else diff.norm(dim=1)
 
 
 def target_point(x: torch.Tensor, eps: float, norm: str, *, seed: int, ids) -> torch.Tensor:
@@ -72,11 +75,8 @@ def separated(x: torch.Tensor, eps: float, norm: str) -> np.ndarray:
     """Positions of samples farther than 2*eps (in the norm) from every earlier kept sample."""
     keep: list[int] = []
     for i in range(len(x)):
-        if keep:
-            diff = (x[keep] - x[i]).flatten(1)
-            dist = diff.abs().amax(dim=1) if norm == "linf" else diff.norm(dim=1)
-            if float(dist.min()) <= 2 * eps:
-                continue
+        if keep and float(distances(x[keep], x[i], norm).min()) <= 2 * eps:
+            continue
         keep.append(i)
     return np.array(keep, dtype=np.int64)
 

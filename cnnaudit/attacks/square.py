@@ -33,6 +33,8 @@ import numpy as np
 import torch
 
 from .ball import project, sample_seed
+from .eot import vote
+from .losses import margin
 
 TIE = 1e-5  # relative to the spread of a sample's logits: smaller margin changes are float noise
 P_INIT = 0.8  # AutoAttack's setting for both norms (the paper tunes 0.05 / 0.1 for ImageNet)
@@ -51,18 +53,16 @@ def p_selection(p_init: float, it: int, n_iters: int) -> float:
 
 def margin_and_vote(model, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Logit margin z_y - max_{k!=y} z_k (averaged over a randomized model's draws), whether the sample is
-    misclassified (by most draws), and the spread (std) of its logits."""
+    misclassified (by most draws: eot.vote), and the spread (std) of its logits."""
     draws = getattr(model, "draws", 1)
-    margins, wrong, spread = [], [], []
+    margins, preds, spread = [], [], []
     with torch.no_grad():
         for _ in range(draws):
             z = model(x).float()
-            zy = z.gather(1, y[:, None])[:, 0]
-            other = z.scatter(1, y[:, None], float("-inf")).max(dim=1).values
-            margins.append(zy - other)
-            wrong.append(z.argmax(dim=1) != y)
+            margins.append(-margin(z, y))  # losses.margin is the competitor's lead; Square minimises y's
+            preds.append(z.argmax(dim=1))
             spread.append(z.std(dim=1))
-    return (torch.stack(margins).mean(dim=0), torch.stack(wrong).float().mean(dim=0) > 0.5,
+    return (torch.stack(margins).mean(dim=0), vote(torch.stack(preds), y, z.shape[1]) != y,
             torch.stack(spread).mean(dim=0))
 
 

@@ -85,7 +85,7 @@ def main() -> None:
 
     t = time.perf_counter()
     result = cnnaudit.audit(model, data_dir, checks=["adversarial"], batch_size=args.batch_size,
-                            options={"adversarial": {"eps": grid, "attacks": attack_names}})
+                            adversarial={"eps": grid, "attacks": attack_names})
     t_ours = time.perf_counter() - t - result.summary["timing"]["clean"] - result.summary["timing"]["load"]
     ours = {(r["norm"], r["eps"]): r["robust_accuracy"] for r in result.summary["adversarial"]["results"]
             if r["attack"] == "worst_case"}

@@ -158,7 +158,7 @@ def speed(args) -> None:
     t = time.perf_counter()
     try:
         result = cnnaudit.audit(model, data, batch_size=args.batch_size, channels=channels,
-                                input_size=(args.size, args.size), options={"adversarial": {"eps": GRID}})
+                                input_size=(args.size, args.size), adversarial={"eps": GRID})
         html = result.html()
     finally:
         counter.restore()
@@ -198,7 +198,7 @@ def memory_child(n: int, root: Path) -> None:
     model, _ = digits_workload(10, root=root / "unused")
     data = many_digits(n, root)
     result = cnnaudit.audit(model, data, channels=1, quiet=True,
-                            options={"adversarial": {"eps": GRID, "attacks": ["fgsm"]}})
+                            adversarial={"eps": GRID, "attacks": ["fgsm"]})
     result.write(root / f"out-{n}")
     print(f"PEAK_MB {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f}")
 

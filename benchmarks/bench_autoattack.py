@@ -92,7 +92,7 @@ def main() -> None:
         ids, x, y = images(root, channels)
         t = time.perf_counter()
         result = cnnaudit.audit(model, root, checks=["adversarial"], batch_size=args.batch_size,
-                                options={"adversarial": {"norms": ("linf",), "eps": {"linf": [eps]}}})
+                                adversarial={"norms": ("linf",), "eps": {"linf": [eps]}})
         t_ours = time.perf_counter() - t
         adv = result.summary["adversarial"]
         per = result.samples.query("check == 'adversarial'").set_index("sample_id")["correct"]

@@ -42,7 +42,7 @@ def round_floats(values: np.ndarray, digits: int = 6) -> list[float]:
 
 def shared_labels(name, *columns) -> list[str]:
     """name(*values) per row, one string object per distinct value combination: a 10,000-image audit has
-    hundreds of thousands of rows but a few dozen conditions, and a string per row cost ~15 MB."""
+    hundreds of thousands of rows but a few dozen conditions, and a string per row cost megabytes."""
     cache: dict = {}
     return [cache.get(key) or cache.setdefault(key, name(*key)) for key in zip(*columns)]
 
@@ -57,9 +57,13 @@ def stack_columns(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return out
 
 
-def group_columns(rows: pd.DataFrame, attributes: list[str], max_values: int = 20) -> list[str]:
-    """Attribute columns that define subgroups: not artifact boxes/masks, at most `max_values` values."""
-    return [a for a in attributes if not a.endswith(("_box", "_mask")) and rows[a].nunique() <= max_values]
+MAX_GROUP_VALUES = 20  # a column with more distinct values is an identifier, not a group
+
+
+def group_columns(rows: pd.DataFrame, attributes: list[str]) -> list[str]:
+    """The one rule for which metadata columns define subgroups (every check's per-group tables and the
+    subgroups check's default --group-by): not an artifact's box or mask, 2 to MAX_GROUP_VALUES values."""
+    return [a for a in attributes if not a.endswith(("_box", "_mask")) and 1 < rows[a].nunique() <= MAX_GROUP_VALUES]
 
 
 def accuracy_by(rows: pd.DataFrame, keys: list[str], prefix: str = "") -> list[dict]:
@@ -71,4 +75,40 @@ def accuracy_by(rows: pd.DataFrame, keys: list[str], prefix: str = "") -> list[d
         acc = accuracy(g)
         out.append({**{k: (v.item() if hasattr(v, "item") else v) for k, v in zip(keys, values)},
                     f"{prefix}accuracy": acc["accuracy"], f"{prefix}accuracy_ci": acc["accuracy_ci"], "n": acc["n"]})
+    return out
+
+
+def weak_classes(rows: pd.DataFrame, classes: list[str]) -> list[dict]:
+    """Per class: recall against the accuracy on every other class, the difference with Newcombe's
+    interval, and a two-sided Fisher exact p-value, Holm-adjusted across classes (one family)."""
+    from .stats import fisher_vs_rest, holm, newcombe_difference_ci
+    k_all, n_all = int(rows["correct"].sum()), len(rows)
+    stats = rows.groupby("label")["correct"].agg(["sum", "count"])
+    out = []
+    for label, (k, n) in stats.iterrows():
+        k, n = int(k), int(n)
+        rest_k, rest_n = k_all - k, n_all - n
+        if rest_n == 0:
+            continue
+        out.append({"class": classes[int(label)], "label": int(label), "recall": proportion(k, n), "n": n,
+                    "rest_accuracy": proportion(rest_k, rest_n), "gap": round(rest_k / rest_n - k / n, 6),
+                    "gap_ci": newcombe_difference_ci(rest_k, rest_n, k, n), "p_value": fisher_vs_rest(k, n, k_all, n_all)})
+    for r, p in zip(out, holm([r["p_value"] for r in out])):
+        r["p_adjusted"] = p
+    return out
+
+
+def confusions(rows: pd.DataFrame, classes: list[str], top: int = 5) -> list[dict]:
+    """The largest confusion pairs (true class read as another), by count: count, share of the true class
+    with a Wilson interval, and the sample ids of the most confident such errors."""
+    wrong = rows[~rows["correct"].astype(bool)]
+    sizes = rows["label"].value_counts()
+    pairs = wrong.groupby(["label", "prediction"]).size().sort_values(ascending=False, kind="stable")
+    out = []
+    for (label, pred), count in pairs.head(top).items():
+        n = int(sizes[label])
+        mine = wrong[(wrong["label"] == label) & (wrong["prediction"] == pred)]
+        out.append({"true": classes[int(label)], "predicted": classes[int(pred)], "count": int(count), "n": n,
+                    "share": proportion(int(count), n), "share_ci": wilson_ci(int(count), n),
+                    "sample_ids": most_confident_errors(mine, 6)["sample_id"].astype(int).tolist()})
     return out

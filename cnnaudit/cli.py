@@ -25,34 +25,7 @@ def _add_audit_options(p: argparse.ArgumentParser) -> None:
                    "(default: %(default)s)")
     p.add_argument("--checks", help=f"comma-separated checks to run besides clean (default: all: "
                    f"{', '.join(available()) or 'none yet'}); 'none' runs only the clean evaluation")
-    a = p.add_argument_group("adversarial check")
-    a.add_argument("--norms", help="attack norms, comma-separated: linf,l2 (default: both)")
-    a.add_argument("--eps-linf", help="L-inf budgets in [0,1] pixel units, comma-separated; fractions allowed "
-                   "(default: 1/255,2/255,4/255,8/255)")
-    a.add_argument("--eps-l2", help="L2 budgets in [0,1] pixel units, comma-separated (default: 0.25,0.5,1.0)")
-    a.add_argument("--attack-strength", choices=("standard", "thorough"),
-                   help="standard: FGSM, PGD-10, APGD-DLR-20, APGD-T-20 on 3 targets (Square runs too when a "
-                        "gradient-masking sanity check fails); thorough: PGD-50 and APGD-100 with 3 restarts, "
-                        "APGD-CE, APGD-T-100 on 9 targets and Square with 5,000 queries (default: standard)")
-    a.add_argument("--attacks", help="the attack cascade, cheapest first, comma-separated from fgsm, pgd, apgd_dlr, "
-                   "apgd_ce, apgd_t, square, autoattack (ART's) (default: set by --attack-strength)")
-    a.add_argument("--attack-backend", choices=("torch", "art"),
-                   help="torch: cnnaudit's FGSM/PGD/APGD (per-sample early stopping, stays on the device; default); "
-                        "art: ART's implementations, as a reference (slower)")
-    c = p.add_argument_group("corruption check")
-    c.add_argument("--corruptions", help="comma-separated from rain, snow, low_light, fog, motion_blur, "
-                   "gaussian_noise, jpeg, contrast, brightness, or 'all' (default: rain,snow,low_light)")
-    c.add_argument("--severities", help="comma-separated severities 1-5 (default: 1,2,3,4,5)")
-    g = p.add_argument_group("subgroups check (bias)")
-    g.add_argument("--group-by", help="metadata columns to compare groups of, comma-separated (default: every "
-                   "categorical column that is not an artifact)")
-    g.add_argument("--intersections", help="attribute pairs to cross, comma-separated, like scanner*site")
-    g.add_argument("--min-group-size", type=int, help="smaller groups are 'insufficient data', never ranked "
-                   "(default: 30)")
-    h = p.add_argument_group("shortcuts check")
-    h.add_argument("--artifact", action="append", metavar="NAME",
-                   help="a 0/1 metadata column marking an artifact (ruler, marker, watermark), located by NAME_box "
-                        "('x0 y0 x1 y1') or NAME_mask (a mask image path); repeatable")
+    _add_check_flags(p)
     _add_gate_outputs(p)
     p.add_argument("--limit", type=int, help="audit a seeded, class-stratified subset of N images")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
@@ -62,6 +35,71 @@ def _add_audit_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--resume", action="store_true", help="checkpoint each finished check in OUT and reuse the "
                    "checks of an interrupted run when model, data and configuration are unchanged")
+
+
+def _declared_flags():
+    """(check, field, spec, flag, key) for every option flag the registered checks declare."""
+    from .checks import registry
+    from .options import specs
+    for name, check in registry().items():
+        if check.options_type is not None:
+            for field, spec in specs(check.options_type).items():
+                for flag, key in spec.flags():
+                    yield name, field, spec, flag, key
+
+
+def _dest(check: str, field: str, key: str | None) -> str:
+    return f"option__{check}__{field}" + (f"__{key}" if key else "")
+
+
+def _add_check_flags(p: argparse.ArgumentParser) -> None:
+    """One argument group per check with options, generated from its declarations (cnnaudit/options.py).
+    A plugin's flag that another check already has is left out, and said so in --help."""
+    from .checks import registry
+    groups, taken = {}, {s for action in p._actions for s in action.option_strings}
+    for check, field, spec, flag, key in _declared_flags():
+        if check not in groups:
+            groups[check] = p.add_argument_group(f"{check} check ({registry()[check].title})")
+        if flag in taken:
+            groups[check].description = f"{flag} of this check is left out: another option has it"
+            continue
+        taken.add(flag)
+        help_text = spec.help.format(key=key) if key else spec.help
+        if spec.choices and spec.many:
+            help_text += f"; from: {', '.join(map(str, spec.choices))}"
+        metavar = spec.metavar or ("{" + ",".join(map(str, spec.choices)) + "}"
+                                   if spec.choices and not spec.many else field.upper())
+        groups[check].add_argument(flag, dest=_dest(check, field, key), action="append" if spec.repeat else "store",
+                                   metavar=metavar, help=help_text.replace("%", "%%"))
+
+
+def _check_options(args) -> dict:
+    """{check: {option: value}} from the flags given (and {} for a check with options but no flag given)."""
+    from .checks import registry
+    from .options import OptionError, from_text
+    out = {name: {} for name, check in registry().items() if check.options_type is not None}
+    for check, field, spec, flag, key in _declared_flags():
+        raw = getattr(args, _dest(check, field, key), None)
+        if raw is None:
+            continue
+        try:
+            value = from_text(field, spec, ",".join(raw) if spec.repeat else raw, key)
+        except OptionError as exc:
+            exc.where = flag
+            raise
+        if key:
+            out[check].setdefault(field, {})[key] = list(value) if spec.many else value
+        else:
+            out[check][field] = value
+    return out
+
+
+def _flag_of(exc) -> str | None:
+    """The flag of an option an OptionError names, if the CLI has one."""
+    for check, field, spec, flag, key in _declared_flags():
+        if (check, field) == (exc.check, exc.option) and (key is None or key == exc.key or exc.key is None):
+            return flag
+    return None
 
 
 def _add_gate_outputs(p: argparse.ArgumentParser) -> None:
@@ -139,68 +177,6 @@ def _csv(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
 
-def _parse_eps(text: str, flag: str) -> list[float]:
-    from .budgets import parse_budget
-    values = []
-    for part in text.split(","):
-        part = part.strip()
-        try:
-            value = parse_budget(part)
-        except ValueError:
-            raise AuditError(f"{flag} has {part!r}, which is not a number or fraction like 8/255.") from None
-        if not value > 0:
-            raise AuditError(f"{flag} has {part!r}; budgets must be positive.")
-        values.append(value)
-    return values
-
-
-def _adversarial_options(args) -> dict:
-    opts = {}
-    if args.norms:
-        norms = tuple(_csv(args.norms))
-        bad = [n for n in norms if n not in ("linf", "l2")]
-        if bad or not norms:
-            raise AuditError(f"--norms has {(bad or [args.norms])[0]!r}; choose linf, l2 or linf,l2.")
-        opts["norms"] = norms
-    eps = {}
-    if args.eps_linf:
-        eps["linf"] = _parse_eps(args.eps_linf, "--eps-linf")
-    if args.eps_l2:
-        eps["l2"] = _parse_eps(args.eps_l2, "--eps-l2")
-    if eps:
-        opts["eps"] = eps
-    if args.attack_strength:
-        opts["attack_strength"] = args.attack_strength
-    if args.attack_backend:
-        opts["backend"] = args.attack_backend
-    if args.attacks:
-        opts["attacks"] = _csv(args.attacks)
-    return opts
-
-
-def _corruption_options(args) -> dict:
-    opts = {}
-    if args.corruptions:
-        opts["corruptions"] = tuple(_csv(args.corruptions))
-    if args.severities:
-        try:
-            opts["severities"] = tuple(int(v) for v in _csv(args.severities))
-        except ValueError:
-            raise AuditError(f"--severities has {args.severities!r}; give integers 1 to 5 like 1,3,5.") from None
-    return opts
-
-
-def _subgroup_options(args) -> dict:
-    opts = {}
-    if args.group_by:
-        opts["group_by"] = tuple(_csv(args.group_by))
-    if args.intersections:
-        opts["intersections"] = tuple(_csv(args.intersections))
-    if args.min_group_size is not None:
-        opts["min_group_size"] = args.min_group_size
-    return opts
-
-
 def _config_from_args(args) -> "AuditConfig":
     from .config import AuditConfig
     from .data.images import DEFAULT_MAX_PIXELS
@@ -218,11 +194,7 @@ def _config_from_args(args) -> "AuditConfig":
         num_classes=getattr(args, "num_classes", None), output_kind=getattr(args, "output_kind", "auto"),
         positive_class=getattr(args, "positive_class", None), device=args.device, limit=args.limit, seed=args.seed,
         batch_size=args.batch_size, max_pixels=getattr(args, "max_pixels", None) or DEFAULT_MAX_PIXELS,
-        workers=args.workers, quiet=args.quiet, options={"adversarial": _adversarial_options(args),
-                                                       "corruption": _corruption_options(args),
-                                                       "subgroups": _subgroup_options(args),
-                                                       "shortcuts": {"artifacts": tuple(args.artifact)}
-                                                       if args.artifact else {}})
+        workers=args.workers, quiet=args.quiet, options=_check_options(args))
 
 
 def _read_summary(path: str, flag: str) -> dict:
@@ -353,6 +325,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(args)
     except AuditError as exc:
+        from .options import OptionError
+        if isinstance(exc, OptionError) and exc.check and _flag_of(exc):  # said the way the user gave it
+            exc.where = _flag_of(exc)
         print(f"cnnaudit: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

@@ -70,47 +70,72 @@ def run_audit(model: str | Path | nn.Module, data: str | Path, config: AuditConf
 
 
 def _run_audit(model, data, config: AuditConfig, device, shard, unsafe_pickle, resume_dir) -> AuditResult:
-    timing: dict[str, float] = {}
     t0 = time.perf_counter()
+    ctx, names, check_options, size = _prepare(model, data, config, device, shard, unsafe_pickle)
+    timing = {"load": time.perf_counter() - t0}
+    checkpoints = None
+    if resume_dir is not None and ctx.loaded.sha256:
+        from .resume import Checkpoints, data_fingerprint
+        checkpoints = Checkpoints(resume_dir, model_sha256=ctx.loaded.sha256,
+                                  data=data_fingerprint(ctx.dataset, ctx.sample_ids),
+                                  config={k: v for k, v in config.recorded().items() if k != "options"})
+    results, resumed, errors = _run_checks(ctx, names, check_options, checkpoints, timing)
+    timing["total"] = time.perf_counter() - t0
+    summary = {"version": __version__, "seed": config.seed, "config": config.recorded(),
+               "model": _model_section(ctx, size, device), "data": _data_section(ctx)}
+    for r in results:
+        summary[r.name] = r.summary
+    summary["findings"] = [f for r in results for f in r.findings]
+    summary["errors"] = [{"check": e["check"], "error": e["error"]} for e in errors]
+    summary["complete"] = not errors
+    summary["timing"] = {k: round(v, 3) for k, v in timing.items()}
+    if resume_dir is not None:
+        summary["timing"]["resumed"] = resumed
+    summary["timing"]["processes"] = shard.world_size
+    return AuditResult(summary=summary, results=results, primary=shard.is_main,
+                       error_log="".join(f"== {e['check']} ==\n{e['traceback']}\n" for e in errors))
+
+
+def _prepare(model, data, config: AuditConfig, device, shard, unsafe_pickle):
+    """Options validated first (a bad option fails in a second), then model and data loaded, the
+    options that name data checked against it, the model wrapped, and all processes agreeing on both."""
     names = _checks_to_run(config)
     for message in plugin_errors():  # a broken third-party check is skipped, and said so
         log(message, quiet=config.quiet)
-    check_options = {name: registry()[name].options(config) for name in names}
+    check_options = {name: registry()[name].options_from(config) for name in names}
     loaded = (from_module(model) if isinstance(model, nn.Module)
               else load_model(model, arch=config.arch, num_classes=config.num_classes, unsafe_pickle=unsafe_pickle,
                               channels=config.channels))
     dataset = open_dataset(data, config.classes_file)
-    table = dataset.table if config.limit is None else stratified_subset(dataset.table, config.limit, config.seed)
     if config.limit is not None and config.limit < 1:
         raise AuditError("--limit must be a positive number of images.")
+    table = dataset.table if config.limit is None else stratified_subset(dataset.table, config.limit, config.seed)
     sample_ids = table["sample_id"].to_numpy()
     for name in names:
         registry()[name].check_data(check_options[name], dataset, config)
-    declared = loaded.preprocessing
-    size = _input_size(config, dataset, sample_ids, declared)
+    size = _input_size(config, dataset, sample_ids, loaded.preprocessing)
     audited = _wrap_model(loaded, config, dataset, sample_ids, size, device)
     shard.agree(loaded.sha256, "model file")
     shard.agree(hashlib.sha256(table.to_csv(index=False).encode()).hexdigest(), "data table (files, labels, metadata)")
-    timing["load"] = time.perf_counter() - t0
     log(f"auditing {len(sample_ids)} image(s) of {len(dataset.classes)} classes with {loaded.format} model "
         f"on {device} ({', '.join(names)})"
         + (f", sharded over {shard.world_size} processes" if shard.world_size > 1 else ""), quiet=config.quiet)
-
     ctx = AuditContext(config=config, model=audited, loaded=loaded, dataset=dataset, sample_ids=sample_ids,
                        shard=shard, skipped=list(dataset.excluded))
-    checkpoints = None
-    if resume_dir is not None and loaded.sha256:
-        from .resume import Checkpoints, data_fingerprint
-        checkpoints = Checkpoints(resume_dir, model_sha256=loaded.sha256, data=data_fingerprint(dataset, sample_ids),
-                                  config={k: v for k, v in config.recorded().items() if k != "options"})
-    results, resumed, errors, key = [], [], [], ""
+    return ctx, names, check_options, size
+
+
+def _run_checks(ctx, names, check_options, checkpoints, timing) -> tuple[list, list, list]:
+    """Each check in order, on the results it declared (requires, after), reused from a checkpoint when
+    one matches; a check that raises becomes a failed result and the others go on."""
+    config, results, resumed, errors, key = ctx.config, [], [], [], ""
     for name in names:
         seed_everything(config.seed)  # each check's randomness is independent of which checks ran before
         t = time.perf_counter()
         check = registry()[name]
         reads = {o: config.options.get(o) for o in check.reads_options}
         key = checkpoints.key(name, [check_options[name], reads], key) if checkpoints else ""
-        result = shard.broadcast(checkpoints.load(name, key) if checkpoints and shard.is_main else None)
+        result = ctx.shard.broadcast(checkpoints.load(name, key) if checkpoints and ctx.shard.is_main else None)
         if result is not None:
             resumed.append(name)
             log(f"{name}: reused from an earlier run (--resume)", quiet=config.quiet)
@@ -124,7 +149,7 @@ def _run_audit(model, data, config: AuditConfig, device, shard, unsafe_pickle, r
                 result = failed_result(name, exc)
                 errors.append({"check": name, "error": result.summary["error"], "traceback": result.report["traceback"]})
                 log(f"{name}: FAILED ({result.summary['error']}); the other checks go on", quiet=config.quiet)
-            if checkpoints and shard.is_main and not result.summary.get("failed"):
+            if checkpoints and ctx.shard.is_main and not result.summary.get("failed"):
                 checkpoints.save(name, key, result)
         if name == "clean":  # the readable samples every later batch is drawn from, and what could not be read
             ctx.clean_rows = result.rows
@@ -133,36 +158,26 @@ def _run_audit(model, data, config: AuditConfig, device, shard, unsafe_pickle, r
         if not result.summary.get("failed"):  # a failed check's (empty) rows are nothing a later check can read
             ctx.results[name] = result
         timing[name] = time.perf_counter() - t
-    timing["total"] = time.perf_counter() - t0
-    summary = {
-        "version": __version__,
-        "seed": config.seed,
-        "config": config.recorded(),
-        "model": {"path": loaded.path, "sha256": loaded.sha256, "format": loaded.format,
-                  "num_classes": audited.num_classes, "input_shape": [audited.channels, *size],
-                  "outputs_probabilities": audited.outputs_probabilities, **audited.describe(),
-                  "positive_class": (dataset.classes[audited.positive_index]
-                                     if audited.output_kind in SINGLE else None),
-                  "preprocessing_from_file": {k: (list(v) if isinstance(v, tuple) else v)
-                                              for k, v in declared.items()},
-                  **ctx.results["clean"].summary.get("randomness", {}), "device": str(device)},
-        "data": {"path": str(dataset.root), "layout": dataset.layout, "n_samples": int(len(ctx.clean_rows)),
-                 "n_files": int(len(dataset.table)), "n_selected": int(len(sample_ids)),
-                 "n_skipped": len(ctx.skipped), "skipped": ctx.skipped, "n_clipped": len(ctx.clipped),
-                 "classes": dataset.classes, "attributes": dataset.attributes,
-                 "renamed_columns": dataset.renamed},
-    }
-    for r in results:
-        summary[r.name] = r.summary
-    summary["findings"] = [f for r in results for f in r.findings]
-    summary["errors"] = [{"check": e["check"], "error": e["error"]} for e in errors]
-    summary["complete"] = not errors
-    summary["timing"] = {k: round(v, 3) for k, v in timing.items()}
-    if resume_dir is not None:
-        summary["timing"]["resumed"] = resumed
-    summary["timing"]["processes"] = shard.world_size
-    return AuditResult(summary=summary, results=results, primary=shard.is_main,
-                       error_log="".join(f"== {e['check']} ==\n{e['traceback']}\n" for e in errors))
+    return results, resumed, errors
+
+
+def _model_section(ctx, size, device) -> dict:
+    audited, loaded, classes = ctx.model, ctx.loaded, ctx.dataset.classes
+    return {"path": loaded.path, "sha256": loaded.sha256, "format": loaded.format,
+            "num_classes": audited.num_classes, "input_shape": [audited.channels, *size],
+            "outputs_probabilities": audited.outputs_probabilities, **audited.describe(),
+            "positive_class": classes[audited.positive_index] if audited.output_kind in SINGLE else None,
+            "preprocessing_from_file": {k: (list(v) if isinstance(v, tuple) else v)
+                                        for k, v in loaded.preprocessing.items()},
+            **ctx.results["clean"].summary.get("randomness", {}), "device": str(device)}
+
+
+def _data_section(ctx) -> dict:
+    dataset = ctx.dataset
+    return {"path": str(dataset.root), "layout": dataset.layout, "n_samples": int(len(ctx.clean_rows)),
+            "n_files": int(len(dataset.table)), "n_selected": int(len(ctx.sample_ids)),
+            "n_skipped": len(ctx.skipped), "skipped": ctx.skipped, "n_clipped": len(ctx.clipped),
+            "classes": dataset.classes, "attributes": dataset.attributes, "renamed_columns": dataset.renamed}
 
 
 def failed_result(name: str, exc: Exception) -> CheckResult:

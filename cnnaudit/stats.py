@@ -109,3 +109,9 @@ def fisher_pair(k1: int, n1: int, k2: int, n2: int) -> float:
     """Two-sided Fisher exact p-value: do two groups' accuracies (k1 of n1, k2 of n2) differ?"""
     from scipy.stats import fisher_exact
     return float(fisher_exact([[k1, n1 - k1], [k2, n2 - k2]]).pvalue)
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """Exact two-sided McNemar p-value for paired outcomes on the same samples: b changed one way, c the
+    other (a binomial test of b against b + c at 1/2)."""
+    return 1.0 if b + c == 0 else float(binomtest(b, b + c, 0.5).pvalue)

@@ -22,8 +22,7 @@ def main() -> int:
 
     result = cnnaudit.audit(args.model, args.data, limit=args.limit,
                             checks=["adversarial", "corruption", "subgroups"],
-                            options={"adversarial": {"norms": ("linf",)},
-                                     "corruption": {"corruptions": ("low_light", "snow")}})
+                            adversarial={"norms": ("linf",)}, corruption={"corruptions": ("low_light", "snow")})
     s = result.summary
     print(f"clean accuracy {s['clean']['accuracy']:.3f} {s['clean']['accuracy_ci']}")
     for r in s["adversarial"]["results"]:

@@ -54,6 +54,20 @@ def run_cli(*args, cwd=None, env=None) -> subprocess.CompletedProcess:
                           cwd=cwd, env={**os.environ, **(env or {})}, timeout=600)
 
 
+PLUGIN = Path(__file__).resolve().parents[1] / "examples" / "plugin-check"
+
+
+@pytest.fixture(scope="session")
+def plugin_env(tmp_path_factory) -> dict:
+    """examples/plugin-check pip-installed into a folder of its own (its pyproject, its entry point in group
+    cnnaudit.checks); the environment under which the CLI finds it."""
+    target = tmp_path_factory.mktemp("plugin-site")
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
+                          str(PLUGIN)], capture_output=True, text=True, timeout=300)
+    assert pip.returncode == 0, pip.stderr
+    return {"PYTHONPATH": f"{target}{os.pathsep}{PLUGIN.parents[1]}"}
+
+
 def read_summary(out: Path) -> dict:
     return json.loads((Path(out) / "summary.json").read_text())
 

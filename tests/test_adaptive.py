@@ -175,8 +175,8 @@ def test_thorough_cascade_is_autoattacks_attacks_in_torch():
 
 def test_thorough_audit_runs_square_in_the_cascade(eager_model, digits_dir):
     result = cnnaudit.audit(eager_model, digits_dir, checks=["adversarial"], limit=30,
-                            options={"adversarial": {"eps": {"linf": [0.2]}, "norms": ("linf",),
-                                                     "attack_strength": "thorough"}})
+                            adversarial={"eps": {"linf": [0.2]}, "norms": ("linf",),
+                                                     "attack_strength": "thorough"})
     adv = result.summary["adversarial"]
     assert adv["square"] == {"queries": 5000, "automatic": False}
     assert adv["gradient_masking"] == "none", adv["sanity"]

@@ -34,7 +34,7 @@ class Scaled(nn.Module):
 
 def audit_adv(model, data, **options):
     opts = {"eps": {"linf": LINF, "l2": L2}, **options}
-    return cnnaudit.audit(model, data, checks=["adversarial"], limit=LIMIT, options={"adversarial": opts})
+    return cnnaudit.audit(model, data, checks=["adversarial"], limit=LIMIT, adversarial=opts)
 
 
 def worst(summary, norm=None):
@@ -194,7 +194,7 @@ def test_gradient_masking_is_confirmed_and_square_breaks_what_pgd_cannot(eager_m
             return self.inner(torch.round(x * 4) / 4)
 
     result = cnnaudit.audit(Quantized(), digits_dir, checks=["adversarial"], limit=30,
-                            options={"adversarial": {"eps": {"linf": [0.1, 0.3]}, "norms": ("linf",)}})
+                            adversarial={"eps": {"linf": [0.1, 0.3]}, "norms": ("linf",)})
     adv = result.summary["adversarial"]
     assert adv["gradient_masking"] == "confirmed" and adv["gradient_masking_suspected"] is True
     failed = {s["check"] for s in adv["sanity"] if not s["passed"]}

@@ -10,6 +10,7 @@ import pytest
 import cnnaudit
 from cnnaudit.checks.adversarial import AdversarialOptions
 from cnnaudit.errors import AuditError
+from cnnaudit.options import OptionError
 
 
 def test_docstring_examples_run():
@@ -32,7 +33,7 @@ def test_check_options_by_keyword_match_the_old_options_dict(eager_model, digits
 def test_typos_are_one_clear_error(eager_model, digits_dir):
     with pytest.raises(AuditError, match="no setting 'limt'"):
         cnnaudit.audit(eager_model, digits_dir, limt=10)
-    with pytest.raises(AuditError, match="options for the adversarial check"):
+    with pytest.raises(AuditError, match="the adversarial check has no option"):
         cnnaudit.audit(eager_model, digits_dir, checks=["adversarial"], adversarial={"epsilon": 0.1})
-    with pytest.raises(AuditError, match="eps="):
+    with pytest.raises(OptionError, match="the adversarial option 'eps' has 'a/b': give a number"):
         cnnaudit.audit(eager_model, digits_dir, checks=["adversarial"], adversarial={"eps": {"linf": ["a/b"]}})

@@ -114,7 +114,7 @@ def test_per_subgroup_breakdown_matches_hand_computation():
 
 def test_check_rows_and_summary(eager_model, digits_dir):
     res = cnnaudit.audit(eager_model, digits_dir, checks=["corruption"], limit=60,
-                         options={"corruption": {"corruptions": ("rain", "low_light", "contrast"), "severities": (1, 5)}})
+                         corruption={"corruptions": ("rain", "low_light", "contrast"), "severities": (1, 5)})
     c = res.summary["corruption"]
     rows = res.samples.query("check == 'corruption'")
     clean = res.samples.query("check == 'clean'").set_index("sample_id")

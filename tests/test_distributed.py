@@ -17,26 +17,30 @@ ARGS = ["--limit", "150", "--batch-size", "16", "--eps-linf", "0.05,0.1", "--eps
         "--corruptions", "rain,low_light,jpeg", "--severities", "1,3,5", "--quiet"]
 
 
-def torchrun(*args) -> subprocess.CompletedProcess:
+def torchrun(*args, env=None) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "cnnaudit", *map(str, args)]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+                          env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
 
 
 def strip(summary: dict) -> dict:
     return {k: v for k, v in summary.items() if k != "timing"}
 
 
-def test_two_processes_match_one(tmp_path, torchscript_path, digits_dir):
+def test_two_processes_match_one(tmp_path, torchscript_path, digits_dir, plugin_env):
+    """The contract's "two processes equal one", for every registered check at once: the example plugin
+    is installed, so it runs (and is sharded) too."""
+    from cnnaudit.checks import registry
     one, one_thread, two = tmp_path / "one", tmp_path / "one_thread", tmp_path / "two"
-    r = run_cli("run", torchscript_path, digits_dir, "--out", one, *ARGS)
+    r = run_cli("run", torchscript_path, digits_dir, "--out", one, *ARGS, env=plugin_env)
     assert r.returncode == 0, r.stderr
-    r = torchrun("run", torchscript_path, digits_dir, "--out", two, *ARGS)
+    r = torchrun("run", torchscript_path, digits_dir, "--out", two, *ARGS, env=plugin_env)
     assert r.returncode == 0, r.stderr
     assert r.stdout.count("report:") == 1  # rank 0 alone writes and prints
     single, sharded = read_summary(one), read_summary(two)
     assert sharded["timing"]["processes"] == 2 and single["timing"]["processes"] == 1
+    assert {*registry(), "example_plugin"} <= set(single), "every check ran"
     for section in single:
         if section != "timing":
             assert sharded[section] == single[section], section
@@ -44,7 +48,8 @@ def test_two_processes_match_one(tmp_path, torchscript_path, digits_dir):
     assert single["adversarial"]["results"][0]["n"] == 150
     # row for row, byte for byte, against one process with the same intra-op threads as each rank
     # (torchrun gives each 1): a different thread count moves adversarial confidences at float32 rounding
-    r = run_cli("run", torchscript_path, digits_dir, "--out", one_thread, *ARGS, env={"OMP_NUM_THREADS": "1"})
+    r = run_cli("run", torchscript_path, digits_dir, "--out", one_thread, *ARGS,
+                env={"OMP_NUM_THREADS": "1", **plugin_env})
     assert r.returncode == 0, r.stderr
     assert (two / "samples.csv").read_text() == (one_thread / "samples.csv").read_text()
     assert strip(read_summary(one_thread)) == strip(single)

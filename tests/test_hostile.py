@@ -70,7 +70,7 @@ def test_mask_files_inside_class_folders_are_annotations_not_samples(tmp_path, d
             has = p.startswith("3/")
             w.writerow([p, int(has), "3/ruler_mask.png" if has else ""])
     result = cnnaudit.audit(torchscript_path, root, checks=["shortcuts"],
-                            options={"shortcuts": {"artifacts": ("ruler",)}})
+                            shortcuts={"artifacts": ("ruler",)})
     s = result.summary
     assert s["data"]["n_samples"] == 30 and s["data"]["n_files"] == 30
     assert "3/ruler_mask.png" not in set(result.samples["path"])

@@ -57,7 +57,7 @@ def ruler_dir(tmp_path_factory, digits):
 
 
 def shortcut_summary(model, data):
-    return cnnaudit.audit(model, data, checks=["shortcuts"], options={"shortcuts": {"artifacts": ("ruler",)}})
+    return cnnaudit.audit(model, data, checks=["shortcuts"], shortcuts={"artifacts": ("ruler",)})
 
 
 def test_planted_ruler_is_a_shortcut_and_its_control_is_not(pair, ruler_dir):
@@ -209,7 +209,7 @@ def test_a_ruler_thinner_than_one_input_pixel_is_still_found(tmp_path, digits):
     assert not bool(((centres >= 213) & (centres < 218)).any())  # the old centre rule found no pixel
     assert int(box_mask((16, 213, 240, 218), (256, 256), (32, 32)).any(dim=2).sum()) == 2  # coverage: 2 rows
     a = cnnaudit.audit(planted, root, input_size=(32, 32), checks=["shortcuts"],
-                       options={"shortcuts": {"artifacts": ("ruler",)}}).summary["shortcuts"]["artifacts"]["ruler"]
+                       shortcuts={"artifacts": ("ruler",)}).summary["shortcuts"]["artifacts"]["ruler"]
     assert a["n_excluded"] == 0 and a["flip_rate"] >= 0.3, a["by_fill"]
     assert a["verdict"] == "shortcut", a["by_fill"]
 

@@ -98,7 +98,7 @@ def test_duplicates_and_association_found(tmp_path, eager_model, digits):
     camera = np.where((ys == 0) | (np.arange(len(ys)) % 40 == 0), "X", "Y")
     root = tmp_path / "d"
     write_image_folder(root, xs, ys, pd.DataFrame({"camera": camera}), CLASSES)
-    res = cnnaudit.audit(eager_model, root, checks=["subgroups"], options={"subgroups": {"min_group_size": 5}})
+    res = cnnaudit.audit(eager_model, root, checks=["subgroups"], subgroups={"min_group_size": 5})
     audit = res.summary["subgroups"]["data_audit"]
     d = audit["duplicates"]
     assert d["n_exact_groups"] == 2 and d["n_exact_images"] == 4 and d["n_conflicting"] >= 1
@@ -111,8 +111,8 @@ def test_duplicates_and_association_found(tmp_path, eager_model, digits):
 
 def test_disparity_from_other_checks_rows(eager_model, planted):
     res = cnnaudit.audit(eager_model, planted, checks=["corruption", "subgroups"], limit=200,
-                         options={"corruption": {"corruptions": ("low_light",), "severities": (1, 5)},
-                                  "subgroups": {"group_by": ("site",)}})
+                         corruption={"corruptions": ("low_light",), "severities": (1, 5)},
+                         subgroups={"group_by": ("site",)})
     disp = res.summary["subgroups"]["disparity"]
     assert {(d["condition"], d["attribute"]) for d in disp} == {("low_light_1", "site"), ("low_light_5", "site")}
     rows = res.samples.query("condition == 'low_light_5'")
@@ -187,7 +187,7 @@ def test_disparity_compares_who_loses_more_not_who_was_worse_already(tmp_path, d
     root = tmp_path / "d"
     write_image_folder(root, x[idx], y[idx], pd.DataFrame({"site": site}), CLASSES)
     s = cnnaudit.audit(eager_model, root, checks=["corruption", "subgroups"],
-                       options={"corruption": {"corruptions": ("low_light", "rain")}}).summary["subgroups"]
+                       corruption={"corruptions": ("low_light", "rain")}).summary["subgroups"]
     assert s["attributes"]["site"]["significant"] and s["attributes"]["site"]["worst"] == "B"  # worse clean
     entries = [d for d in s["disparity"] if d["attribute"] == "site"]
     assert len(entries) == 10 and all(d["measure"] == "kept_rate" for d in entries)
@@ -207,9 +207,8 @@ def test_metadata_named_like_internal_columns_is_renamed_and_blank_values_are_mi
     meta["site"] = np.where(np.arange(len(meta)) % 5 == 0, "", np.where(np.arange(len(meta)) % 2, "A", "B"))
     meta.to_csv(root / "metadata.csv", index=False)
     s = cnnaudit.audit(torchscript_path, root, checks=["corruption", "subgroups"], limit=120,
-                       options={"corruption": {"corruptions": ("rain",), "severities": (1,)},
-                                "subgroups": {"group_by": ("severity", "contrast", "site"), "min_group_size": 5}}
-                       ).summary
+                       corruption={"corruptions": ("rain",), "severities": (1,)},
+                       subgroups={"group_by": ("severity", "contrast", "site"), "min_group_size": 5}).summary
     assert s["errors"] == []
     assert s["data"]["renamed_columns"] == {"contrast": "meta_contrast", "severity": "meta_severity"}
     attrs = s["subgroups"]["attributes"]

@@ -118,8 +118,8 @@ def test_every_check_completes_on_every_zoo_model(name, request, tmp_path, digit
     model, data_fixture, kwargs, expected = _zoo(name, (eager_model, binary_model), tmp_path, digits)
     data = request.getfixturevalue(data_fixture)
     result = cnnaudit.audit(model, data, limit=N, seed=0, **kwargs,
-                            options={"adversarial": {"eps": {"linf": DEMO_EPS["linf"][:2], "l2": DEMO_EPS["l2"][:1]}},
-                                     "shortcuts": {"artifacts": ("ruler",)}})
+                            adversarial={"eps": {"linf": DEMO_EPS["linf"][:2], "l2": DEMO_EPS["l2"][:1]}},
+                            shortcuts={"artifacts": ("ruler",)})
     s = result.summary
     assert s["errors"] == [] and s["complete"] is True
     for check in ALL_CHECKS:
@@ -142,7 +142,7 @@ def test_every_check_completes_on_every_zoo_model(name, request, tmp_path, digit
 
 def test_binary_models_get_the_margin_loss_and_every_sanity_check(binary_model, binary_dir):
     s = cnnaudit.audit(binary_model, binary_dir, limit=60, checks=["adversarial"],
-                       options={"adversarial": {"eps": DEMO_EPS, "attack_strength": "standard"}}).summary
+                       adversarial={"eps": DEMO_EPS, "attack_strength": "standard"}).summary
     assert s["adversarial"]["losses"] == {"ce": "Margin", "dlr": "Margin"}
     names = {c["check"] for c in s["adversarial"]["sanity"]}
     assert {"iterative_beats_single_step_linf", "large_eps_reaches_zero_linf", "large_eps_reaches_zero_l2",
@@ -264,7 +264,7 @@ def test_randomized_model_attacks_use_eot_votes(eager_model, digits_dir):
     majority vote of new draws agrees with them far more often than one draw would."""
     model = zoo.Randomized(eager_model, sigma=0.1)
     result = cnnaudit.audit(model, digits_dir, checks=["adversarial"], limit=60,
-                            options={"adversarial": {"eps": {"linf": [0.1]}, "norms": ("linf",)}})
+                            adversarial={"eps": {"linf": [0.1]}, "norms": ("linf",)})
     adv = result.summary["adversarial"]
     assert adv["eot_draws"] == 9
     worst = next(r for r in adv["results"] if r["attack"] == "worst_case")

@@ -66,7 +66,7 @@ def representation(table: pd.DataFrame, column: str, classes: list[str], min_siz
 def _shared_bands(hashes: np.ndarray):
     """Indices of the images that share one of the four 16-bit bands of their dHash, band by band, for
     buckets of two or more (two hashes within 3 bits share at least one band). By sorting rather than a
-    dict of lists: a dict holds a list per band value, ~6 MB per 10,000 images, nearly all of one image."""
+    dict of lists: a dict holds a list per band value, megabytes per 10,000 images, nearly all of one image."""
     for band in range(4):
         keys = ((hashes >> np.uint64(16 * band)) & np.uint64(0xFFFF)).astype(np.int64)
         order = np.argsort(keys, kind="stable")

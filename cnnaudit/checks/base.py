@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, ClassVar
 import pandas as pd
 
 from ..errors import AuditError
+from ..options import OptionError, validate
 
 if TYPE_CHECKING:
     from ..context import AuditContext
@@ -39,9 +40,10 @@ class Check:
     requires: ClassVar[tuple[str, ...]] = ("clean",)  # checks whose results run() reads; they run first
     after: ClassVar[tuple[str, ...]] = ()  # checks whose results run() reads when they ran (not run for it)
     inputs: ClassVar[tuple[str, ...]] = ()  # data besides the audited set it needs (none of the built-ins yet)
-    options_type: ClassVar[type | None] = None  # a dataclass with a validated() method
+    options_type: ClassVar[type | None] = None  # a dataclass of option() fields (cnnaudit/options.py)
     reads_options: ClassVar[tuple[str, ...]] = ()  # other checks' options this one depends on (for --resume)
     lower_is_better: ClassVar[tuple[str, ...]] = ()  # prefixes of its gate metrics where smaller is better
+    rule_kinds: ClassVar[tuple] = ()  # gate rule kinds judging its section (gate/rules.py: RuleKind)
 
     @staticmethod
     def metrics(section: dict) -> dict[str, float]:
@@ -57,32 +59,37 @@ class Check:
                 raise TypeError(f"check class {cls.__qualname__} does not declare {', '.join(missing)} (class "
                                 "attributes, strings)")
 
-    def __init__(self, options=None):
-        self._options = options  # validated by the pipeline; None: read from the audit's configuration
-
-    def resolved_options(self, ctx):
-        return self._options if self._options is not None else type(self).options(ctx.config)
+    def __init__(self, options):
+        self.opts = options  # an options_type instance, validated (options_from), or None without options_type
 
     @classmethod
-    def options(cls, config):
-        """This check's options from config.options[name], validated: the pipeline calls this for every
-        check before loading anything, so a bad flag fails in a second, not after the clean pass."""
+    def options_from(cls, config):
+        """This check's options from config.options[name], validated (cnnaudit/options.py): the pipeline
+        calls this for every check before loading anything, so a bad option fails in a second, not after
+        the clean pass."""
         if cls.options_type is None:
+            if config.options.get(cls.name):
+                raise AuditError(f"the {cls.name} check has no options; remove {cls.name}=... from the settings.")
             return None
-        given = dict(config.options.get(cls.name, {}))
-        try:
-            opts = cls.options_type(**given)
-        except TypeError:
-            known = ", ".join(cls.options_type.__dataclass_fields__)
-            raise AuditError(f"options for the {cls.name} check ({', '.join(sorted(given))}) include an unknown "
-                             f"name; known: {known}.") from None
-        return opts.validated()
+        return validate(cls.name, cls.options_type, config.options.get(cls.name, {}))
 
     @classmethod
     def check_data(cls, opts, dataset, config) -> None:
-        """Check options that name data (metadata columns) once the dataset is open; raise AuditError."""
+        """Check options that name data (metadata columns) once the dataset is open (the options class's
+        `check_data`, if it has one); raise OptionError."""
         if hasattr(opts, "check_data"):
-            opts.check_data(dataset, config)
+            try:
+                opts.check_data(dataset, config)
+            except OptionError as exc:
+                exc.check, exc.where = cls.name, f"the {cls.name} option {exc.option!r}"
+                raise
+
+    def summarize(self, rows: pd.DataFrame, inputs: dict[str, CheckResult], classes: list[str],
+                  attributes: list[str]) -> dict | None:
+        """The aggregates of its summary section computed from its rows alone (and the rows of what it
+        requires): run() uses it, and the contract test recomputes them from a finished result's rows.
+        None: not declared (its summary is not only row aggregates)."""
+        return None
 
     def run(self, ctx: "AuditContext", inputs: dict[str, CheckResult]) -> CheckResult:
         """The check on ctx's model and data; `inputs` holds the results of `requires` (and of `after`

@@ -12,12 +12,18 @@ import pandas as pd
 
 from .. import aggregate
 from ..errors import AuditError
+from ..gate.rules import NUMBER, RuleKind, result
 from ..model.randomness import probe_randomness
 from ..predict import predict
 from ..report.images import to_data_uri
 from ..stats import reliability_bins
 from .base import Check, CheckResult
 from .registry import register
+
+
+def _judge_accuracy(rule, clean: dict) -> dict:
+    v, t = clean["accuracy"], rule.params["threshold"]
+    return result(rule, "clean.accuracy", v, t, v >= t, f"clean accuracy {v:.4f} (minimum {t})")
 
 
 @register
@@ -27,10 +33,14 @@ class CleanCheck(Check):
     template = "sections/clean.html.j2"
     requires = ()  # the one check every other requires
     lower_is_better = ("clean.ece",)
+    rule_kinds = (RuleKind("min_clean_accuracy", _judge_accuracy, required={"threshold": NUMBER}),)
 
     @staticmethod
     def metrics(section: dict) -> dict[str, float]:
         return {f"clean.{key}": section[key] for key in ("accuracy", "ece") if section.get(key) is not None}
+
+    def summarize(self, rows, inputs, classes, attributes) -> dict:
+        return summarize_clean(rows, classes)
 
     def run(self, ctx, inputs) -> CheckResult:
         def evaluate(batch):
@@ -53,7 +63,7 @@ class CleanCheck(Check):
             rows.drop(columns="sample_id"))
         rows.insert(rows.columns.get_loc("prediction") + 1, "prediction_name",
                     [ctx.classes[p] for p in rows["prediction"]])
-        summary = summarize_clean(rows, ctx.classes)
+        summary = self.summarize(rows, inputs, ctx.classes, ctx.dataset.attributes)
         # a model property, measured here because it needs the clean predictions; every rank uses rank 0's answer
         summary["randomness"] = ctx.shard.broadcast(probe_randomness(ctx, rows) if ctx.shard.is_main else None)
         outputs = {"skipped": skipped_all, "clipped": [int(c) for c in clipped_all]}

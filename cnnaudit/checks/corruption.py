@@ -21,6 +21,8 @@ import pandas as pd
 from .. import aggregate
 from ..corruptions import CORRUPTIONS, DEFAULT, SEVERITIES, corrupt
 from ..errors import AuditError
+from ..gate.rules import NUMBER, RuleKind, result
+from ..options import option
 from ..predict import predict
 from ..report.images import to_data_uri
 from .base import Check, CheckResult
@@ -31,23 +33,38 @@ GRID_IMAGES = 4  # images in the "what does snow 3 look like" grid
 
 @dataclass
 class CorruptionOptions:
-    corruptions: tuple[str, ...] = DEFAULT
-    severities: tuple[int, ...] = SEVERITIES
-
-    def validated(self) -> "CorruptionOptions":
-        names = list(CORRUPTIONS) if list(self.corruptions) == ["all"] else list(self.corruptions)
-        unknown = [c for c in names if c not in CORRUPTIONS]
-        if unknown or not names:
-            raise AuditError(f"--corruptions has {(unknown or [''])[0]!r}; choose from {', '.join(CORRUPTIONS)} "
-                             "or 'all'.")
-        bad = [s for s in self.severities if int(s) not in SEVERITIES]
-        if bad or not self.severities:
-            raise AuditError(f"--severities has {(bad or [''])[0]!r}; severities are 1 to 5.")
-        return CorruptionOptions(tuple(names), tuple(sorted({int(s) for s in self.severities})))
+    corruptions: tuple[str, ...] = option(DEFAULT, flag="--corruptions", many=True, choices=tuple(CORRUPTIONS),
+                                          every="all", help="corruptions, comma-separated, or 'all' "
+                                          f"(default: {','.join(DEFAULT)})")
+    severities: tuple[int, ...] = option(SEVERITIES, flag="--severities", many=True, parse=int, sort=True,
+                                         choices=tuple(SEVERITIES), expects="severities are integers 1 to 5",
+                                         help="severities 1-5, comma-separated (default: 1,2,3,4,5)")
 
 
 def condition_name(corruption: str, severity: int) -> str:
     return f"{corruption}_{severity}"
+
+
+def _judge_drop(rule, cor: dict) -> dict:
+    """max_corruption_drop: the drop relative to clean of one corruption, or of their mean."""
+    p, which = rule.params, rule.params.get("corruption", "mean")
+    drops = {k: v for k, v in cor["relative_drop"].items() if v is not None}
+    if which == "mean":
+        v = round(sum(drops.values()) / len(drops), 6) if drops else None
+    elif which in drops:
+        v = drops[which]
+    else:
+        raise AuditError(f"rule {rule.name!r} names corruption {which!r}, which the audit did not run (it ran "
+                         f"{', '.join(cor['corruptions'])}); add it with --corruptions or fix the rule.")
+    return result(rule, f"corruption.relative_drop.{which}", v, p["threshold"], v is not None and v <= p["threshold"],
+                  f"accuracy drop under {which} {v:.4f} of clean (maximum {p['threshold']})")
+
+
+def _plan_drop(rule, opts, attributes) -> None:
+    which = rule.params.get("corruption", "mean")
+    if which != "mean" and which not in opts.corruptions:
+        raise AuditError(f"rule {rule.name!r} names corruption {which!r}, which the audit will not run "
+                         f"({', '.join(opts.corruptions)}); add it with --corruptions or fix the rule.")
 
 
 @register
@@ -57,6 +74,8 @@ class CorruptionCheck(Check):
     template = "sections/corruption.html.j2"
     options_type = CorruptionOptions
     lower_is_better = ("corruption.relative_drop.",)
+    rule_kinds = (RuleKind("max_corruption_drop", _judge_drop, plan=_plan_drop, required={"threshold": NUMBER},
+                           optional={"corruption": (str,)}, needs="--checks corruption"),)
 
     @staticmethod
     def metrics(section: dict) -> dict[str, float]:
@@ -67,8 +86,11 @@ class CorruptionCheck(Check):
             out["corruption.relative_drop.mean"] = round(sum(drops.values()) / len(drops), 6)
         return out
 
+    def summarize(self, rows, inputs, classes, attributes) -> dict:
+        return summarize_corruption(rows, inputs["clean"].rows, self.opts, classes, attributes)
+
     def run(self, ctx, inputs) -> CheckResult:
-        opts = self.resolved_options(ctx)
+        opts = self.opts
         seed = ctx.config.seed
         clean = ctx.clean_rows.set_index("sample_id")
 
@@ -87,7 +109,7 @@ class CorruptionCheck(Check):
             return aggregate.stack_columns(parts)
 
         rows = self._assemble_rows(ctx, ctx.map_batches(evaluate, desc="corruption"), conditions)
-        summary = summarize_corruption(rows, ctx.clean_rows, opts, ctx.classes, ctx.dataset.attributes)
+        summary = self.summarize(rows, inputs, ctx.classes, ctx.dataset.attributes)
         report = {"grid": self._grid(ctx, opts), "failures": self._failures(ctx, rows, opts),
                   "kpis": _kpis(summary)}
         findings = [f"Under {c.replace('_', ' ')} accuracy falls by {100 * d:.0f}% of clean on average over severities."
@@ -160,7 +182,7 @@ def summarize_corruption(rows: pd.DataFrame, clean_rows: pd.DataFrame, opts, cla
     attrs = aggregate.group_columns(rows, attributes)
     results, per_class, per_group = [], [], {a: [] for a in attrs}
     # one condition at a time: grouping every condition's rows by class or attribute at once makes pandas
-    # build several index arrays as long as all the rows, ~20 MB per 10,000 images at the peak
+    # build several index arrays as long as all the rows at the peak
     for (name, severity), g in rows.groupby(["corruption", "severity"], sort=True):
         acc = aggregate.accuracy(g)
         key = {"corruption": name, "severity": int(severity)}
@@ -192,3 +214,4 @@ def _kpis(summary) -> list[dict]:
     worst = min(summary["mean"], key=lambda c: summary["mean"][c])
     return [{"value": f"{100 * summary['mean'][worst]:.1f}%",
              "label": f"accuracy under {worst.replace('_', ' ')} (mean over severities)"}]
+

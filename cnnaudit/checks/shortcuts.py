@@ -32,6 +32,8 @@ from scipy.stats import binomtest, spearmanr
 from ..data.images import image_size
 from ..data.sampling import seeded_subset
 from ..errors import AuditError
+from ..gate.rules import RuleKind, result, selected, without_evidence
+from ..options import OptionError, option
 from ..predict import predict
 from ..report.images import to_data_uri
 from ..shortcuts.fills import FILLS, fill
@@ -60,22 +62,45 @@ SALIENCY_EXAMPLES = 4
 
 @dataclass
 class ShortcutOptions:
-    artifacts: tuple[str, ...] = ()
-
-    def validated(self) -> "ShortcutOptions":
-        return self
+    artifacts: tuple[str, ...] = option((), flag="--artifact", many=True, repeat=True, allow_empty=True, metavar="NAME",
+                                        help="a 0/1 metadata column marking an artifact (ruler, marker, watermark), "
+                                             "located by NAME_box ('x0 y0 x1 y1') or NAME_mask (a mask image path); "
+                                             "repeatable")
 
     def check_data(self, dataset, config=None) -> None:
         for name in self.artifacts:
             if name not in dataset.attributes:
-                raise AuditError(f"--artifact {name!r} is not a metadata column; columns: "
-                                 f"{', '.join(dataset.attributes) or '(no metadata.csv)'}.")
+                raise OptionError("artifacts", name, "not a metadata column (columns: "
+                                  f"{', '.join(dataset.attributes) or 'none: no metadata.csv'})")
             if f"{name}_box" not in dataset.attributes and f"{name}_mask" not in dataset.attributes:
-                raise AuditError(f"--artifact {name!r} needs a {name}_box ('x0 y0 x1 y1') or {name}_mask (path) "
-                                 "column in metadata.csv to locate it.")
+                raise OptionError("artifacts", name, f"metadata.csv needs a {name}_box ('x0 y0 x1 y1') or "
+                                  f"{name}_mask (path) column to locate it")
             values = set(pd.to_numeric(dataset.table[name], errors="coerce").dropna().unique())
             if not values <= {0, 1}:
-                raise AuditError(f"metadata column {name!r} must be 0/1 (artifact absent/present) for --artifact.")
+                raise OptionError("artifacts", name, "its metadata column must be 0/1 (artifact absent/present)")
+
+
+def _judge_no_shortcut(rule, sc: dict) -> dict:
+    """no_shortcut: no tested artifact (or the one named) judged a shortcut; inconclusive is no evidence."""
+    arts, named = sc["artifacts"], rule.params.get("artifact")
+    names = selected(rule, named, arts, "artifact", "test", f"add --artifact {named}")
+    if not names:
+        raise AuditError(f"rule {rule.name!r} needs at least one annotated artifact; add --artifact NAME.")
+    bad = [a for a in names if arts[a]["verdict"] == "shortcut"]
+    detail = ", ".join(f"{a}: {arts[a]['verdict']}" for a in names)
+    if not bad and any(arts[a]["verdict"] == "inconclusive" for a in names):
+        return without_evidence(rule, "shortcuts.verdict", 0, 0, detail)
+    return result(rule, "shortcuts.verdict", len(bad), 0, not bad, detail)
+
+
+def _plan_no_shortcut(rule, opts, attributes) -> None:
+    named = rule.params.get("artifact")
+    if not opts.artifacts:
+        raise AuditError(f"rule {rule.name!r} needs at least one annotated artifact; add --artifact NAME "
+                         "(a 0/1 metadata column with NAME_box or NAME_mask) or remove the rule.")
+    if named is not None and named not in opts.artifacts:
+        raise AuditError(f"rule {rule.name!r} names artifact {named!r}, which the audit will not test "
+                         f"({', '.join(opts.artifacts)}); add --artifact {named} or fix the rule.")
 
 
 @register
@@ -85,6 +110,9 @@ class ShortcutCheck(Check):
     template = "sections/shortcuts.html.j2"
     options_type = ShortcutOptions
     lower_is_better = ("shortcuts.flip_rate.",)
+    rule_kinds = (RuleKind("no_shortcut", _judge_no_shortcut, plan=_plan_no_shortcut,
+                           optional={"artifact": (str,), "on_inconclusive": (str,)}, evidence_key="on_inconclusive",
+                           needs="--checks shortcuts --artifact NAME"),)
 
     @staticmethod
     def metrics(section: dict) -> dict[str, float]:
@@ -92,7 +120,7 @@ class ShortcutCheck(Check):
                 if a.get("flip_rate") is not None}
 
     def run(self, ctx, inputs) -> CheckResult:
-        opts = self.resolved_options(ctx)
+        opts = self.opts
         clean = ctx.clean_rows.set_index("sample_id", drop=False)
         parts, artifacts, report = [], {}, {"artifacts": {}}
         for i, name in enumerate(opts.artifacts):
@@ -427,3 +455,4 @@ def verdict(by_fill: dict, add_rate, add_ci, n_usable: int, add_control: dict | 
 
 def _normalise(m: torch.Tensor) -> torch.Tensor:
     return (m / m.max()).clamp(0, 1) if float(m.max()) > 0 else m
+

@@ -22,32 +22,35 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from .. import aggregate
 from ..bias import data_audit
 from ..bias.groups import gap, group_accuracy, group_metrics, judge, present, with_intersections
 from ..bias.properties import image_properties, thumbnails
 from ..data.images import image_size
 from ..errors import AuditError
+from ..gate.rules import NUMBER, RuleKind, result, selected, without_evidence
+from ..options import OptionError, option
 from ..report.images import to_data_uri
 from .base import Check, CheckResult
 from .registry import register
 
-MAX_DEFAULT_VALUES = 20  # a column with more distinct values is an identifier, not a group
+def _pair(text: str) -> str:
+    parts = [p.strip() for p in str(text).split("*")]
+    if len(parts) != 2 or not all(parts):
+        raise ValueError(text)
+    return "*".join(parts)
 
 
 @dataclass
 class SubgroupOptions:
-    group_by: tuple[str, ...] | None = None
-    intersections: tuple[str, ...] = ()  # "a*b"
-    min_group_size: int = 30
-
-    def validated(self) -> "SubgroupOptions":
-        if int(self.min_group_size) < 1:
-            raise AuditError("--min-group-size must be at least 1.")
-        for pair in self.intersections:
-            if len([p for p in pair.split("*") if p.strip()]) != 2:
-                raise AuditError(f"--intersections has {pair!r}; write two attribute names joined by '*', "
-                                 "like scanner*site.")
-        return self
+    group_by: tuple[str, ...] | None = option(None, flag="--group-by", many=True,
+                                              help="metadata columns to compare groups of, comma-separated "
+                                                   "(default: every categorical column that is not an artifact)")
+    intersections: tuple[str, ...] = option((), flag="--intersections", many=True, parse=_pair, allow_empty=True,
+                                            expects="write two attribute names joined by '*', like scanner*site",
+                                            help="attribute pairs to cross, comma-separated, like scanner*site")
+    min_group_size: int = option(30, flag="--min-group-size", parse=int, minimum=1, expects="give a whole number",
+                                 help="smaller groups are 'insufficient data', never ranked (default: 30)")
 
     def pairs(self) -> list[tuple[str, str]]:
         return [tuple(p.strip() for p in pair.split("*")) for pair in self.intersections]
@@ -59,21 +62,54 @@ class SubgroupOptions:
             new = dataset.renamed
             self.group_by = None if self.group_by is None else tuple(new.get(a, a) for a in self.group_by)
             self.intersections = tuple("*".join(new.get(a, a) for a in pair) for pair in self.pairs())
-        artifacts = _artifacts(config)
-        named = list(self.group_by or []) + [a for pair in self.pairs() for a in pair]
-        unknown = [c for c in named if c not in dataset.attributes]
-        if unknown:
-            raise AuditError(f"--group-by/--intersections names {unknown[0]!r}, which is not a metadata column; "
-                             f"columns: {', '.join(dataset.attributes) or '(no metadata.csv)'}.")
+        columns = f"not a metadata column (columns: {', '.join(dataset.attributes) or 'none: no metadata.csv'})"
+        for name in self.group_by or []:
+            if name not in dataset.attributes:
+                raise OptionError("group_by", name, columns)
+        for pair in self.intersections:
+            for name in pair.split("*"):
+                if name not in dataset.attributes:
+                    raise OptionError("intersections", name, columns)
         if self.group_by is not None:
             return list(self.group_by)
-        skip = set(artifacts)
-        return [a for a in dataset.attributes if a not in skip and not a.endswith(("_box", "_mask"))
-                and 1 < dataset.table[a].nunique() <= MAX_DEFAULT_VALUES]
+        artifacts = set(_artifacts(config))  # compared by the shortcuts check, not ranked as groups
+        return [a for a in aggregate.group_columns(dataset.table, dataset.attributes) if a not in artifacts]
 
 
 def _artifacts(config) -> list[str]:
     return list(config.options.get("shortcuts", {}).get("artifacts", []) or [])
+
+
+def _judge_gap(rule, sub: dict) -> dict:
+    """max_subgroup_gap: the largest accuracy gap over the attributes (or the one named); with
+    only_significant, a gap counts only when the test says it is real."""
+    p, attrs = rule.params, sub["attributes"]
+    names = selected(rule, p.get("attribute"), attrs, "attribute", "group by", "add it with --group-by")
+    only_sig = p.get("only_significant", False)
+    measured = {a: attrs[a]["gap"] for a in names if attrs[a]["gap"] is not None}
+    worst_attr = max(measured, key=measured.get) if measured else None
+    worst = measured.get(worst_attr)
+    offending = [a for a, g in measured.items() if g > p["threshold"] and (attrs[a]["significant"] or not only_sig)]
+    insufficient = [a for a in names if a not in measured]
+    detail = (f"largest gap {worst:.4f} ({worst_attr})" if worst is not None else "no attribute with two groups "
+              "large enough to compare") + f" (maximum {p['threshold']}" + (", significant gaps only)" if only_sig
+                                                                           else ")")
+    if offending:
+        detail += f"; over the limit: {', '.join(offending)}"
+    if insufficient:
+        detail += f"; insufficient data: {', '.join(insufficient)}"
+    metric = f"subgroups.gap.{worst_attr or names[0] if names else '-'}"
+    if not offending and worst is None:  # a gap nobody could measure is not a small gap
+        why = detail + ("" if names else "; no attribute to compare")
+        return without_evidence(rule, metric, worst, p["threshold"], why)
+    return result(rule, metric, worst, p["threshold"], not offending, detail)
+
+
+def _plan_gap(rule, opts, attributes) -> None:
+    named = rule.params.get("attribute")
+    if named is not None and named.split("*")[0] not in attributes:
+        raise AuditError(f"rule {rule.name!r} names attribute {named!r}, which the data does not have "
+                         f"(metadata columns: {', '.join(attributes) or 'none'}); fix the rule.")
 
 
 @register
@@ -83,6 +119,9 @@ class SubgroupCheck(Check):
     template = "sections/subgroups.html.j2"
     after = ("adversarial", "corruption")  # their rows, when they ran, give per-group robustness disparity
     options_type = SubgroupOptions
+    rule_kinds = (RuleKind("max_subgroup_gap", _judge_gap, plan=_plan_gap, required={"threshold": NUMBER},
+                           optional={"attribute": (str,), "only_significant": (bool,), "on_insufficient": (str,)},
+                           evidence_key="on_insufficient", needs="--checks subgroups"),)
     reads_options = ("shortcuts",)  # artifacts are not ranked as groups
     lower_is_better = ("subgroups.gap.",)
 
@@ -92,7 +131,7 @@ class SubgroupCheck(Check):
                 if e.get("gap") is not None}
 
     def run(self, ctx, inputs) -> CheckResult:
-        opts = self.resolved_options(ctx)
+        opts = self.opts
         attrs = opts.check_data(ctx.dataset, ctx.config)
         seed, min_size = ctx.config.seed, int(opts.min_group_size)
         rows, thumbs = self._property_rows(ctx)
@@ -213,3 +252,4 @@ def _findings(summary) -> list[str]:
         out.append(f"Accuracy is significantly lower on images in quartile {s['quartile']} of {s['property']} "
                    f"({100 * s['accuracy']:.1f}% vs {100 * s['rest_accuracy']:.1f}% elsewhere).")
     return out
+

@@ -46,7 +46,7 @@ def line_kernels(length_px: float, angle: torch.Tensor) -> torch.Tensor:
 
 def convolve(x: torch.Tensor, kernels: torch.Tensor, padding: str = "reflect") -> torch.Tensor:
     """Each image convolved with its own (K, K) kernel, through the FFT: the cost does not grow with
-    the kernel, where a grouped conv2d with a 35 x 35 motion kernel at 224 px costs ~30x more."""
+    the kernel, where a grouped conv2d with a 35 x 35 motion kernel at 224 px costs an order of magnitude more."""
     n, c, h, w = x.shape
     r = kernels.shape[-1] // 2
     mode = {"zeros": "constant", "reflect": "reflect" if r < min(h, w) else "replicate"}[padding]

@@ -18,8 +18,8 @@ def to_data_uri(x: torch.Tensor, min_side: int = 96) -> str:
     if scale > 1:
         img = img.resize((img.size[0] * scale, img.size[1] * scale), Image.NEAREST)
     buf = io.BytesIO()
-    # zlib level 3 without `optimize`: 2.8x faster than optimize=True for ~6% more bytes (224 px photos;
-    # a 224 px report's galleries spent 5 s here)
+    # zlib level 3 without `optimize`: several times faster than optimize=True for a few % more bytes, and
+    # encoding 224 px galleries was a visible share of a report's time (benchmarks/bench_audit.py)
     img.save(buf, format="PNG", compress_level=3)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 

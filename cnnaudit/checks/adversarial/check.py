@@ -42,11 +42,12 @@ from ...report.images import amplify, to_data_uri
 from ..base import Check, CheckResult
 from ..registry import register
 from .options import THOROUGH, AdversarialOptions
+from .rules import MIN_ROBUST_ACCURACY
 from .sanity import (SANITY_SUBSET, gradient_free_check, masking_findings, masking_verdict, monotone_checks,
                      sanity_checks)
 
 # Each cascade stage attacks only the samples still standing: at a large eps PGD leaves a few of a batch for
-# APGD, and a pass over 8 samples costs ~3x a sample what one over 64 does (ResNet-18, CPU). So several
+# APGD, and a pass over 8 samples costs several times a sample what one over 64 does (on CPU). So several
 # batches are attacked together, their survivors sharing full passes (attacks/slots.py refills a finished
 # sample's slot), up to POOL_BYTES of images per call: the call holds ~10 copies of them (each eps's FGSM
 # examples, best examples, attempts); larger pools measured faster on ResNet-18 (README, Speed).
@@ -74,14 +75,18 @@ class AdversarialCheck(Check):
     title = "Adversarial robustness"
     template = "sections/adversarial.html.j2"
     options_type = AdversarialOptions
+    rule_kinds = (MIN_ROBUST_ACCURACY,)
 
     @staticmethod
     def metrics(section: dict) -> dict[str, float]:
         return {f"adversarial.{r['attack']}.{r['norm']}.{r['eps_label']}": r["robust_accuracy"]
                 for r in section.get("results", []) if r.get("robust_accuracy") is not None}
 
+    def summarize(self, rows, inputs, classes, attributes) -> dict:
+        return summarize_adversarial(rows, self.opts.grid(), classes, attributes)
+
     def run(self, ctx, inputs) -> CheckResult:
-        opts = self.resolved_options(ctx)
+        opts = self.opts
         grid = opts.grid()
         gallery_norm = next(iter(grid))  # the gallery shows the first norm's largest budget
         draws = inputs["clean"].summary["randomness"]["eot_draws"] or 1  # > 1: a randomized model, EOT
@@ -109,7 +114,7 @@ class AdversarialCheck(Check):
         parts = [batch_rows for batch_rows, _ in done]
         gallery = _gallery([g for _, candidates in done for g in candidates], size, n_classes)
         rows = self._assemble_rows(ctx, clean, parts, grid)
-        summary = summarize_adversarial(rows, grid, ctx.classes, ctx.dataset.attributes)
+        summary = self.summarize(rows, {}, ctx.classes, ctx.dataset.attributes)
         sanity = self._sanity(ctx, runner, correct_ids, grid, opts, summary, cascade)
         extra: list[dict] = []
         rows, summary, sanity, square_info, findings = self._adaptive(ctx, runner, rows, summary, sanity, grid,
@@ -157,7 +162,7 @@ class AdversarialCheck(Check):
             findings.append(f"Gradient masking confirmed, so Square ran again with {square_run.steps} queries a "
                             "sample on what was still standing.")
             sanity[-1] = gradient_free_check(rows, grid)
-        summary = summarize_adversarial(rows, grid, ctx.classes, ctx.dataset.attributes)
+        summary = self.summarize(rows, {}, ctx.classes, ctx.dataset.attributes)
         # the monotonicity checks read the worst case, which Square changed
         sanity = monotone_checks(grid, summary["results"]) + [s for s in sanity
                                                               if not s["check"].startswith("monotone_in_eps_")]
@@ -373,16 +378,13 @@ def summarize_adversarial(rows: pd.DataFrame, grid, classes, attributes) -> dict
             if "correct_8bit" in sel:  # the worst case once its examples are saved as 8-bit images
                 saved = aggregate.accuracy(sel.assign(correct=sel["correct_8bit"]))
                 results[-1]["robust_accuracy_8bit"] = saved["accuracy"]
-            for label, g in sel.groupby("label_name", sort=False):
-                acc = aggregate.accuracy(g)
-                per_class.append({"norm": norm, "eps": eps, "class": label, "robust_accuracy": acc["accuracy"],
-                                  "robust_accuracy_ci": acc["accuracy_ci"], "n": acc["n"]})
+            where = {"norm": norm, "eps": eps}
+            per_class.extend({**where, "class": r.pop("label_name"), **r}
+                             for r in aggregate.accuracy_by(sel, ["label_name"], prefix="robust_"))
             for attr in aggregate.group_columns(sel, attributes):
-                for value, g in sel.groupby(sel[attr].astype(str), sort=True):
-                    acc = aggregate.accuracy(g)
-                    per_group.append({"attribute": attr, "value": value, "norm": norm, "eps": eps,
-                                      "robust_accuracy": acc["accuracy"], "robust_accuracy_ci": acc["accuracy_ci"],
-                                      "n": acc["n"]})
+                narrow = sel[["correct"]].assign(value=sel[attr].astype(str))
+                per_group.extend({"attribute": attr, **r, **where}
+                                 for r in aggregate.accuracy_by(narrow, ["value"], prefix="robust_"))
     order = {c: i for i, c in enumerate(classes)}
     per_class.sort(key=lambda r: (r["norm"], r["eps"], order[r["class"]]))
     return {"results": results, "per_class": per_class, "per_group": per_group}

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from ...attacks import ATTACKS, BACKENDS, AttackSpec
 from ...budgets import parse_budget
-from ...errors import AuditError
+from ...options import option
 
 DEFAULT_EPS = {"linf": [1 / 255, 2 / 255, 4 / 255, 8 / 255], "l2": [0.25, 0.5, 1.0]}
 # thorough has AutoAttack's attacks (Croce & Hein 2020) but FAB, at its budgets or more, in cnnaudit's torch
@@ -25,41 +25,43 @@ THOROUGH = {
 }
 
 
+STRENGTH_HELP = ("standard: FGSM, PGD-10, APGD-DLR-20, APGD-T-20 on 3 targets (Square runs too when a gradient-"
+                 "masking sanity check fails); thorough: PGD-50 and APGD-100 with 3 restarts, APGD-CE, APGD-T-100 on "
+                 "9 targets and Square with 5,000 queries")
+
+
 @dataclass
 class AdversarialOptions:
-    norms: tuple[str, ...] = ("linf", "l2")
-    eps: dict | None = None  # {norm: [eps, ...]}; None: DEFAULT_EPS
-    attack_strength: str = "standard"  # standard | thorough
-    large_eps: dict | None = None  # the "should reach ~0%" budget for the sanity check
-    attacks: list[str] | None = None  # the cascade, cheapest first; None: CASCADES[attack_strength]
-    backend: str = "torch"  # torch: cnnaudit's attacks (early stopping, on device); art: ART's, as a reference
+    """The adversarial check's options (each field's help is its documentation and its flag's)."""
+    norms: tuple[str, ...] = option(("linf", "l2"), flag="--norms", many=True, choices=("linf", "l2"),
+                                    help="attack norms, comma-separated (default: linf,l2)")
+    eps: dict | None = option(None, flag="--eps-{key}", keys=("linf", "l2"), many=True, parse=parse_budget,
+                              positive=True, sort=True, metavar="EPS", expects="give a number or fraction like 8/255",
+                              help="{key} budgets in [0,1] pixel units, comma-separated; fractions like 8/255 allowed "
+                                   "(defaults: linf 1/255,2/255,4/255,8/255; l2 0.25,0.5,1.0)")
+    attack_strength: str = option("standard", flag="--attack-strength", choices=tuple(CASCADES), help=STRENGTH_HELP)
+    large_eps: dict | None = option(None, keys=("linf", "l2"), parse=parse_budget, positive=True,
+                                    expects="give a number or fraction like 8/255",
+                                    help="the budget per norm at which robust accuracy should reach about 0% "
+                                         "(a sanity check)")
+    attacks: tuple[str, ...] | None = option(None, flag="--attacks", many=True, choices=(*ATTACKS, *THOROUGH),
+                                             help="the attack cascade, cheapest first, comma-separated "
+                                                  "(default: set by --attack-strength; autoattack is ART's)")
+    backend: str = option("torch", flag="--attack-backend", choices=tuple(BACKENDS),
+                          help="torch: cnnaudit's FGSM/PGD/APGD/Square (per-sample early stopping, stays on the "
+                               "device); art: ART's implementations, as a reference (slower)")
 
     def cascade(self) -> list[AttackSpec]:
         names = list(self.attacks) if self.attacks else CASCADES[self.attack_strength]
-        unknown = [n for n in names if n not in ATTACKS and n not in THOROUGH]
-        if unknown or not names:
-            raise AuditError(f"--attacks has {(unknown or [''])[0]!r}; choose from {', '.join(ATTACKS)}.")
         if names[0] != "fgsm":  # FGSM alone is always measured: the cascade's first stage and a sanity curve
             names = ["fgsm", *[n for n in names if n != "fgsm"]]
         return [spec(n) for n in names]
 
-    def validated(self) -> "AdversarialOptions":
-        self.grid()
-        self.cascade()
-        return self
-
     def grid(self) -> dict[str, list[float]]:
+        """{norm: sorted budgets}: the defaults, or the given ones (numbers or fractions like "8/255")."""
         eps = self.eps or DEFAULT_EPS
         norms = tuple(dict.fromkeys([*self.norms, *(self.eps or {})]))  # a norm given budgets is attacked
-        if self.backend not in BACKENDS:
-            raise AuditError(f"--attack-backend {self.backend!r} is not one of {', '.join(BACKENDS)}.")
-        if self.attack_strength not in CASCADES:
-            raise AuditError(f"attack strength {self.attack_strength!r} is not one of {', '.join(CASCADES)}.")
-        try:  # numbers or fractions like "8/255", from the CLI and from Python alike
-            return {n: sorted(set(parse_budget(e) for e in eps.get(n, DEFAULT_EPS[n]))) for n in norms}
-        except (ValueError, ZeroDivisionError, KeyError) as exc:
-            raise AuditError(f"adversarial option eps={eps!r} is not a budget list per norm (linf, l2) of numbers "
-                             f"or fractions like 8/255 ({exc}).") from None
+        return {n: sorted(set(parse_budget(e) for e in eps.get(n, DEFAULT_EPS[n]))) for n in norms}
 
 
 def spec(name: str) -> AttackSpec:

@@ -9,6 +9,7 @@ prediction flipped, derived from the rows.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -16,9 +17,23 @@ import torch
 
 from cnnaudit import aggregate
 from cnnaudit.checks import Check, CheckResult
+from cnnaudit.gate.rules import NUMBER, RuleKind, result
+from cnnaudit.options import option
 from cnnaudit.predict import predict
 
 CASTS = {"warm": (1.15, 1.0, 0.85), "cool": (0.85, 1.0, 1.15)}
+
+
+@dataclass
+class ColourCastOptions:  # its flag, --colour-casts, is generated from this declaration
+    casts: tuple[str, ...] = option(tuple(CASTS), flag="--colour-casts", many=True, choices=tuple(CASTS),
+                                    help="colour casts to apply, comma-separated (default: warm,cool)")
+
+
+def max_flip_rate(rule, section: dict) -> dict:  # the gate rule kind `max_colour_cast_flip`
+    worst, limit = max(section["casts"], key=lambda c: c["flip_rate"]), rule.params["threshold"]
+    return result(rule, f"example_plugin.flip_rate.{worst['cast']}", worst["flip_rate"], limit,
+                  worst["flip_rate"] <= limit, f"{worst['cast']} cast flips {worst['flip_rate']:.4f} (maximum {limit})")
 
 
 class ColourCastCheck(Check):
@@ -27,19 +42,27 @@ class ColourCastCheck(Check):
     template = "example_plugin.html.j2"
     template_dir = str(Path(__file__).parent / "templates")
     requires = ("clean",)
+    options_type = ColourCastOptions
     lower_is_better = ("example_plugin.flip_rate.",)
+    rule_kinds = (RuleKind("max_colour_cast_flip", max_flip_rate, required={"threshold": NUMBER}),)
 
     @staticmethod
     def metrics(section: dict) -> dict[str, float]:  # gateable: max_regression rules and `cnnaudit diff`
         return {f"example_plugin.flip_rate.{c['cast']}": c["flip_rate"] for c in section.get("casts", [])}
+
+    def summarize(self, rows, inputs, classes, attributes) -> dict:  # from the rows alone (the contract test checks)
+        was_correct = inputs["clean"].rows.set_index("sample_id")["correct"]
+        return {"casts": [{"cast": cast, **aggregate.accuracy(g),
+                           "flip_rate": float(g.loc[was_correct.loc[g["sample_id"]].to_numpy(), "flipped"].mean())}
+                          for cast, g in rows.groupby("condition", sort=False)]}
 
     def run(self, ctx, inputs) -> CheckResult:
         clean = inputs["clean"].rows.set_index("sample_id")
 
         def evaluate(batch):
             out = []
-            for cast, gains in CASTS.items():
-                g = torch.tensor(gains)
+            for cast in self.opts.casts:
+                g = torch.tensor(CASTS[cast])
                 g = g[:1] if batch.x.shape[1] == 1 else g
                 x = (batch.x * g.view(1, -1, 1, 1)).clamp(0, 1)
                 out.append(pd.DataFrame({"sample_id": batch.sample_ids, "condition": cast,
@@ -51,9 +74,7 @@ class ColourCastCheck(Check):
         for col in ("condition", "prediction", "correct", "confidence", "loss"):
             rows[col] = res[col].to_numpy()
         rows["flipped"] = rows["prediction"].to_numpy() != clean.loc[rows["sample_id"], "prediction"].to_numpy()
-        summary = {"casts": [{"cast": cast, **aggregate.accuracy(g),
-                              "flip_rate": float(g.loc[clean.loc[g["sample_id"], "correct"].to_numpy(), "flipped"].mean())}
-                             for cast, g in rows.groupby("condition", sort=False)]}
+        summary = self.summarize(rows, inputs, ctx.classes, ctx.dataset.attributes)
         worst = max(summary["casts"], key=lambda c: c["flip_rate"])
         findings = ([f"A {worst['cast']} colour cast flips {100 * worst['flip_rate']:.0f}% of the correct predictions."]
                     if worst["flip_rate"] > 0.1 else [])

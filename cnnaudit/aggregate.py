@@ -90,9 +90,11 @@ def weak_classes(rows: pd.DataFrame, classes: list[str]) -> list[dict]:
         rest_k, rest_n = k_all - k, n_all - n
         if rest_n == 0:
             continue
+        errors = most_confident_errors(rows[rows["label"] == label], 6)
         out.append({"class": classes[int(label)], "label": int(label), "recall": proportion(k, n), "n": n,
                     "rest_accuracy": proportion(rest_k, rest_n), "gap": round(rest_k / rest_n - k / n, 6),
-                    "gap_ci": newcombe_difference_ci(rest_k, rest_n, k, n), "p_value": fisher_vs_rest(k, n, k_all, n_all)})
+                    "gap_ci": newcombe_difference_ci(rest_k, rest_n, k, n), "p_value": fisher_vs_rest(k, n, k_all, n_all),
+                    "sample_ids": errors["sample_id"].astype(int).tolist()})
     for r, p in zip(out, holm([r["p_value"] for r in out])):
         r["p_adjusted"] = p
     return out

@@ -165,10 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_gate_outputs(gate)
 
     diff = sub.add_parser("diff", help="print metric deltas between two audits",
-                          description="Print every gateable metric of OLD and NEW (summary.json files) and its change.")
+                          description="Print every gateable metric of OLD and NEW (summary.json files) and its change, "
+                          "and the findings that are new or resolved.")
     diff.add_argument("old")
     diff.add_argument("new")
-    diff.add_argument("--json", action="store_true", help="print the deltas as JSON")
+    diff.add_argument("--json", action="store_true", help="print the deltas as JSON: {metrics: [...], findings: "
+                      "{new: [...], resolved: [...]}}")
     return parser
 
 
@@ -224,7 +226,7 @@ def _emit_gate(args, gate: dict, summary: dict) -> None:
     from .gate.outputs import junit_xml, markdown, text
     from .io import write_text
     if args.junit:
-        write_text(Path(args.junit), junit_xml(gate))
+        write_text(Path(args.junit), junit_xml(gate, findings=summary.get("findings")))
     if args.markdown:
         write_text(Path(args.markdown), markdown(gate, summary))
     if not args.json and not getattr(args, "quiet", False):
@@ -252,9 +254,11 @@ def _run_gate(args) -> int:
 def _run_diff(args) -> int:
     import json
     from .gate import diff
+    from .gate.metrics import diff_findings
     from .gate.outputs import diff_text
-    rows = diff(_read_summary(args.old, "OLD"), _read_summary(args.new, "NEW"))
-    print(json.dumps(rows, indent=2) if args.json else diff_text(rows))
+    old, new = _read_summary(args.old, "OLD"), _read_summary(args.new, "NEW")
+    rows, findings = diff(old, new), diff_findings(old, new)
+    print(json.dumps({"metrics": rows, "findings": findings}, indent=2) if args.json else diff_text(rows, findings))
     return EXIT_PASS
 
 
@@ -304,7 +308,10 @@ def _run(args) -> int:
         print(f"clean accuracy {100 * s['clean']['accuracy']:.1f}% [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}] on "
               f"{s['data']['n_samples']} images, {s['data']['n_skipped']} skipped, {len(s['findings'])} finding(s)")
         for f in s["findings"]:
-            print(f"  - {f}")
+            print(f"  - [{f['severity']}] {f['title']}")
+    if args.command == "demo" and not args.quiet and not args.json:
+        from .demo import planted_versus_found
+        print("\n".join(planted_versus_found(s)))
     if gate is not None:
         _emit_gate(args, gate, s)
     if args.json:

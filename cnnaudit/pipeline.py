@@ -23,6 +23,7 @@ from .data import iter_batches, open_dataset, stratified_subset
 from .data.images import image_size
 from .distributed import device_for_rank, join, leave
 from .errors import AuditError, first_line
+from .findings import Finding, rank, sentence
 from .model.loading import from_module, load_model
 from .model.outputs import SINGLE
 from .model.wrapper import build_audited_model, resolve_device
@@ -85,7 +86,8 @@ def _run_audit(model, data, config: AuditConfig, device, shard, unsafe_pickle, r
                "model": _model_section(ctx, size, device), "data": _data_section(ctx)}
     for r in results:
         summary[r.name] = r.summary
-    summary["findings"] = [f for r in results for f in r.findings]
+    summary["findings"] = rank([f for r in results for f in r.findings])
+    summary["finding_sentences"] = [sentence(f) for f in summary["findings"]]  # the 0.3 shape, for one release
     summary["errors"] = [{"check": e["check"], "error": e["error"]} for e in errors]
     summary["complete"] = not errors
     summary["timing"] = {k: round(v, 3) for k, v in timing.items()}
@@ -93,7 +95,19 @@ def _run_audit(model, data, config: AuditConfig, device, shard, unsafe_pickle, r
         summary["timing"]["resumed"] = resumed
     summary["timing"]["processes"] = shard.world_size
     return AuditResult(summary=summary, results=results, primary=shard.is_main,
-                       error_log="".join(f"== {e['check']} ==\n{e['traceback']}\n" for e in errors))
+                       error_log="".join(f"== {e['check']} ==\n{e['traceback']}\n" for e in errors),
+                       thumbnails=_thumbnails(ctx, summary["findings"]) if shard.is_main else {})
+
+
+STRIP_FINDINGS, STRIP_IMAGES = 20, 6  # thumbnails for the first findings only: the report stays small
+
+
+def _thumbnails(ctx, findings: list[dict]) -> dict[int, str]:
+    """The example images of the leading findings, decoded once, as data URIs for the report."""
+    from .report.images import to_data_uri
+    ids = list(dict.fromkeys(s for f in findings[:STRIP_FINDINGS] for s in f["sample_ids"][:STRIP_IMAGES]))
+    return {int(sid): to_data_uri(x) for b in (ctx.batches(ids, progress=False) if ids else [])
+            for sid, x in zip(b.sample_ids, b.x)}
 
 
 def _prepare(model, data, config: AuditConfig, device, shard, unsafe_pickle):
@@ -189,7 +203,8 @@ def failed_result(name: str, exc: Exception) -> CheckResult:
         message = f"{type(exc).__name__}: {line}"
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     return CheckResult(name, pd.DataFrame(), {"failed": True, "error": message}, report={"traceback": tb},
-                       findings=[f"The {name} check failed and its results are missing: {message}"])
+                       findings=[Finding("fail", name, "check_failed", name,
+                                         f"The {name} check failed and its results are missing", message)])
 
 
 def _wrap_model(loaded, config: AuditConfig, dataset, sample_ids, size, device):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -26,6 +26,7 @@ class AuditResult:
     results: list[CheckResult]
     primary: bool = True  # False on torchrun's ranks other than 0, which hold the same result but do not write
     error_log: str = ""  # tracebacks of the checks that failed, written to errors.log
+    thumbnails: dict = field(default_factory=dict)  # sample id -> image data URI, for the findings' strips
 
     @property
     def complete(self) -> bool:
@@ -57,7 +58,7 @@ class AuditResult:
 
     def html(self) -> str:
         from .report.render import render_report
-        return render_report(self.summary, self.results)
+        return render_report(self.summary, self.results, self.thumbnails)
 
     def write(self, out_dir: str | Path) -> dict[str, Path]:
         out = Path(out_dir)

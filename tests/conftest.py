@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from cnnaudit.schema import validate
 from cnnaudit.demo import DigitsCNN, digits_images, train_model, write_image_folder
 
 CLASSES = [str(i) for i in range(10)]
@@ -69,7 +70,10 @@ def plugin_env(tmp_path_factory) -> dict:
 
 
 def read_summary(out: Path) -> dict:
-    return json.loads((Path(out) / "summary.json").read_text())
+    """An audit's summary.json, checked against the published JSON Schema (every test that reads one)."""
+    summary = json.loads((Path(out) / "summary.json").read_text())
+    validate(summary)
+    return summary
 
 
 def interrupt_at(cmd: list[str], marker: str) -> int:

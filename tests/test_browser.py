@@ -17,7 +17,7 @@ from .conftest import run_cli
 
 XSS = "<img src=x onerror=alert(1)>"
 ARTIFACTS = Path(os.environ.get("CNNAUDIT_ARTIFACTS", Path(__file__).resolve().parent.parent / "test-artifacts"))
-SECTIONS = ["verdict", "data", "clean", "adversarial", "corruption", "subgroups", "shortcuts", "timing"]
+SECTIONS = ["verdict", "where", "data", "clean", "adversarial", "corruption", "subgroups", "shortcuts", "timing"]
 
 
 @pytest.fixture(scope="module")

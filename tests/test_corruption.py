@@ -98,7 +98,7 @@ def test_per_subgroup_breakdown_matches_hand_computation():
         "corruption": "rain", "severity": [1] * 6 + [3] * 6,
         "correct": [1, 1, 0, 1, 1, 1, 1, 0, 0, 0, 1, 0], "consistent": [1, 1, 1, 1, 1, 1, 1, 0, 1, 0, 1, 0]})
     rows[["correct", "consistent"]] = rows[["correct", "consistent"]].astype(bool)
-    clean = pd.DataFrame({"correct": [True] * 5 + [False]})
+    clean = pd.DataFrame({"sample_id": range(6), "correct": [True] * 5 + [False]})
     s = summarize_corruption(rows, clean, CorruptionOptions(("rain",), (1, 3)), ["cat", "dog"], ["site"])
     group = {(g["value"], g["severity"]): (g["accuracy"], g["n"]) for g in s["per_group"]}
     assert group == {("a", 1): (pytest.approx(2 / 3), 3), ("b", 1): (1.0, 3),
@@ -106,6 +106,10 @@ def test_per_subgroup_breakdown_matches_hand_computation():
     res = {r["severity"]: r for r in s["results"]}
     assert res[1]["accuracy"] == pytest.approx(5 / 6) and res[3]["accuracy"] == pytest.approx(2 / 6)
     assert res[3]["consistency"] == pytest.approx(3 / 6)
+    # paired against clean on the same samples: severity 3 broke 1, 2 and 3 and fixed nothing (5 was wrong
+    # clean and stays wrong): exact McNemar p = 2 * 0.5**3; severity 1 broke 2 and fixed 5
+    assert (res[3]["n_broken"], res[3]["n_fixed"]) == (3, 0) and (res[1]["n_broken"], res[1]["n_fixed"]) == (1, 1)
+    assert res[3]["p_value"] == pytest.approx(0.25)
     assert s["mean"]["rain"] == pytest.approx((5 / 6 + 2 / 6) / 2, abs=1e-6)
     assert s["relative_drop"]["rain"] == pytest.approx((5 / 6 - 7 / 12) / (5 / 6), abs=1e-5)
     cls = {(c["class"], c["severity"]): c["accuracy"] for c in s["per_class"]}

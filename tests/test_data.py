@@ -74,7 +74,8 @@ def test_bad_files_are_skipped_counted_and_listed(messy_dir):
     assert "truncated" in reasons["3/truncated.png"]
     assert "not an image" in reasons["3/notes.txt"]
     assert "decompression bomb" in reasons["5/huge.png"] and "--max-pixels" in reasons["5/huge.png"]
-    assert any("3 file(s) could not be read" in f for f in result.summary["findings"])
+    assert any(f["kind"] == "data" and "3 file(s) could not be read" in f["title"]
+               for f in result.summary["findings"])
     html = result.html()
     assert "3/truncated.png" in html and "notes.txt" in html
     assert set(result.samples["path"]).isdisjoint(reasons)

@@ -1,7 +1,8 @@
 """The demo's summary.json, pinned: a refactor must leave it unchanged (except `version` and `timing`).
 
 The golden file was written by the release before the check-registry refactor (issue 17) and matched
-the demo after it exactly. Floats are compared at 4 decimals and the cache paths are left out, so the
+the demo after it exactly; issue 18 regenerated it (structured findings, and a demo whose planted flaws
+are found). Floats are compared at 4 decimals and the cache paths are left out, so the
 test pins decisions and statistics, not the machine. A change that is meant to move the demo's numbers
 regenerates it: CNNAUDIT_UPDATE_GOLDEN=1 python -m pytest tests/test_demo_golden.py (and says so in the
 commit)."""
@@ -11,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import read_summary, run_cli
 
@@ -32,11 +35,31 @@ def comparable(summary: dict) -> dict:
     return clean(out)
 
 
-def test_demo_summary_is_unchanged(tmp_path):
-    out = tmp_path / "demo"
-    res = run_cli("demo", "--out", out, "--quiet")
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    res = run_cli("demo", "--out", out)
     assert res.returncode == 0, res.stderr
-    got = comparable(read_summary(out))
+    return read_summary(out), res.stdout
+
+
+def test_demo_finds_what_was_planted(demo):
+    """At default settings: the ruler is a shortcut by every fill, the washed-out scanner's gap is
+    significant, both lead the findings as failures, and the demo says what it planted beside it."""
+    summary, stdout = demo
+    ruler = summary["shortcuts"]["artifacts"]["ruler"]
+    assert ruler["verdict"] == "shortcut"
+    assert all(f["flip_rate"] >= summary["shortcuts"]["thresholds"]["flip_shortcut"] and f["p_vs_control"] < 0.05
+               for f in ruler["by_fill"].values()), ruler["by_fill"]
+    scanner = summary["subgroups"]["attributes"]["scanner"]
+    assert scanner["significant"] and scanner["worst"] == "C"
+    leading = {(f["kind"], f["subject"]) for f in summary["findings"][:3]}
+    assert {("shortcut", "ruler"), ("subgroup_gap", "scanner = C")} <= leading, summary["findings"][:3]
+    assert "found: ruler verdict 'shortcut'" in stdout and "significant (Holm-adjusted" in stdout
+
+
+def test_demo_summary_is_unchanged(demo):
+    got = comparable(demo[0])
     if os.environ.get("CNNAUDIT_UPDATE_GOLDEN"):
         GOLDEN.write_text(json.dumps(got, indent=1, sort_keys=True) + "\n")
     want = json.loads(GOLDEN.read_text())

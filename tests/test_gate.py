@@ -312,7 +312,7 @@ def test_shipped_workflow_and_policy_work_on_a_first_and_a_second_release(tmp_pa
         assert r.returncode in (0, 1), r.stderr  # a verdict, never a usage error
         s = read_summary(tmp_path / release)
         kinds = {rule["kind"] for rule in s["gate"]["rules"]}
-        assert len(kinds) == 6 and (tmp_path / release / "gate.xml").is_file()
+        assert len(kinds) == 7 and (tmp_path / release / "gate.xml").is_file()
         regression = [x for x in s["gate"]["rules"] if x["kind"] == "max_regression"]
         if release == "first":
             assert all(x["severity"] == "warn" and "no baseline" in x["detail"] for x in regression)

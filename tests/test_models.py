@@ -115,7 +115,7 @@ def test_probability_outputs_are_detected_and_logged(eager_model, digits_dir, ea
     softmax_model = nn.Sequential(eager_model, nn.Softmax(dim=1))
     result = audit(softmax_model, digits_dir)
     assert result.summary["model"]["outputs_probabilities"] is True
-    assert any("probabilities" in f for f in result.summary["findings"])
+    assert any("probabilities" in f["title"] for f in result.summary["findings"])
     pred, conf = predictions(result)
     np.testing.assert_array_equal(pred, eager_predictions[0])
     np.testing.assert_allclose(conf, eager_predictions[1], atol=1e-4)

@@ -15,7 +15,8 @@ from cnnaudit.errors import AuditError
 from cnnaudit.resume import Checkpoints
 from cnnaudit.cli import _declared_flags, build_parser
 from cnnaudit.config import AuditConfig
-from cnnaudit.options import specs, validate
+from cnnaudit.options import specs, validate as validate_options
+from cnnaudit.schema import validate
 from tests.conftest import PLUGIN, read_summary, run_cli
 
 sys.path.insert(0, str(PLUGIN))
@@ -104,7 +105,9 @@ def test_contract(name, audits, tmp_path):
     assert set(mine.rows["sample_id"]) <= set(result.samples.query("check == 'clean'")["sample_id"])
     # the section is plain JSON in the summary, findings are sentences
     assert json.loads(json.dumps(result.summary[name])) == result.summary[name]
-    assert all(isinstance(f, str) and f for f in mine.findings)
+    # findings are records matching the published schema (the whole summary is validated with them)
+    validate(result.summary)
+    assert all(f["check"] == name for f in mine.findings)
     # the template renders under StrictUndefined (render_report's environment) with the section in it
     assert f'<section id="{name}">' in result.html()
     # its gate metrics (if any) are named after it and are numbers
@@ -137,7 +140,8 @@ def test_options_and_rules_are_declared(name):
     if check.options_type is not None:
         declared = specs(check.options_type)
         assert declared and all(spec.help for spec in declared.values()), name
-        assert validate(name, check.options_type, {}) == validate(name, check.options_type, check.options_type())
+        assert validate_options(name, check.options_type, {}) == validate_options(name, check.options_type,
+                                                                                   check.options_type())
     flags = [flag for c, _, _, flag, _ in _declared_flags()]
     assert len(flags) == len(set(flags)), "two options share a flag"
     parser = build_parser()

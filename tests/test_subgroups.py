@@ -46,7 +46,8 @@ def test_planted_deficit_is_found_and_significant(planted_audit):
     assert site["worst"] == "C" and site["significant"] and site["verdict"] == "significant"
     assert site["p_adjusted"] < 1e-6 and site["gap_ci"][0] > 0.1
     assert site["gap"] == pytest.approx(max(acc.values()) - acc["C"], abs=1e-6)
-    assert any("site" in f and "C" in f for f in planted_audit.summary["findings"])
+    gap = next(f for f in planted_audit.summary["findings"] if f["kind"] == "subgroup_gap")
+    assert gap["subject"] == "site = C" and gap["severity"] == "fail" and gap["p_adjusted"] == site["p_adjusted"]
     # the coin-flip tag in the same audit is not called real
     assert not planted_audit.summary["subgroups"]["attributes"]["random_tag"]["significant"]
 

@@ -28,8 +28,12 @@ class CheckResult:
     rows: pd.DataFrame
     summary: dict
     report: dict = field(default_factory=dict)  # extra, presentation-only data (thumbnails, chart series)
-    findings: list[str] = field(default_factory=list)  # what a reviewer must look at, for the verdict
+    findings: list = field(default_factory=list)  # Finding records (findings.py); a plain sentence becomes a note
     outputs: dict = field(default_factory=dict)  # anything else it produced for the pipeline (JSON values, frames)
+
+    def __post_init__(self):
+        from ..findings import coerce
+        self.findings = [coerce(f, self.name) for f in self.findings]  # plain JSON: checkpointed, ranked, rendered
 
 
 class Check:

@@ -12,6 +12,7 @@ import pandas as pd
 
 from .. import aggregate
 from ..errors import AuditError
+from ..findings import ALPHA, Finding, fmt_p
 from ..gate.rules import NUMBER, RuleKind, result
 from ..model.randomness import probe_randomness
 from ..predict import predict
@@ -68,7 +69,7 @@ class CleanCheck(Check):
         summary["randomness"] = ctx.shard.broadcast(probe_randomness(ctx, rows) if ctx.shard.is_main else None)
         outputs = {"skipped": skipped_all, "clipped": [int(c) for c in clipped_all]}
         return CheckResult(self.name, rows, summary, report=self.report_data(ctx, rows),
-                           findings=self.findings(ctx, summary["randomness"], outputs), outputs=outputs)
+                           findings=self.findings(ctx, summary, outputs), outputs=outputs)
 
     def report_data(self, ctx, rows: pd.DataFrame) -> dict:
         errors = aggregate.most_confident_errors(rows, ctx.config.gallery_size)
@@ -81,30 +82,76 @@ class CleanCheck(Check):
         return {"gallery": gallery,
                 "reliability": reliability_bins(rows["confidence"].to_numpy(), rows["correct"].to_numpy())}
 
-    def findings(self, ctx, randomness: dict, outputs: dict) -> list[str]:
-        out = []
+    def findings(self, ctx, summary: dict, outputs: dict) -> list[Finding]:
+        out = [*weak_class_findings(summary), *confusion_findings(summary)]
+        note = lambda severity, kind, subject, title: Finding(severity, self.name, kind, subject, title)  # noqa: E731
         if ctx.model.output_kind == "probabilities":
-            out.append("The model outputs probabilities (rows sum to 1), not logits; cnnaudit works on their "
-                       "logarithms. Saturated probabilities can hide gradients from attacks.")
+            out.append(note("info", "note", "model outputs", "The model outputs probabilities (rows sum to 1), not "
+                            "logits; cnnaudit works on their logarithms. Saturated probabilities can hide gradients "
+                            "from attacks."))
         if ctx.model.output_kind == "single_probability":
-            out.append("The model has one output in [0, 1], read as the sigmoid probability of class "
-                       f"{ctx.classes[ctx.model.positive_index]!r}; if it is a logit, pass --output-kind single_logit.")
+            out.append(note("info", "note", "model outputs", "The model has one output in [0, 1], read as the sigmoid "
+                            f"probability of class {ctx.classes[ctx.model.positive_index]!r}; if it is a logit, pass "
+                            "--output-kind single_logit."))
+        randomness = summary["randomness"]
         if randomness["stochastic"]:
             agree = randomness["prediction_agreement"]
-            out.append(f"The model is randomized at inference: on {randomness['randomness_probe_n']} images, three "
-                       f"draws gave the same prediction for {100 * agree:.0f}% (logits moved by up to "
-                       f"{100 * randomness['max_logit_change']:.2g}% of their range). Clean accuracy is one draw; "
-                       f"attacks average gradients over {randomness['eot_draws']} draws (EOT) and count an example "
-                       "as broken only when most of that many fresh draws misclassify it.")
+            out.append(note("warn", "stochastic", "model", f"The model is randomized at inference: on "
+                            f"{randomness['randomness_probe_n']} images, three draws gave the same prediction for "
+                            f"{100 * agree:.0f}% (logits moved by up to {100 * randomness['max_logit_change']:.2g}% "
+                            f"of their range). Clean accuracy is one draw; attacks average gradients over "
+                            f"{randomness['eot_draws']} draws (EOT) and count an example as broken only when most "
+                            "of that many fresh draws misclassify it."))
         if outputs["skipped"]:
-            out.append(f"{len(outputs['skipped'])} file(s) could not be read and were skipped (listed under Data).")
+            out.append(Finding("warn", self.name, "data", "unreadable files", f"{len(outputs['skipped'])} file(s) "
+                               "could not be read and were skipped (listed under Data).", evidence="#data"))
         if outputs["clipped"]:
-            out.append(f"{len(outputs['clipped'])} image(s) had pixel values outside [0, 1] that were clipped.")
+            out.append(Finding("info", self.name, "data", "clipped values", f"{len(outputs['clipped'])} image(s) had "
+                               "pixel values outside [0, 1] that were clipped.", evidence="#data",
+                               sample_ids=outputs["clipped"][:6]))
         return out
+
+
+# A class or confusion is a `fail` when the test (or the interval) supports it and it is large enough to
+# act on, a `warn` when it is supported but smaller; what the data cannot support is not a finding.
+WEAK_CLASS_FAIL_GAP = 0.10  # recall at least 10 points below the other classes' accuracy
+CONFUSION_FAIL_SHARE = 0.20  # the lower end of the share's interval: a fifth of the class or more
+CONFUSION_WARN_SHARE = 0.05
+
+
+def weak_class_findings(summary: dict) -> list[Finding]:
+    out = []
+    for r in summary["weak_classes"]:
+        if r["gap"] > 0 and r["p_adjusted"] < ALPHA:
+            out.append(Finding(
+                "fail" if r["gap"] >= WEAK_CLASS_FAIL_GAP else "warn", "clean", "weak_class", r["class"],
+                f"Class {r['class']!r} is recognised {100 * r['gap']:.0f} points less often than the others",
+                f"recall {100 * r['recall']:.1f}% of {r['n']} vs {100 * r['rest_accuracy']:.1f}% on the other classes "
+                f"(Fisher exact, Holm-adjusted {fmt_p(r['p_adjusted'])})", effect=r["gap"], ci=r["gap_ci"],
+                p_adjusted=r["p_adjusted"], evidence="#clean-per-class", sample_ids=r["sample_ids"]))
+    return out
+
+
+def confusion_findings(summary: dict) -> list[Finding]:
+    out = []
+    for c in summary["confusions"]:
+        low = c["share_ci"][0]
+        if low < CONFUSION_WARN_SHARE:
+            continue
+        out.append(Finding(
+            "fail" if low >= CONFUSION_FAIL_SHARE else "warn", "clean", "confusion", f"{c['true']}→{c['predicted']}",
+            f"{c['count']} of {c['n']} {c['true']!r} images are read as {c['predicted']!r}",
+            f"{100 * c['share']:.0f}% of the class (95% interval {100 * c['share_ci'][0]:.0f}-"
+            f"{100 * c['share_ci'][1]:.0f}%)", effect=c["share"], ci=c["share_ci"], evidence="#clean-confusion",
+            sample_ids=c["sample_ids"]))
+    return out
 
 
 def summarize_clean(rows: pd.DataFrame, classes: list[str]) -> dict:
     return {**aggregate.accuracy(rows),
             "per_class": aggregate.per_class(rows, classes),
             "confusion_matrix": aggregate.confusion(rows, len(classes)),
+            "weak_classes": aggregate.weak_classes(rows, classes),
+            "confusions": aggregate.confusions(rows, classes),
             "ece": aggregate.ece(rows)}
+

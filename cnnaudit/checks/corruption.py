@@ -21,7 +21,9 @@ import pandas as pd
 from .. import aggregate
 from ..corruptions import CORRUPTIONS, DEFAULT, SEVERITIES, corrupt
 from ..errors import AuditError
+from ..findings import ALPHA, Finding, fmt_p
 from ..gate.rules import NUMBER, RuleKind, result
+from ..stats import holm, mcnemar_exact
 from ..options import option
 from ..predict import predict
 from ..report.images import to_data_uri
@@ -112,9 +114,7 @@ class CorruptionCheck(Check):
         summary = self.summarize(rows, inputs, ctx.classes, ctx.dataset.attributes)
         report = {"grid": self._grid(ctx, opts), "failures": self._failures(ctx, rows, opts),
                   "kpis": _kpis(summary)}
-        findings = [f"Under {c.replace('_', ' ')} accuracy falls by {100 * d:.0f}% of clean on average over severities."
-                    for c, d in summary["relative_drop"].items() if d is not None and d >= 0.2]
-        return CheckResult(self.name, rows, summary, report=report, findings=findings)
+        return CheckResult(self.name, rows, summary, report=report, findings=cliff_findings(summary, rows))
 
     def _assemble_rows(self, ctx, batches: list[dict], conditions: list[tuple[str, int]]) -> pd.DataFrame:
         """Rows sorted by corruption name, severity and sample id, built from numpy columns rather than
@@ -179,6 +179,7 @@ class CorruptionCheck(Check):
 
 def summarize_corruption(rows: pd.DataFrame, clean_rows: pd.DataFrame, opts, classes, attributes) -> dict:
     clean_acc = aggregate.accuracy(clean_rows)["accuracy"]
+    was_correct = clean_rows.set_index("sample_id")["correct"].astype(bool)
     attrs = aggregate.group_columns(rows, attributes)
     results, per_class, per_group = [], [], {a: [] for a in attrs}
     # one condition at a time: grouping every condition's rows by class or attribute at once makes pandas
@@ -186,14 +187,19 @@ def summarize_corruption(rows: pd.DataFrame, clean_rows: pd.DataFrame, opts, cla
     for (name, severity), g in rows.groupby(["corruption", "severity"], sort=True):
         acc = aggregate.accuracy(g)
         key = {"corruption": name, "severity": int(severity)}
+        before = was_correct.reindex(g["sample_id"]).to_numpy()
+        broken, fixed = int((before & ~g["correct"].to_numpy()).sum()), int((~before & g["correct"].to_numpy()).sum())
         results.append({**key, "accuracy": acc["accuracy"], "accuracy_ci": acc["accuracy_ci"],
-                        "consistency": round(float(g["consistent"].mean()), 6), "n": acc["n"]})
+                        "consistency": round(float(g["consistent"].mean()), 6), "n": acc["n"],
+                        "n_broken": broken, "n_fixed": fixed, "p_value": mcnemar_exact(broken, fixed)})
         per_class.extend({**key, **r} for r in aggregate.accuracy_by(g, ["label_name"]))
         for attr in attrs:
             narrow = g[["correct"]].assign(value=g[attr].astype(str))
             per_group[attr].extend({"attribute": attr, **key, **r} for r in aggregate.accuracy_by(narrow, ["value"]))
     order = {c: i for i, c in enumerate(opts.corruptions)}
     results.sort(key=lambda r: (order[r["corruption"]], r["severity"]))
+    for r, p in zip(results, holm([r["p_value"] for r in results])):  # one family: every condition
+        r["p_adjusted"] = p
     mean, drop, ce, rel_ce, consistency = {}, {}, {}, {}, {}
     for name in opts.corruptions:
         accs = [r["accuracy"] for r in results if r["corruption"] == name]
@@ -208,6 +214,37 @@ def summarize_corruption(rows: pd.DataFrame, clean_rows: pd.DataFrame, opts, cla
             "per_class": [{**{k: v for k, v in r.items() if k != "label_name"}, "class": r["label_name"]}
                           for r in per_class],
             "per_group": [r for attr in attrs for r in per_group[attr]]}
+
+
+CLIFF_FAIL_DROP = 0.20  # accuracy points lost at the worst severity for a `fail`
+CLIFF_WARN_DROP = 0.05
+
+
+def cliff_findings(summary: dict, rows: pd.DataFrame) -> list[Finding]:
+    """Per corruption, its worst severity when the loss against clean is significant (exact McNemar on the
+    same images, Holm across all conditions): where it falls, and the steepest step between severities.
+    The interval is the corrupted accuracy's Wilson interval subtracted from clean accuracy (clean accuracy
+    taken as fixed: it is measured on the same images)."""
+    out, clean = [], summary["clean_accuracy"]
+    for name in summary["corruptions"]:
+        levels = [r for r in summary["results"] if r["corruption"] == name]
+        worst = min(levels, key=lambda r: r["accuracy"])
+        drop = round(clean - worst["accuracy"], 6)
+        if drop < CLIFF_WARN_DROP or worst["p_adjusted"] >= ALPHA:
+            continue
+        path, steps = [clean, *[r["accuracy"] for r in levels]], ["clean", *[str(r["severity"]) for r in levels]]
+        fall, at = max((path[i] - path[i + 1], i) for i in range(len(levels)))
+        broken = rows[(rows["condition"] == condition_name(name, worst["severity"])) & ~rows["correct"]]
+        out.append(Finding(
+            "fail" if drop >= CLIFF_FAIL_DROP else "warn", "corruption", "corruption_cliff", name,
+            f"Under {name.replace('_', ' ')} accuracy falls to {100 * worst['accuracy']:.0f}% at severity "
+            f"{worst['severity']} ({100 * drop:.0f} points below clean)",
+            f"{worst['n_broken']} of {worst['n']} images broken, {worst['n_fixed']} fixed (McNemar, Holm-adjusted "
+            f"{fmt_p(worst['p_adjusted'])}); steepest step {steps[at]} → {steps[at + 1]}: {100 * fall:.0f} points",
+            effect=drop, ci=[round(clean - worst["accuracy_ci"][1], 6), round(clean - worst["accuracy_ci"][0], 6)],
+            p_adjusted=worst["p_adjusted"], evidence="#corruption",
+            sample_ids=aggregate.most_confident_errors(broken, 6)["sample_id"].astype(int).tolist()))
+    return out
 
 
 def _kpis(summary) -> list[dict]:

@@ -32,6 +32,7 @@ from scipy.stats import binomtest, spearmanr
 from ..data.images import image_size
 from ..data.sampling import seeded_subset
 from ..errors import AuditError
+from ..findings import Finding
 from ..gate.rules import RuleKind, result, selected, without_evidence
 from ..options import OptionError, option
 from ..predict import predict
@@ -136,11 +137,11 @@ class ShortcutCheck(Check):
         report["candidates"] = cand_examples
         report["kpis"] = [{"value": str(sum(a["verdict"] == "shortcut" for a in artifacts.values())),
                            "label": f"of {len(artifacts)} annotated artifact(s) judged a shortcut"}] if artifacts else []
-        findings = [f"Shortcut: removing {n!r} flips {100 * a['flip_rate']:.0f}% of predictions on images that have it"
-                    f" (every fill); the model relies on it." for n, a in artifacts.items() if a["verdict"] == "shortcut"]
+        findings = [_verdict_finding(n, a, rows) for n, a in artifacts.items() if a["verdict"] != "no evidence"]
         if sanity.get("passed") is False:
-            findings.append("Saliency maps barely change when the top layer is randomised (Adebayo et al. 2018): "
-                            "treat the maps as uninformative.")
+            findings.append(Finding("info", self.name, "note", "saliency", "Saliency maps barely change when the top "
+                                    "layer is randomised (Adebayo et al. 2018): treat the maps as uninformative.",
+                                    evidence="#shortcuts-sanity"))
         return CheckResult(self.name, rows, summary, report=report, findings=findings)
 
     # --- annotated artifacts -------------------------------------------------------------------------
@@ -407,6 +408,25 @@ def summarize_artifact(rows, clean, name, assoc, classes, n_with, n_without) -> 
     summary["verdict"] = verdict(by_fill, summary["add_flip_rate"], summary["add_flip_rate_ci"], int(n_with),
                                  add_control)
     return summary
+
+
+def _verdict_finding(name: str, a: dict, rows: pd.DataFrame) -> Finding:
+    """A shortcut verdict is a `fail` (causal evidence: removing the artifact flips predictions beyond the
+    control); an inconclusive one a `warn` (too few annotated images, or the tests disagree)."""
+    worst = min(a["by_fill"], key=lambda k: -(a["by_fill"][k]["flip_rate"] or 0)) if a["by_fill"] else None
+    ids = []
+    if worst and "flipped" in rows:  # examples: images whose prediction removing it (worst fill) flipped
+        flipped = rows[(rows["condition"] == f"remove_{name}_{worst}") & rows["flipped"].fillna(False).astype(bool)]
+        ids = flipped.sort_values("sample_id")["sample_id"].astype(int).head(6).tolist()
+    if a["verdict"] == "shortcut":
+        return Finding("fail", "shortcuts", "shortcut", name, f"Shortcut: the model relies on {name!r}",
+                       f"removing it flips {100 * a['flip_rate']:.0f}% of predictions on images that have it (every "
+                       f"fill); pasting it moves {100 * (a['add_flip_rate'] or 0):.0f}% toward "
+                       f"{a['associated_class']!r}", effect=a["flip_rate"], ci=a["flip_rate_ci"],
+                       evidence=f"#shortcuts-{name}", sample_ids=ids)
+    return Finding("warn", "shortcuts", "shortcut", name, f"Shortcut test for {name!r} is inconclusive",
+                   f"worst flip rate {100 * (a['flip_rate'] or 0):.0f}% on {a['n_with']} annotated image(s)",
+                   effect=a["flip_rate"], ci=a["flip_rate_ci"], evidence=f"#shortcuts-{name}")
 
 
 def _controls(ctx, name, ids, masks) -> tuple[np.ndarray, torch.Tensor | None]:

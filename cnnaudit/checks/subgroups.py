@@ -28,6 +28,7 @@ from ..bias.groups import gap, group_accuracy, group_metrics, judge, present, wi
 from ..bias.properties import image_properties, thumbnails
 from ..data.images import image_size
 from ..errors import AuditError
+from ..findings import Finding, fmt_p
 from ..gate.rules import NUMBER, RuleKind, result, selected, without_evidence
 from ..options import OptionError, option
 from ..report.images import to_data_uri
@@ -159,7 +160,7 @@ class SubgroupCheck(Check):
         disparity = self._disparity(ctx, inputs, [*attrs, *inter], opts, min_size)
         summary = {"min_group_size": min_size, "attributes": attributes, "data_audit": audit, "disparity": disparity}
         report = {"slice_examples": self._slice_examples(ctx, clean, slices), "kpis": _kpis(attributes)}
-        return CheckResult(self.name, rows, summary, report=report, findings=_findings(summary))
+        return CheckResult(self.name, rows, summary, report=report, findings=_findings(summary, ctx.clean_rows))
 
     def _property_rows(self, ctx) -> tuple[pd.DataFrame, np.ndarray]:
         def measure(batch):
@@ -232,24 +233,37 @@ def _kpis(attributes) -> list[dict]:
     return [{"value": str(len(sig)), "label": "attribute(s) with a significant accuracy gap"}]
 
 
-def _findings(summary) -> list[str]:
+GAP_FAIL = 0.10  # a significant gap of 10 accuracy points or more is a `fail`; a smaller significant one a `warn`
+
+
+def _findings(summary, clean: pd.DataFrame) -> list[Finding]:
     out = []
     for attr, e in summary["attributes"].items():
         if e["significant"]:
-            out.append(f"Accuracy differs by {attr}: {e['worst']} is {100 * e['gap']:.1f} points below {e['best']} "
-                       f"(95% interval {100 * e['gap_ci'][0]:.1f}-{100 * e['gap_ci'][1]:.1f}; Holm-adjusted "
-                       f"p = {e['p_adjusted']:.2g}).")
+            group = clean[clean[attr].astype(str) == str(e["worst"])] if attr in clean else clean.iloc[:0]
+            out.append(Finding(
+                "fail" if e["gap"] >= GAP_FAIL else "warn", "subgroups", "subgroup_gap", f"{attr} = {e['worst']}",
+                f"Accuracy differs by {attr}: {e['worst']} is {100 * e['gap']:.1f} points below {e['best']}",
+                f"95% interval {100 * e['gap_ci'][0]:.1f}-{100 * e['gap_ci'][1]:.1f} points; Fisher exact, "
+                f"Holm-adjusted {fmt_p(e['p_adjusted'])}", effect=e["gap"], ci=e["gap_ci"],
+                p_adjusted=e["p_adjusted"], evidence="#subgroups-gaps",
+                sample_ids=aggregate.most_confident_errors(group, 6)["sample_id"].astype(int).tolist()))
     for attr, r in summary["data_audit"]["representation"].items():
         for f in r["flagged"]:
-            out.append(f"{attr} = {f['value']} is {100 * f['share']:.0f}% class {f['class']} "
-                       f"(overall {100 * f['class_share_overall']:.0f}%): a shortcut risk.")
+            out.append(Finding("warn", "subgroups", "data", f"{attr} = {f['value']}",
+                               f"{attr} = {f['value']} is {100 * f['share']:.0f}% class {f['class']} (overall "
+                               f"{100 * f['class_share_overall']:.0f}%): a shortcut risk", evidence="#subgroups-data",
+                               effect=f["share"] - f["class_share_overall"]))
     d = summary["data_audit"]["duplicates"]
     if d["n_conflicting"]:
-        out.append(f"{d['n_conflicting']} duplicate group(s) carry conflicting labels.")
-    worst = [s for s in summary["data_audit"]["slices"] if s["flagged"]]
-    if worst:
-        s = min(worst, key=lambda s: s["accuracy"])
-        out.append(f"Accuracy is significantly lower on images in quartile {s['quartile']} of {s['property']} "
-                   f"({100 * s['accuracy']:.1f}% vs {100 * s['rest_accuracy']:.1f}% elsewhere).")
+        out.append(Finding("warn", "subgroups", "data", "duplicates", f"{d['n_conflicting']} duplicate group(s) "
+                           "carry conflicting labels", evidence="#subgroups-data"))
+    for s in summary["data_audit"]["slices"]:
+        if s["flagged"]:
+            out.append(Finding("warn", "subgroups", "slice", f"{s['property']} quartile {s['quartile']}",
+                               f"Accuracy is lower on images in quartile {s['quartile']} of {s['property']}",
+                               f"{100 * s['accuracy']:.1f}% vs {100 * s['rest_accuracy']:.1f}% elsewhere",
+                               effect=s["rest_accuracy"] - s["accuracy"], p_adjusted=s.get("p_adjusted"),
+                               evidence="#subgroups-data"))
     return out
 

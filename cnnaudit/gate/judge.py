@@ -19,7 +19,7 @@ def judge(rules: list[Rule], summary: dict, baseline: dict | None = None) -> dic
 
 def _judge(rule: Rule, kinds: dict, summary: dict, baseline: dict | None) -> dict:
     kind, check = kinds[rule.kind]
-    section = check or rule.params["metric"].split(".")[0]  # max_regression: the check its metric belongs to
+    section = check or rule.params.get("metric", "").split(".")[0]  # max_regression: its metric's check
     if (summary.get(section) or {}).get("failed"):  # a rule never passes on a check that produced no evidence
         return result(rule, section, None, rule.params.get("threshold"), False,
                       f"the {section} check failed ({summary[section]['error']}); nothing to judge")

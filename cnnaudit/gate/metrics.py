@@ -36,3 +36,13 @@ def diff(old: dict, new: dict) -> list[dict]:
                                                ("better" if (delta > 0) == higher_is_better(name) else "worse"))
         rows.append({"metric": name, "old": o, "new": n, "delta": delta, "change": change})
     return rows
+
+
+def diff_findings(old: dict, new: dict) -> dict:
+    """Findings that appear in NEW but not OLD (`new`) and the reverse (`resolved`), matched by check, kind
+    and subject (a finding whose numbers moved is the same finding). Summaries before 0.4 had sentences,
+    not records: they compare as having no findings."""
+    def keyed(summary):
+        return {(f["check"], f["kind"], f["subject"]): f for f in summary.get("findings") or [] if isinstance(f, dict)}
+    a, b = keyed(old), keyed(new)
+    return {"new": [f for k, f in b.items() if k not in a], "resolved": [f for k, f in a.items() if k not in b]}

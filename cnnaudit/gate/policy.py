@@ -8,7 +8,7 @@ a typo must never pass silently.
     severity = "fail"              # or "warn" (reported, never fails the build); default fail
 
 The kinds are declared by the checks whose sections they judge (Check.rule_kinds) and by the gate itself
-(max_regression, gate/regression.py).
+(max_regression, gate/regression.py; max_findings, gate/findings_rule.py).
 """
 
 from __future__ import annotations
@@ -30,9 +30,11 @@ COMMON = {"name": (str,), "kind": (str,), "severity": (str,)}
 def rule_kinds() -> dict[str, tuple[RuleKind, str | None]]:
     """Every rule kind a policy may use -> (kind, the check whose section it judges; None: the gate's own)."""
     from ..checks import registry
+    from .findings_rule import MAX_FINDINGS
     from .regression import MAX_REGRESSION
     out = {kind.name: (kind, name) for name, check in registry().items() for kind in check.rule_kinds}
-    out[MAX_REGRESSION.name] = (MAX_REGRESSION, None)
+    for own in (MAX_REGRESSION, MAX_FINDINGS):
+        out[own.name] = (own, None)
     return out
 
 

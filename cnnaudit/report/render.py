@@ -43,13 +43,13 @@ def environment() -> jinja2.Environment:
     return env
 
 
-def render_report(summary: dict, results) -> str:
+def render_report(summary: dict, results, thumbnails: dict | None = None) -> str:
     env = environment()
     sections = [{"name": r.name, "title": _title_of(r.name), "summary": r.summary, "report": r.report,
                  "findings": r.findings,
                  "template": env.get_template(FAILED if r.summary.get("failed") else _template_of(r.name))}
                 for r in results]
-    return env.get_template("report.html.j2").render(summary=summary, sections=sections)
+    return env.get_template("report.html.j2").render(summary=summary, sections=sections, thumbs=thumbnails or {})
 
 
 FAILED = "sections/failed.html.j2"

@@ -41,6 +41,7 @@ from ...predict import predict
 from ...report.images import amplify, to_data_uri
 from ..base import Check, CheckResult
 from ..registry import register
+from ...findings import Finding
 from .options import THOROUGH, AdversarialOptions
 from .rules import MIN_ROBUST_ACCURACY
 from .sanity import (SANITY_SUBSET, gradient_free_check, masking_findings, masking_verdict, monotone_checks,
@@ -130,7 +131,9 @@ class AdversarialCheck(Check):
         summary["eot_draws"] = draws if draws > 1 else None
         # two classes have no DLR (it needs a third logit): both losses are the logit margin (attacks/losses.py)
         summary["losses"] = {name: type(fn).__name__ for name, fn in runner.losses.items()}
-        findings.extend(masking_findings(masking, sanity) + _saved_findings(summary))
+        clean_accuracy = aggregate.accuracy(inputs["clean"].rows)["accuracy"]
+        findings.extend(masking_findings(masking, sanity) + budget_findings(summary, grid, clean_accuracy)
+                        + _saved_findings(summary))
         return CheckResult(self.name, rows, summary, findings=findings,
                            report={"gallery": gallery,
                                    "kpis": _kpis(summary, grid)})
@@ -147,9 +150,10 @@ class AdversarialCheck(Check):
             failed = [s["check"] for s in sanity if not s["passed"]]
             rows, extra = self._square_pass(ctx, runner, rows, grid, square_run, pool)
             gallery.extend(extra)
-            findings.append(f"Gradient masking sanity check(s) failed ({', '.join(failed)}), so the gradient-free "
-                            f"Square attack ({square_run.steps} queries a sample) was run on every sample the "
-                            "gradient attacks left standing; its breaks are in the worst case.")
+            findings.append(Finding("info", self.name, "note", "square", f"Gradient masking sanity check(s) "
+                                    f"failed ({', '.join(failed)}), so the gradient-free Square attack "
+                                    f"({square_run.steps} queries a sample) ran on every sample the gradient attacks "
+                                    "left standing; its breaks are in the worst case."))
         if square_run is None:
             return rows, summary, sanity, None, findings
         sanity = [*sanity, gradient_free_check(rows, grid)]
@@ -159,8 +163,8 @@ class AdversarialCheck(Check):
             square_run = THOROUGH["square_thorough"]
             rows, extra = self._square_pass(ctx, runner, rows, grid, square_run, pool)
             gallery.extend(extra)
-            findings.append(f"Gradient masking confirmed, so Square ran again with {square_run.steps} queries a "
-                            "sample on what was still standing.")
+            findings.append(Finding("info", self.name, "note", "square", "Gradient masking confirmed, so Square "
+                                    f"ran again with {square_run.steps} queries a sample on what was still standing."))
             sanity[-1] = gradient_free_check(rows, grid)
         summary = self.summarize(rows, {}, ctx.classes, ctx.dataset.attributes)
         # the monotonicity checks read the worst case, which Square changed
@@ -352,14 +356,36 @@ def saved_8bit(x_adv: torch.Tensor) -> torch.Tensor:
     return torch.round(x_adv * 255) / 255
 
 
-def _saved_findings(summary) -> list[str]:
+def _saved_findings(summary) -> list[Finding]:
+    """One note for every budget whose adversarial examples partly stop working once saved as 8-bit images."""
+    hit = [r for r in summary["results"] if r["attack"] == "worst_case" and r.get("robust_accuracy_8bit") is not None
+           and r["robust_accuracy_8bit"] > r["robust_accuracy"] + 1e-9]
+    if not hit:
+        return []
+    return [Finding("info", "adversarial", "note", "8-bit rounding", "Some adversarial examples stop working once "
+                    "saved as 8-bit images", "; ".join(f"{r['norm']} {r['eps_label']}: {100 * r['robust_accuracy']:.1f}% "
+                                                      f"as attacked, {100 * r['robust_accuracy_8bit']:.1f}% after rounding"
+                                                      for r in hit))]
+
+
+def budget_findings(summary, grid, clean_accuracy: float) -> list[Finding]:
+    """Per norm, the smallest budget at which worst-case robust accuracy falls below half of clean
+    accuracy: a `warn` when that is the smallest budget audited (the model has no margin at all there),
+    else `info` (context for the reviewer: most undefended models fall at some budget)."""
     out = []
-    for r in summary["results"]:
-        if r["attack"] == "worst_case" and r.get("robust_accuracy_8bit") is not None \
-                and r["robust_accuracy_8bit"] > r["robust_accuracy"] + 1e-9:
-            out.append(f"At {r['norm']} eps {r['eps_label']}, some adversarial examples stop working once saved as "
-                       f"8-bit images: robust accuracy {100 * r['robust_accuracy']:.1f}% as attacked, "
-                       f"{100 * r['robust_accuracy_8bit']:.1f}% after 8-bit rounding.")
+    for norm, eps_list in grid.items():
+        worst = {r["eps"]: r for r in summary["results"] if r["norm"] == norm and r["attack"] == "worst_case"}
+        fallen = [e for e in eps_list if worst[e]["robust_accuracy"] < clean_accuracy / 2]
+        if not fallen:
+            continue
+        r = worst[fallen[0]]
+        lo, hi = r["robust_accuracy_ci"]
+        out.append(Finding(
+            "warn" if fallen[0] == eps_list[0] else "info", "adversarial", "robustness_budget", norm,
+            f"Under {norm} attacks robust accuracy falls below half of clean at eps {r['eps_label']}",
+            f"{100 * r['robust_accuracy']:.1f}% robust vs {100 * clean_accuracy:.1f}% clean",
+            effect=clean_accuracy - r["robust_accuracy"], ci=[clean_accuracy - hi, clean_accuracy - lo],
+            evidence="#adversarial"))
     return out
 
 

@@ -12,6 +12,7 @@ from ...attacks import ATTACKS, AttackRunner
 from ...attacks.ball import check_bounds
 from ...attacks.self_test import PASS_SHARE as SELF_TEST_PASS, run_self_test
 from ...budgets import eps_label
+from ...findings import Finding
 from ...predict import predict
 from ...stats import wilson_ci
 
@@ -116,15 +117,19 @@ def masking_verdict(sanity: list[dict]) -> str:
     return "suspected" if failed else "none"
 
 
-def masking_findings(masking: str, sanity: list[dict]) -> list[str]:
+def masking_findings(masking: str, sanity: list[dict]) -> list[Finding]:
+    """Confirmed masking is a `fail` (the gradient attacks' numbers are known to overstate robustness);
+    a failed sanity check alone is a `warn`."""
     if masking == "confirmed":
-        detail = next(s["detail"] for s in sanity if s["check"] == "gradient_free_beats_gradient")
-        return [f"Gradient masking confirmed: the gradient-free Square attack broke samples the gradient attacks "
-                f"could not ({detail})."]
+        check = next(s for s in sanity if s["check"] == "gradient_free_beats_gradient")
+        return [Finding("fail", "adversarial", "masking", "gradients", "Gradient masking confirmed: a gradient-free "
+                        "attack broke samples the gradient attacks could not", check["detail"],
+                        effect=check.get("share"), ci=check.get("share_ci"), evidence="#adversarial-sanity")]
     if masking == "suspected":
         failed = [s["check"] for s in sanity if not s["passed"]]
-        return [f"Possible gradient masking: adversarial sanity check(s) failed ({', '.join(failed)}); robust "
-                "accuracy may be overestimated."]
+        return [Finding("warn", "adversarial", "masking", "gradients", "Possible gradient masking: robust accuracy "
+                        "may be overestimated", f"sanity check(s) failed: {', '.join(failed)}",
+                        evidence="#adversarial-sanity")]
     return []
 
 

@@ -1,0 +1,28 @@
+"""The gate's rule on findings, max_findings: at most `threshold` findings (default 0) at `severity_at_least`
+(fail, or warn: fail and warn) of the listed `kinds` (default: every kind), from summary.findings."""
+
+from __future__ import annotations
+
+from ..errors import AuditError
+from ..findings import SEVERITIES
+from .rules import NUMBER, RuleKind, result
+
+
+def judge_findings(rule, summary: dict, baseline: dict | None = None) -> dict:
+    p = rule.params
+    level = p.get("severity_at_least", "fail")
+    if level not in ("fail", "warn"):
+        raise AuditError(f"rule {rule.name!r}: severity_at_least = {level!r} should be 'fail' or 'warn'.")
+    kinds = p.get("kinds")
+    counted = [f for f in summary.get("findings") or []
+               if SEVERITIES.index(f["severity"]) <= SEVERITIES.index(level) and (kinds is None or f["kind"] in kinds)]
+    limit = p.get("threshold", 0)
+    titles = "; ".join(f["title"] for f in counted[:3]) + ("; ..." if len(counted) > 3 else "")
+    return result(rule, f"findings.{level}", len(counted), limit, len(counted) <= limit,
+                  f"{len(counted)} finding(s) at {level} or worse" + (f" of kinds {', '.join(kinds)}" if kinds else "")
+                  + f" (maximum {limit})" + (f": {titles}" if counted else ""))
+
+
+MAX_FINDINGS = RuleKind("max_findings", judge_findings, optional={"threshold": NUMBER, "severity_at_least": (str,),
+                                                                   "kinds": (list,)},
+                        share_threshold=False)

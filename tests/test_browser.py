@@ -12,12 +12,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from cnnaudit.report.explorer import SCRIPT
+
 from .browser import Page, find_chromium
 from .conftest import run_cli
 
 XSS = "<img src=x onerror=alert(1)>"
 ARTIFACTS = Path(os.environ.get("CNNAUDIT_ARTIFACTS", Path(__file__).resolve().parent.parent / "test-artifacts"))
-SECTIONS = ["verdict", "where", "data", "clean", "adversarial", "corruption", "subgroups", "shortcuts", "timing"]
+SECTIONS = ["verdict", "where", "data", "clean", "adversarial", "corruption", "subgroups", "shortcuts", "explorer",
+            "timing"]
 
 
 @pytest.fixture(scope="module")
@@ -53,12 +56,26 @@ def test_report_in_headless_chromium(chromium, tmp_path, torchscript_path, digit
         found = json.loads(page.evaluate(
             "JSON.stringify({ids: [...document.querySelectorAll('section[id]')].map(s => s.id),"
             " imgX: document.querySelectorAll('img[src=\"x\"]').length,"
-            " scripts: document.querySelectorAll('script').length,"
+            " scripts: [...document.querySelectorAll('script')].map(s => s.textContent),"
             " text: document.body.innerText.includes(" + json.dumps(XSS) + "),"
             " rules: document.querySelectorAll('#gate-rules tr').length,"
             " images: [...document.images].filter(i => i.complete && i.naturalWidth > 0).length})"))
+        # the explorer's filter (its inline script runs: its hash is in the CSP) shows exactly the rows of a class
+        explorer = json.loads(page.evaluate(
+            "JSON.stringify({hidden: document.getElementById('explorer-filter').hidden,"
+            " rows: [...document.querySelectorAll('#explorer tbody tr')].map(r => r.dataset.class)})"))
+        page.evaluate("(function(){var s = document.querySelector('#explorer-filter select[name=class]');"
+                      " s.value = '9'; s.dispatchEvent(new Event('change', {bubbles: true})); return 1;})()")
+        filtered = json.loads(page.evaluate(
+            "JSON.stringify({shown: document.getElementById('explorer-shown').textContent,"
+            " visible: [...document.querySelectorAll('#explorer tbody tr')].filter(r => !r.hidden)"
+            ".map(r => r.dataset.class)})"))
+        where = json.loads(page.evaluate(
+            "JSON.stringify([...document.querySelectorAll('#where ol.where > li')].map(li => li.innerText.slice(0, 80)))"))
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(ARTIFACTS / "report.png")
+        page.evaluate("document.getElementById('explorer').scrollIntoView()")
+        page.screenshot(ARTIFACTS / "explorer.png")
         errors, requests, dialogs = page.console_errors(), page.requests(), page.dialogs()
     finally:
         page.close()
@@ -67,9 +84,18 @@ def test_report_in_headless_chromium(chromium, tmp_path, torchscript_path, digit
     outside = [u for u in requests if not u.startswith("data:") and u != report.as_uri()]
     assert not outside, outside  # the report is self-contained
     assert found["ids"] == SECTIONS, found["ids"]
-    assert found["imgX"] == 0 and found["scripts"] == 0 and found["text"]  # the class name is text
+    assert found["imgX"] == 0 and found["text"]  # the class name is text
+    assert found["scripts"] == [SCRIPT]  # the explorer's, allowed by its hash; nothing else can run
     assert found["rules"] == 3 and found["images"] > 20  # header + 2 rules; thumbnails decoded
     assert (ARTIFACTS / "report.png").stat().st_size > 50_000
+    # "Where it fails" lists the ranked findings; the explorer's filter finds the expected rows
+    samples = pd.read_csv(out / "samples.csv")
+    assert len(where) == len(json.loads((out / "summary.json").read_text())["findings"]) > 0
+    assert explorer["hidden"] is False and len(explorer["rows"]) > 0
+    nines = [c for c in explorer["rows"] if c == "9"]
+    clean = samples[samples["check"] == "clean"]
+    clean_nine_errors = clean[(clean["label_name"].astype(str) == "9") & (clean["correct"].astype(str) == "False")]
+    assert filtered["visible"] == nines and filtered["shown"] == str(len(nines)) and len(nines) >= len(clean_nine_errors)
 
 
 def test_the_browser_probe_sees_what_it_must_reject(chromium, tmp_path):

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from cnnaudit import __version__
+from cnnaudit.report.explorer import SCRIPT
 
 from .conftest import read_summary, run_cli
 
@@ -121,7 +122,9 @@ def test_untrusted_class_names_are_escaped(tmp_path, torchscript_path, digits_di
     html = (out / "report.html").read_text()
     parser = _Collector()
     parser.feed(html)
-    assert parser.scripts == 0
+    # one script, the explorer's own (allowed by its hash); the metadata's <script> is text
+    assert parser.scripts == 1 and html.count("<script>" + SCRIPT + "</script>") == 1
+    assert "<script>alert(2)" not in html and "&lt;script&gt;alert(2)&lt;/script&gt;" in html
     assert not [t for t, a in parser.tags if any(k.startswith("on") for k in a)]
     assert not [a for t, a in parser.tags if t == "img" and a.get("src") == "x"]
     assert XSS not in html and "&lt;img src=x onerror=alert(1)&gt;" in html

@@ -23,9 +23,10 @@ import numpy as np
 import pandas as pd
 
 from .. import aggregate
-from ..bias import data_audit
+from ..bias import data_audit, slices as slices_mod
 from ..bias.groups import gap, group_accuracy, group_metrics, judge, present, with_intersections
 from ..bias.properties import image_properties, thumbnails
+from ..model.embeddings import IMAGE, MODEL, embed, embedding_layer, image_features
 from ..data.images import image_size
 from ..errors import AuditError
 from ..findings import Finding, fmt_p
@@ -135,8 +136,9 @@ class SubgroupCheck(Check):
         opts = self.opts
         attrs = opts.check_data(ctx.dataset, ctx.config)
         seed, min_size = ctx.config.seed, int(opts.min_group_size)
-        rows, thumbs = self._property_rows(ctx)
+        rows, thumbs, embeddings, source = self._property_rows(ctx)
         clean = ctx.clean_rows.merge(rows[["sample_id", *PROPERTY_COLUMNS]], on="sample_id")
+        discovered, rows["slice"] = self._discover(ctx, clean, rows, embeddings, attrs)
         clean, inter = with_intersections(clean, opts.pairs())
         attributes = {}
         for i, attr in enumerate([*attrs, *inter]):
@@ -158,25 +160,64 @@ class SubgroupCheck(Check):
             "slices": [{k: v for k, v in s.items() if k != "sample_ids"} for s in slices],
         }
         disparity = self._disparity(ctx, inputs, [*attrs, *inter], opts, min_size)
-        summary = {"min_group_size": min_size, "attributes": attributes, "data_audit": audit, "disparity": disparity}
-        report = {"slice_examples": self._slice_examples(ctx, clean, slices), "kpis": _kpis(attributes)}
-        return CheckResult(self.name, rows, summary, report=report, findings=_findings(summary, ctx.clean_rows))
+        summary = {"min_group_size": min_size, "attributes": attributes, "data_audit": audit, "disparity": disparity,
+                   "discovered": [{k: v for k, v in d.items() if k != "sample_ids"} for d in discovered],
+                   "discovered_from": source}
+        report = {"slice_examples": self._slice_examples(ctx, clean, slices), "kpis": _kpis(attributes),
+                  "discovered_examples": self._discovered_examples(ctx, discovered)}
+        return CheckResult(self.name, rows, summary, report=report, findings=_findings(summary, ctx.clean_rows, discovered))
 
-    def _property_rows(self, ctx) -> tuple[pd.DataFrame, np.ndarray]:
+    def _property_rows(self, ctx) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, str]:
+        """Property rows, dHash thumbnails and embeddings (and their source) of every readable image, in
+        one decoding pass."""
+        layer = embedding_layer(ctx.loaded)
+
         def measure(batch):
             sizes = [image_size(ctx.dataset.abspath(ctx.dataset.path_of(s))) or (0, 0) for s in batch.sample_ids]
+            emb, source = embed(ctx.model, layer, batch.x.to(ctx.device))
             return (pd.DataFrame({"sample_id": batch.sample_ids, **image_properties(batch.x),
                                   "height": [s[0] for s in sizes], "width": [s[1] for s in sizes]}),
-                    thumbnails(batch.x))
+                    thumbnails(batch.x), emb, source, image_features(batch.x) if source == MODEL else emb)
 
         done = ctx.map_batches(measure, desc="subgroups")
-        props = pd.concat([p for p, _ in done], ignore_index=True)
-        thumbs = [t for _, t in done]
+        props = pd.concat([p for p, *_ in done], ignore_index=True)
+        thumbs = [t for _, t, *_ in done]
+        sources = {d[3] for d in done}
+        # a hook that failed on some batch: image features for all, so every image is embedded alike
+        embeddings = np.concatenate([d[2] if sources == {MODEL} else d[4] for d in done])
         props["aspect"] = (props["width"] / props["height"].where(props["height"] > 0)).round(6)
         for col in ("brightness", "contrast", "sharpness"):
             props[col] = props[col].astype(float).round(6)
         rows = ctx.base_rows(props["sample_id"]).assign(check=self.name, condition="properties")
-        return rows.join(props.drop(columns="sample_id")), np.concatenate(thumbs)
+        return (rows.join(props.drop(columns="sample_id")), np.concatenate(thumbs), embeddings,
+                MODEL if sources == {MODEL} else IMAGE)
+
+    def _discover(self, ctx, clean: pd.DataFrame, rows: pd.DataFrame, embeddings: np.ndarray, attrs) -> tuple:
+        """Slices from the embeddings (bias/slices.py), described; and each property row's slice name."""
+        position = {sid: i for i, sid in enumerate(rows["sample_id"])}
+        order = clean["sample_id"].map(position).to_numpy()
+        labels, candidates = slices_mod.discover(embeddings[order], clean["correct"].to_numpy(),
+                                                 seed=ctx.config.seed)
+        found, names = [], np.full(len(rows), "", dtype=object)
+        for i, c in enumerate(candidates, 1):
+            members = clean.iloc[c.pop("members")]
+            name = f"slice {i}"
+            names[members["sample_id"].map(position).to_numpy()] = name
+            errors = aggregate.most_confident_errors(members, 6)
+            examples = [*errors["sample_id"], *members["sample_id"][~members["sample_id"].isin(errors["sample_id"])]][:6]
+            found.append({"name": name, **{k: v for k, v in c.items() if k != "component"},
+                          "description": slices_mod.describe(clean.index.get_indexer(members.index), clean, ctx.classes,
+                                                             ["brightness", "contrast", "sharpness", "height", "width"],
+                                                             attrs),
+                          "paths": [ctx.dataset.path_of(int(s)) for s in examples],
+                          "sample_ids": [int(s) for s in examples]})
+        return found, names
+
+    def _discovered_examples(self, ctx, discovered: list[dict]) -> dict:
+        ids = [s for d in discovered for s in d["sample_ids"]]
+        images = {int(sid): to_data_uri(x) for b in (ctx.batches(ids, progress=False) if ids else [])
+                  for sid, x in zip(b.sample_ids, b.x)}
+        return {d["name"]: [images[s] for s in d["sample_ids"] if s in images] for d in discovered}
 
     def _disparity(self, ctx, inputs, attrs, opts, min_size) -> list[dict]:
         """Per condition and attribute: which group *loses more* under the condition. Compared per image
@@ -236,8 +277,16 @@ def _kpis(attributes) -> list[dict]:
 GAP_FAIL = 0.10  # a significant gap of 10 accuracy points or more is a `fail`; a smaller significant one a `warn`
 
 
-def _findings(summary, clean: pd.DataFrame) -> list[Finding]:
+def _findings(summary, clean: pd.DataFrame, discovered: list[dict]) -> list[Finding]:
     out = []
+    for d in discovered:
+        if d["confirmed"]:
+            out.append(Finding(
+                "fail" if d["gap"] >= GAP_FAIL else "warn", "subgroups", "slice", d["name"],
+                f"A discovered slice fails: {100 * d['accuracy']:.0f}% accuracy vs {100 * d['rest_accuracy']:.0f}% "
+                "elsewhere, confirmed on held-out images", f"{d['description']}; {d['n']} held-out images (Fisher "
+                f"exact, Holm-adjusted {fmt_p(d['p_adjusted'])})", effect=d["gap"], ci=d["gap_ci"],
+                p_adjusted=d["p_adjusted"], evidence="#subgroups-discovered", sample_ids=d["sample_ids"]))
     for attr, e in summary["attributes"].items():
         if e["significant"]:
             group = clean[clean[attr].astype(str) == str(e["worst"])] if attr in clean else clean.iloc[:0]

@@ -49,7 +49,10 @@ def render_report(summary: dict, results, thumbnails: dict | None = None) -> str
                  "findings": r.findings,
                  "template": env.get_template(FAILED if r.summary.get("failed") else _template_of(r.name))}
                 for r in results]
-    return env.get_template("report.html.j2").render(summary=summary, sections=sections, thumbs=thumbnails or {})
+    from .explorer import SCRIPT, explorer, script_hash
+    return env.get_template("report.html.j2").render(summary=summary, sections=sections, thumbs=thumbnails or {},
+                                                     explorer=explorer(results, summary), explorer_script=SCRIPT,
+                                                     script_hash=script_hash())
 
 
 FAILED = "sections/failed.html.j2"

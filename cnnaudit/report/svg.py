@@ -62,30 +62,47 @@ def line_chart(series: list[dict], *, x_label: str, y_label: str, width: int = 5
     return Markup("".join(parts))
 
 
-def reliability_diagram(bins: list[dict], width: int = 300, height: int = 260) -> Markup:
-    """Accuracy per confidence bin against the diagonal of perfect calibration."""
-    ml, mt, size = 40, 10, min(width - 50, height - 45)
+def reliability_diagram(bins: list[dict], width: int = 320, height: int = 290) -> Markup:
+    """Accuracy per confidence bin against the diagonal of perfect calibration, with ticks on both axes
+    and each bin's image count above its bar."""
+    ml, mt, size = 44, 18, min(width - 56, height - 62)
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" class="chart">',
              f'<rect x="{ml}" y="{mt}" width="{size}" height="{size}" fill="none" stroke="#9ca3af"/>',
              f'<line x1="{ml}" y1="{mt + size}" x2="{ml + size}" y2="{mt}" stroke="#9ca3af" stroke-dasharray="4"/>']
+    for i in range(6):
+        t = i / 5
+        parts.append(f'<line x1="{ml + t * size:.1f}" x2="{ml + t * size:.1f}" y1="{mt + size}" y2="{mt + size + 4}" '
+                     f'stroke="#6b7280"/><text x="{ml + t * size:.1f}" y="{mt + size + 16}" text-anchor="middle" '
+                     f'font-size="10">{_fmt(t)}</text>'
+                     f'<line x1="{ml - 4}" x2="{ml}" y1="{mt + size - t * size:.1f}" y2="{mt + size - t * size:.1f}" '
+                     f'stroke="#6b7280"/><text x="{ml - 6}" y="{mt + size - t * size + 3:.1f}" text-anchor="end" '
+                     f'font-size="10">{_fmt(t)}</text>')
     for b in bins:
         if b["accuracy"] is None:
             continue
         x = ml + b["low"] * size
+        w = size * (b["high"] - b["low"])
         h = b["accuracy"] * size
-        parts.append(f'<rect x="{x:.1f}" y="{mt + size - h:.1f}" width="{size * (b["high"] - b["low"]) - 1:.1f}" '
+        parts.append(f'<rect x="{x:.1f}" y="{mt + size - h:.1f}" width="{w - 1:.1f}" '
                      f'height="{h:.1f}" fill="#2563eb" fill-opacity="0.75"><title>confidence {b["low"]:.1f}-'
-                     f'{b["high"]:.1f}: accuracy {b["accuracy"]:.3f}, n={b["n"]}</title></rect>')
-    parts.append(f'<text x="{ml + size / 2}" y="{mt + size + 28}" text-anchor="middle" font-size="12">confidence</text>'
+                     f'{b["high"]:.1f}: accuracy {b["accuracy"]:.3f}, n={b["n"]}</title></rect>'
+                     f'<text x="{x + w / 2:.1f}" y="{mt + size - h - 3:.1f}" text-anchor="middle" font-size="9" '
+                     f'fill="#374151">{b["n"]}</text>')
+    parts.append(f'<text x="{ml + size / 2}" y="{mt + size + 32}" text-anchor="middle" font-size="12">confidence '
+                 f'(number above a bar: images in the bin)</text>'
                  f'<text x="12" y="{mt + size / 2}" text-anchor="middle" font-size="12" '
                  f'transform="rotate(-90 12 {mt + size / 2})">accuracy</text></svg>')
     return Markup("".join(parts))
 
 
-def bar_chart(bars: list[dict], *, y_label: str, width: int = 520, height: int = 240) -> Markup:
-    """Vertical bars with interval whiskers. bars: [{label, value, lo, hi, muted}]; a muted bar (e.g. a
-    group too small to rank) is drawn hatched-grey."""
-    ml, mr, mt, mb = 52, 12, 12, 46
+CHAR_PX = 6.5  # average glyph width at font-size 11: labels are cut to fit their slot, never overlap
+
+
+def bar_chart(bars: list[dict], *, y_label: str, width: int = 520, height: int = 250) -> Markup:
+    """Vertical bars with interval whiskers. bars: [{label, value, lo, hi, muted, sub}]; a muted bar (e.g.
+    a group too small to rank) is drawn grey; `sub` (e.g. "n=30") is a second label line. Labels are cut
+    to their slot's width (the full label is the bar's tooltip)."""
+    ml, mr, mt, mb = 52, 12, 12, 52
     pw, ph = width - ml - mr, height - mt - mb
     n = max(1, len(bars))
     slot = pw / n
@@ -112,10 +129,14 @@ def bar_chart(bars: list[dict], *, y_label: str, width: int = 520, height: int =
                          f'stroke="#111" stroke-width="1.5"/>'
                          f'<line x1="{cx - 5:.1f}" x2="{cx + 5:.1f}" y1="{sy(b["lo"]):.1f}" y2="{sy(b["lo"]):.1f}" stroke="#111"/>'
                          f'<line x1="{cx - 5:.1f}" x2="{cx + 5:.1f}" y1="{sy(b["hi"]):.1f}" y2="{sy(b["hi"]):.1f}" stroke="#111"/>')
+        fits = max(3, int(slot / CHAR_PX) - 1)
         label = str(b["label"])
-        label = label if len(label) <= 14 else label[:13] + "…"
+        label = label if len(label) <= fits else label[:fits - 1] + "…"
         parts.append(f'<text x="{x + w / 2:.1f}" y="{mt + ph + 16}" text-anchor="middle" font-size="11">'
                      f'{escape(label)}</text>')
+        if b.get("sub"):
+            parts.append(f'<text x="{x + w / 2:.1f}" y="{mt + ph + 30}" text-anchor="middle" font-size="10" '
+                         f'fill="#6b7280">{escape(str(b["sub"])[:fits])}</text>')
     parts.append(f'<text x="14" y="{mt + ph / 2}" text-anchor="middle" font-size="12" '
                  f'transform="rotate(-90 14 {mt + ph / 2})">{escape(y_label)}</text></svg>')
     return Markup("".join(parts))

@@ -104,9 +104,9 @@ STRIP_FINDINGS, STRIP_IMAGES = 20, 6  # thumbnails for the first findings only: 
 
 def _thumbnails(ctx, findings: list[dict]) -> dict[int, str]:
     """The example images of the leading findings, decoded once, as data URIs for the report."""
-    from .report.images import to_data_uri
+    from .report.images import thumbnail_uri
     ids = list(dict.fromkeys(s for f in findings[:STRIP_FINDINGS] for s in f["sample_ids"][:STRIP_IMAGES]))
-    return {int(sid): to_data_uri(x) for b in (ctx.batches(ids, progress=False) if ids else [])
+    return {int(sid): thumbnail_uri(x) for b in (ctx.batches(ids, progress=False) if ids else [])
             for sid, x in zip(b.sample_ids, b.x)}
 
 

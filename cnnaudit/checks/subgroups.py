@@ -32,7 +32,7 @@ from ..errors import AuditError
 from ..findings import Finding, fmt_p
 from ..gate.rules import NUMBER, RuleKind, result, selected, without_evidence
 from ..options import OptionError, option
-from ..report.images import to_data_uri
+from ..report.images import thumbnail_uri, to_data_uri
 from .base import Check, CheckResult
 from .registry import register
 
@@ -215,7 +215,7 @@ class SubgroupCheck(Check):
 
     def _discovered_examples(self, ctx, discovered: list[dict]) -> dict:
         ids = [s for d in discovered for s in d["sample_ids"]]
-        images = {int(sid): to_data_uri(x) for b in (ctx.batches(ids, progress=False) if ids else [])
+        images = {int(sid): thumbnail_uri(x) for b in (ctx.batches(ids, progress=False) if ids else [])
                   for sid, x in zip(b.sample_ids, b.x)}
         return {d["name"]: [images[s] for s in d["sample_ids"] if s in images] for d in discovered}
 

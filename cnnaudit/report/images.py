@@ -10,6 +10,16 @@ import torch
 from PIL import Image
 
 
+def thumbnail_uri(x: torch.Tensor, side: int = 64) -> str:
+    """A small PNG data URI for strips of examples: larger images are shrunk (area) to `side` pixels on
+    their longer edge, so a strip costs a few KB per image at any input size (the report's size budget)."""
+    h, w = x.shape[-2:]
+    if max(h, w) > side:
+        size = (max(1, round(h * side / max(h, w))), max(1, round(w * side / max(h, w))))
+        x = torch.nn.functional.interpolate(x[None].float(), size=size, mode="area")[0]
+    return to_data_uri(x, min_side=min(side, 48))
+
+
 def to_data_uri(x: torch.Tensor, min_side: int = 96) -> str:
     """A C x H x W tensor in [0, 1] as a PNG data URI, upscaled (nearest) so small inputs stay visible."""
     arr = (x.detach().float().clamp(0, 1).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)

@@ -149,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: DATA/classes.txt, else sorted folder names)")
     d.add_argument("--max-pixels", type=int, help="skip images larger than this many pixels "
                    "(decompression-bomb guard; default: 89478485)")
+    d.add_argument("--train-data", metavar="DIR", help="the training set (same layouts and metadata rules as DATA): "
+                   "enables the training check (leakage, representation, out-of-distribution images); its images "
+                   "are read for that audit only")
     _add_audit_options(run)
 
     demo = sub.add_parser("demo", help="train a tiny digits CNN with planted flaws and audit it",
@@ -195,6 +198,7 @@ def _config_from_args(args) -> "AuditConfig":
         classes_file=getattr(args, "classes", None), arch=getattr(args, "arch", None),
         num_classes=getattr(args, "num_classes", None), output_kind=getattr(args, "output_kind", "auto"),
         positive_class=getattr(args, "positive_class", None), device=args.device, limit=args.limit, seed=args.seed,
+        train_data=getattr(args, "train_data", None),
         batch_size=args.batch_size, max_pixels=getattr(args, "max_pixels", None) or DEFAULT_MAX_PIXELS,
         workers=args.workers, quiet=args.quiet, options=_check_options(args))
 

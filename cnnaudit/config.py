@@ -25,6 +25,7 @@ class AuditConfig:
     batch_size: int = 64
     max_pixels: int = DEFAULT_MAX_PIXELS
     gallery_size: int = 12
+    train_data: str | None = None  # a training set folder (same layouts), for the checks that need one
     # not part of the measurement, so left out of summary.json's config
     workers: int = 2
     quiet: bool = False
@@ -36,4 +37,7 @@ class AuditConfig:
             d.pop(key)
         if d["input_size"] is not None:
             d["input_size"] = list(d["input_size"])
+        for key in ("train_data", "classes_file"):  # paths from Python are recorded as text
+            if d[key] is not None:
+                d[key] = str(d[key])
         return d

@@ -32,6 +32,7 @@ class AuditContext:
     clipped: list[int] = field(default_factory=list)
     results: dict = field(default_factory=dict)  # name -> CheckResult of the checks that already ran
     shard: Shard = SINGLE  # this process's share of the work under torchrun
+    train_dataset: Dataset | None = None  # --train-data, for the checks that declare inputs = ("train_data",)
 
     @property
     def device(self) -> torch.device:
@@ -45,16 +46,19 @@ class AuditContext:
         """Audited samples that decoded; known once the clean evaluation has run."""
         return self.clean_rows["sample_id"].to_numpy() if self.clean_rows is not None else self.sample_ids
 
-    def batches(self, sample_ids=None, *, desc: str = "evaluating", progress: bool = True) -> Iterator[Batch]:
+    def batches(self, sample_ids=None, *, desc: str = "evaluating", progress: bool = True,
+                dataset: Dataset | None = None) -> Iterator[Batch]:
+        """Decoded batches of `sample_ids` of the audited set (or of `dataset`, e.g. the training set)."""
         ids = self.readable_ids() if sample_ids is None else np.asarray(sample_ids)
         with Progress(len(ids), desc, quiet=self.config.quiet or not progress) as progress:
-            for batch in iter_batches(self.dataset, ids, channels=self.model.channels,
+            for batch in iter_batches(dataset or self.dataset, ids, channels=self.model.channels,
                                       size=self.model.input_size, batch_size=self.config.batch_size,
                                       max_pixels=self.config.max_pixels, workers=self.config.workers):
                 progress.update(len(batch.sample_ids) + len(batch.skipped))
                 yield batch
 
-    def map_batches(self, fn: Callable[[Batch], R], sample_ids=None, *, desc: str, batches_per_call: int = 1) -> list[R]:
+    def map_batches(self, fn: Callable[[Batch], R], sample_ids=None, *, desc: str, batches_per_call: int = 1,
+                    dataset: Dataset | None = None) -> list[R]:
         """fn(batch) for every batch of `sample_ids` (default: the readable ones), in batch order. The work
         of a check's per-sample loop: under torchrun each rank decodes and computes its share of the
         batches (distributed.py) and every rank receives all results, so fn must return picklable,
@@ -66,7 +70,7 @@ class AuditContext:
         mine = self.shard.mine(len(chunks))
         my_ids = np.concatenate([chunks[k] for k in mine]) if mine else ids[:0]
         # only the last chunk may be short, so my chunks re-cut by batch_size are the same batches
-        batches = self.batches(my_ids, desc=desc)
+        batches = self.batches(my_ids, desc=desc, dataset=dataset)
         results = [fn(_merged(group)) for group in iter(lambda: list(itertools.islice(batches, batches_per_call)), [])]
         return self.shard.gather(results, len(chunks))
 

@@ -49,8 +49,22 @@ def _input_size(config: AuditConfig, dataset, sample_ids, declared: dict) -> tup
     raise AuditError(f"No file in {str(dataset.root)!r} could be read as an image; check the data folder.")
 
 
+INPUT_FLAGS = {"train_data": "--train-data DIR (a training set folder, same layouts as DATA)"}
+
+
 def _checks_to_run(config: AuditConfig) -> list[str]:
-    return run_order(available() if config.checks is None else list(config.checks))
+    """The checks asked for (default: every registered one whose inputs the audit has) and what they require.
+    A check asked for by name without its inputs is an error naming the flag that provides them."""
+    given = {"train_data": config.train_data is not None}
+    if config.checks is None:
+        return run_order([n for n in available() if all(given.get(i) for i in registry()[n].inputs)])
+    names = run_order(list(config.checks))
+    for name in names:
+        missing = [i for i in registry()[name].inputs if not given.get(i)]
+        if missing:
+            raise AuditError(f"the {name} check needs {INPUT_FLAGS.get(missing[0], missing[0])}; add it or leave "
+                             f"{name} out of --checks.")
+    return names
 
 
 def run_audit(model: str | Path | nn.Module, data: str | Path, config: AuditConfig | None = None, *,
@@ -135,8 +149,21 @@ def _prepare(model, data, config: AuditConfig, device, shard, unsafe_pickle):
         f"on {device} ({', '.join(names)})"
         + (f", sharded over {shard.world_size} processes" if shard.world_size > 1 else ""), quiet=config.quiet)
     ctx = AuditContext(config=config, model=audited, loaded=loaded, dataset=dataset, sample_ids=sample_ids,
-                       shard=shard, skipped=list(dataset.excluded))
+                       shard=shard, skipped=list(dataset.excluded), train_dataset=_train_dataset(config, dataset, shard))
     return ctx, names, check_options, size
+
+
+def _train_dataset(config: AuditConfig, dataset, shard):
+    """--train-data, opened like DATA; its classes must be the audited set's (one classes.txt for both)."""
+    if config.train_data is None:
+        return None
+    train = open_dataset(config.train_data, config.classes_file)
+    if train.classes != dataset.classes:
+        raise AuditError(f"--train-data {str(config.train_data)!r} has classes {', '.join(train.classes[:6])}"
+                         f"{', ...' if len(train.classes) > 6 else ''} but DATA has {', '.join(dataset.classes[:6])}"
+                         f"{', ...' if len(dataset.classes) > 6 else ''}; give both the same classes.txt (--classes).")
+    shard.agree(hashlib.sha256(train.table.to_csv(index=False).encode()).hexdigest(), "training data table")
+    return train
 
 
 def _run_checks(ctx, names, check_options, checkpoints, timing) -> tuple[list, list, list]:

@@ -19,8 +19,8 @@ from .conftest import run_cli
 
 XSS = "<img src=x onerror=alert(1)>"
 ARTIFACTS = Path(os.environ.get("CNNAUDIT_ARTIFACTS", Path(__file__).resolve().parent.parent / "test-artifacts"))
-SECTIONS = ["verdict", "where", "data", "clean", "adversarial", "corruption", "subgroups", "shortcuts", "explorer",
-            "timing"]
+SECTIONS = ["verdict", "where", "data", "clean", "adversarial", "corruption", "subgroups", "shortcuts",
+            "label_issues", "explorer", "timing"]
 
 
 @pytest.fixture(scope="module")

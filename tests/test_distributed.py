@@ -33,9 +33,10 @@ def test_two_processes_match_one(tmp_path, torchscript_path, digits_dir, plugin_
     is installed, so it runs (and is sharded) too."""
     from cnnaudit.checks import registry
     one, one_thread, two = tmp_path / "one", tmp_path / "one_thread", tmp_path / "two"
-    r = run_cli("run", torchscript_path, digits_dir, "--out", one, *ARGS, env=plugin_env)
+    train = ["--train-data", digits_dir]  # so that the training check runs (and is sharded) too
+    r = run_cli("run", torchscript_path, digits_dir, "--out", one, *ARGS, *train, env=plugin_env)
     assert r.returncode == 0, r.stderr
-    r = torchrun("run", torchscript_path, digits_dir, "--out", two, *ARGS, env=plugin_env)
+    r = torchrun("run", torchscript_path, digits_dir, "--out", two, *ARGS, *train, env=plugin_env)
     assert r.returncode == 0, r.stderr
     assert r.stdout.count("report:") == 1  # rank 0 alone writes and prints
     single, sharded = read_summary(one), read_summary(two)
@@ -48,7 +49,7 @@ def test_two_processes_match_one(tmp_path, torchscript_path, digits_dir, plugin_
     assert single["adversarial"]["results"][0]["n"] == 150
     # row for row, byte for byte, against one process with the same intra-op threads as each rank
     # (torchrun gives each 1): a different thread count moves adversarial confidences at float32 rounding
-    r = run_cli("run", torchscript_path, digits_dir, "--out", one_thread, *ARGS,
+    r = run_cli("run", torchscript_path, digits_dir, "--out", one_thread, *ARGS, *train,
                 env={"OMP_NUM_THREADS": "1", **plugin_env})
     assert r.returncode == 0, r.stderr
     assert (two / "samples.csv").read_text() == (one_thread / "samples.csv").read_text()

@@ -23,18 +23,20 @@ sys.path.insert(0, str(PLUGIN))
 from cnnaudit_example_plugin import ColourCastCheck  # noqa: E402
 
 register(ColourCastCheck)  # in this process; the CLI test below finds it through its entry point
-BUILT_IN = ["clean", "adversarial", "corruption", "subgroups", "shortcuts"]
+BUILT_IN = ["clean", "adversarial", "corruption", "subgroups", "shortcuts", "label_issues", "training"]
 SMALL = {"adversarial": {"eps": {"linf": [0.1]}, "norms": ("linf",)},
          "corruption": {"corruptions": ["low_light"], "severities": [3]}}
 STANDARD_COLUMNS = {"sample_id", "path", "label", "label_name", "check", "condition"}
 # checks whose summary is more than aggregates of their rows (summarize() not declared): the subgroups
 # check's group tables come from the clean rows and metadata, the shortcuts check's verdicts from rows plus
 # the annotation counts; both are tested against their own numbers in test_subgroups / test_shortcuts
-NOT_ROW_DERIVED = {"subgroups", "shortcuts"}
+# the shortcuts check's verdicts from rows plus the annotation counts, the training check's from the training
+# set; each is tested against its own numbers in test_subgroups / test_shortcuts / test_training
+NOT_ROW_DERIVED = {"subgroups", "shortcuts", "training"}
 
 
 def test_built_in_checks_register_in_order():
-    assert list(registry())[:5] == BUILT_IN
+    assert list(registry())[:len(BUILT_IN)] == BUILT_IN
     assert run_order(["shortcuts", "adversarial"]) == ["clean", "adversarial", "shortcuts"]
     # subgroups reads adversarial and corruption rows when they run: they go first whatever the order asked
     assert run_order(["subgroups", "corruption"]) == ["clean", "corruption", "subgroups"]
@@ -90,6 +92,7 @@ def audits(eager_model, digits_dir):
     for name in [n for n in registry() if n != "clean"] + ["clean"]:
         checks = [] if name == "clean" else [name]
         out[name] = cnnaudit.audit(eager_model, digits_dir, checks=checks, limit=40,
+                                   train_data=digits_dir if name == "training" else None,
                                    **{k: v for k, v in SMALL.items() if k in checks})
     return out
 

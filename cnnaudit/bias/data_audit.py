@@ -3,9 +3,11 @@
 - class balance and missing metadata;
 - representation of each attribute's groups per class, and label-attribute association (Cramér's V
   from scipy's chi-square) with the groups that are nearly all one class flagged as shortcut risks;
-- exact duplicates (same decoded pixels) and near duplicates (dHash within 3 bits, found by the
-  pigeonhole trick: two 64-bit hashes within 3 bits share one of four 16-bit bands exactly, so only
-  band collisions are compared, not all pairs);
+- exact duplicates (same decoded pixels) and near duplicates (dHash within 3 bits and 16 x 16 thumbnails
+  within 4 grey levels). Candidates are each image's nearest neighbours by thumbnail (scikit-learn's
+  NearestNeighbors, CANDIDATES per image), so the search is O(n k) whatever the data: the earlier
+  dHash band-collision search compared every pair inside a band, quadratic when thousands of similar
+  images (blank frames, one scanner's backgrounds) share one;
 - automatic slices by image properties (quartiles of brightness, contrast, sharpness, stored size and
   aspect) where accuracy is significantly lower than elsewhere (Fisher exact vs rest, Holm-adjusted).
 """
@@ -63,17 +65,21 @@ def representation(table: pd.DataFrame, column: str, classes: list[str], min_siz
     return out
 
 
-def _shared_bands(hashes: np.ndarray):
-    """Indices of the images that share one of the four 16-bit bands of their dHash, band by band, for
-    buckets of two or more (two hashes within 3 bits share at least one band). By sorting rather than a
-    dict of lists: a dict holds a list per band value, megabytes per 10,000 images, nearly all of one image."""
-    for band in range(4):
-        keys = ((hashes >> np.uint64(16 * band)) & np.uint64(0xFFFF)).astype(np.int64)
-        order = np.argsort(keys, kind="stable")
-        starts = np.flatnonzero(np.r_[True, keys[order][1:] != keys[order][:-1]])
-        for a, b in zip(starts, np.r_[starts[1:], len(keys)]):
-            if b - a > 1:
-                yield order[a:b].tolist()
+CANDIDATES = 10
+
+
+def _candidate_pairs(thumbs: np.ndarray) -> set[tuple[int, int]]:
+    """(i, j), i < j: each image with its CANDIDATES nearest others by thumbnail (PCA-reduced to 32
+    dimensions when larger)."""
+    from sklearn.decomposition import PCA
+    from sklearn.neighbors import NearestNeighbors
+    if len(thumbs) < 2:
+        return set()
+    x = thumbs.reshape(len(thumbs), -1).astype(np.float32)
+    if x.shape[1] > 32 and len(x) > 32:
+        x = PCA(n_components=32, svd_solver="full", random_state=0).fit_transform(x)
+    _, idx = NearestNeighbors(n_neighbors=min(CANDIDATES + 1, len(x))).fit(x).kneighbors(x)
+    return {(min(i, int(j)), max(i, int(j))) for i, row in enumerate(idx) for j in row if j != i}
 
 
 def duplicates(props: pd.DataFrame, thumbs: np.ndarray) -> dict:
@@ -87,13 +93,10 @@ def duplicates(props: pd.DataFrame, thumbs: np.ndarray) -> dict:
     hashes = np.array([int(h, 16) for h in props["dhash"]], dtype=np.uint64)
     pairs = set()
     pix = props["pixel_hash"].to_numpy()
-    for members in _shared_bands(hashes):
-        for a in range(len(members)):
-            for b in range(a + 1, len(members)):
-                i, j = members[a], members[b]
-                if (pix[i] != pix[j] and bin(int(hashes[i] ^ hashes[j])).count("1") <= NEAR_BITS
-                        and np.abs(thumbs[i].astype(int) - thumbs[j].astype(int)).mean() <= NEAR_THUMB_MAD):
-                    pairs.add((min(i, j), max(i, j)))
+    for i, j in _candidate_pairs(thumbs):
+        if (pix[i] != pix[j] and bin(int(hashes[i] ^ hashes[j])).count("1") <= NEAR_BITS
+                and np.abs(thumbs[i].astype(int) - thumbs[j].astype(int)).mean() <= NEAR_THUMB_MAD):
+            pairs.add((i, j))
     near = [{"paths": [props["path"].iat[i], props["path"].iat[j]],
              "labels": sorted({props["label_name"].iat[i], props["label_name"].iat[j]}),
              "conflicting_labels": props["label_name"].iat[i] != props["label_name"].iat[j],

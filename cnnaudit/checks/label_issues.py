@@ -1,0 +1,80 @@
+"""Label issues: which evaluation labels look wrong?
+
+Inputs: the wrapped model and the audited images with their given labels. Procedure: one forward pass
+for each image's predicted probabilities, which are out of sample (the model did not train on the
+evaluation set), then confident learning (bias/label_issues.py). Outputs: one row per image
+(condition `label_issues`) with `is_label_issue`, `label_issue_score` (self-confidence: the probability
+of the given label; low means suspect) and the suggested label; the flagged images ranked by score;
+clean accuracy *excluding* them as a sensitivity line beside (never instead of) clean accuracy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .. import aggregate
+from ..bias.label_issues import find_label_issues
+from ..findings import Finding
+from ..report.images import thumbnail_uri
+from .base import Check, CheckResult
+from .registry import register
+
+GALLERY = 12
+
+
+@register
+class LabelIssueCheck(Check):
+    name = "label_issues"
+    title = "Label issues"
+    template = "sections/label_issues.html.j2"
+
+    @staticmethod
+    def metrics(section: dict) -> dict[str, float]:
+        return {"label_issues.share_flagged": section["share_flagged"]} if "share_flagged" in section else {}
+
+    lower_is_better = ("label_issues.share_flagged",)
+
+    def summarize(self, rows, inputs, classes, attributes) -> dict:
+        flagged = rows[rows["is_label_issue"]].sort_values(["label_issue_score", "sample_id"], kind="stable")
+        clean = inputs["clean"].rows
+        kept = clean[~clean["sample_id"].isin(flagged["sample_id"])]
+        excluding = aggregate.accuracy(kept)
+        return {"method": "confident learning (Northcutt et al. 2021), evaluation set, out-of-sample probabilities",
+                "n": int(len(rows)), "n_flagged": int(len(flagged)),
+                "share_flagged": round(len(flagged) / len(rows), 6) if len(rows) else 0.0,
+                "accuracy_excluding_flagged": excluding["accuracy"],
+                "accuracy_excluding_flagged_ci": excluding["accuracy_ci"],
+                "issues": [{"path": r.path, "given_label": r.label_name, "suggested_label": classes[int(r.suggested)],
+                            "score": round(float(r.label_issue_score), 6)} for r in flagged.itertuples()]}
+
+    def run(self, ctx, inputs) -> CheckResult:
+        def probabilities(batch):
+            with torch.no_grad():
+                p = torch.softmax(ctx.model(batch.x.to(ctx.device)).float(), dim=1)
+            return batch.sample_ids, p.cpu().numpy()
+
+        done = ctx.map_batches(probabilities, desc="label issues")
+        ids = np.concatenate([i for i, _ in done])
+        probs = np.concatenate([p for _, p in done])
+        labels = ctx.dataset.table.set_index("sample_id").loc[ids, "label"].to_numpy()
+        issue, suggested, score = find_label_issues(labels, probs)
+        rows = ctx.base_rows(ids).assign(check=self.name, condition="label_issues", is_label_issue=issue,
+                                         label_issue_score=np.round(score, 6), suggested=suggested)
+        rows["suggested_label"] = np.array(ctx.classes, dtype=object)[suggested]
+        summary = self.summarize(rows, inputs, ctx.classes, ctx.dataset.attributes)
+        top = rows[rows["is_label_issue"]].sort_values(["label_issue_score", "sample_id"], kind="stable").head(GALLERY)
+        images = {int(s): thumbnail_uri(x, side=96) for b in ctx.batches(top["sample_id"], progress=False)
+                  for s, x in zip(b.sample_ids, b.x)}
+        gallery = [{"image": images[int(r.sample_id)], "path": r.path, "given": r.label_name,
+                    "suggested": r.suggested_label, "score": float(r.label_issue_score)}
+                   for r in top.itertuples() if int(r.sample_id) in images]
+        findings = []
+        if summary["n_flagged"]:
+            findings.append(Finding(
+                "warn", self.name, "data", "labels", f"{summary['n_flagged']} evaluation image(s) look mislabeled",
+                f"confident learning flags {100 * summary['share_flagged']:.1f}% of the labels; clean accuracy "
+                f"without them {100 * summary['accuracy_excluding_flagged']:.1f}% (a sensitivity line, not a "
+                "correction)", effect=summary["share_flagged"], evidence="#label_issues",
+                sample_ids=top["sample_id"].astype(int).head(6).tolist()))
+        return CheckResult(self.name, rows, summary, report={"gallery": gallery}, findings=findings)

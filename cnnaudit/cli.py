@@ -69,6 +69,10 @@ def _add_check_flags(p: argparse.ArgumentParser) -> None:
             help_text += f"; from: {', '.join(map(str, spec.choices))}"
         metavar = spec.metavar or ("{" + ",".join(map(str, spec.choices)) + "}"
                                    if spec.choices and not spec.many else field.upper())
+        if spec.switch:
+            groups[check].add_argument(flag, dest=_dest(check, field, key), action="store_true", default=None,
+                                       help=help_text.replace("%", "%%"))
+            continue
         groups[check].add_argument(flag, dest=_dest(check, field, key), action="append" if spec.repeat else "store",
                                    metavar=metavar, help=help_text.replace("%", "%%"))
 
@@ -81,6 +85,9 @@ def _check_options(args) -> dict:
     for check, field, spec, flag, key in _declared_flags():
         raw = getattr(args, _dest(check, field, key), None)
         if raw is None:
+            continue
+        if spec.switch:
+            out[check][field] = True
             continue
         try:
             value = from_text(field, spec, ",".join(raw) if spec.repeat else raw, key)

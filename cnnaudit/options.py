@@ -49,6 +49,7 @@ class Spec:
     sort: bool = False  # a set of values: deduplicated and sorted
     allow_empty: bool = False  # an empty sequence is a value (the default of an optional list)
     repeat: bool = False  # the flag may be given more than once (and its values add up)
+    switch: bool = False  # a yes/no option: a flag without a value turns it on
     metavar: str | None = None
     expects: str = ""  # what a good value looks like, for errors of parse
 

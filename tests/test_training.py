@@ -160,6 +160,17 @@ def test_the_command_line(splits, tmp_path):
     _png(np.zeros((32, 32), np.uint8), other / "cat" / "a.png")
     r = run_cli("run", path, root / "eval", "--train-data", other, "--out", tmp_path / "o3")
     assert r.returncode == 2 and "--train-data" in r.stderr and "classes.txt" in r.stderr
+    # --train-eval adds training accuracy; --label-issues train checks the training labels, with its caveat
+    r = run_cli("run", path, root / "eval", "--train-data", root / "train", "--train-eval", "--label-issues", "train",
+                "--checks", "training,label_issues", "--out", tmp_path / "o4", "--quiet")
+    assert r.returncode == 0, r.stderr
+    s = read_summary(tmp_path / "o4")
+    t, li = s["training"], s["label_issues"]
+    assert t["train_accuracy"]["n"] == 1000 and t["generalization_gap"] == pytest.approx(
+        t["train_accuracy"]["accuracy"] - s["clean"]["accuracy"], abs=1e-5)
+    assert li["split"] == "train" and li["n"] == 1000 and "in-sample" in li["caveat"]
+    r = run_cli("run", path, root / "eval", "--label-issues", "train", "--out", tmp_path / "o5")
+    assert r.returncode == 2 and "--label-issues has 'train': checking training labels needs --train-data" in r.stderr
     # without --train-data the default run leaves the training check out, and says nothing is missing
     with pytest.raises(AuditError, match="the training check needs --train-data"):
         cnnaudit.audit(model, root / "eval", checks=["training"])

@@ -13,14 +13,30 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from dataclasses import dataclass
+
 from .. import aggregate
 from ..bias.label_issues import find_label_issues
 from ..findings import Finding
+from ..options import OptionError, option
 from ..report.images import thumbnail_uri
 from .base import Check, CheckResult
 from .registry import register
 
 GALLERY = 12
+IN_SAMPLE = ("in-sample: the model was trained on these labels, so its probabilities agree with them more than "
+             "they would out of sample; confident learning then finds fewer issues than there are")
+
+
+@dataclass
+class LabelIssueOptions:
+    split: str = option("eval", flag="--label-issues", choices=("eval", "train"), metavar="{eval,train}",
+                        help="which labels to check: eval (default; the model's probabilities are out of sample) or "
+                             "train (needs --train-data; in-sample, so fewer issues are found than there are)")
+
+    def check_data(self, dataset, config) -> None:
+        if self.split == "train" and config.train_data is None:
+            raise OptionError("split", "train", "checking training labels needs --train-data DIR")
 
 
 @register
@@ -28,6 +44,7 @@ class LabelIssueCheck(Check):
     name = "label_issues"
     title = "Label issues"
     template = "sections/label_issues.html.j2"
+    options_type = LabelIssueOptions
 
     @staticmethod
     def metrics(section: dict) -> dict[str, float]:
@@ -37,10 +54,14 @@ class LabelIssueCheck(Check):
 
     def summarize(self, rows, inputs, classes, attributes) -> dict:
         flagged = rows[rows["is_label_issue"]].sort_values(["label_issue_score", "sample_id"], kind="stable")
+        train = self.opts is not None and self.opts.split == "train"
         clean = inputs["clean"].rows
         kept = clean[~clean["sample_id"].isin(flagged["sample_id"])]
-        excluding = aggregate.accuracy(kept)
-        return {"method": "confident learning (Northcutt et al. 2021), evaluation set, out-of-sample probabilities",
+        excluding = aggregate.accuracy(kept) if not train else {"accuracy": None, "accuracy_ci": None}
+        return {"split": "train" if train else "eval", "caveat": IN_SAMPLE if train else None,
+                "method": "confident learning (Northcutt et al. 2021), "
+                          + ("training set, in-sample probabilities" if train
+                             else "evaluation set, out-of-sample probabilities"),
                 "n": int(len(rows)), "n_flagged": int(len(flagged)),
                 "share_flagged": round(len(flagged) / len(rows), 6) if len(rows) else 0.0,
                 "accuracy_excluding_flagged": excluding["accuracy"],
@@ -54,23 +75,33 @@ class LabelIssueCheck(Check):
                 p = torch.softmax(ctx.model(batch.x.to(ctx.device)).float(), dim=1)
             return batch.sample_ids, p.cpu().numpy()
 
-        done = ctx.map_batches(probabilities, desc="label issues")
+        train = self.opts.split == "train"
+        dataset = ctx.train_dataset if train else ctx.dataset
+        done = ctx.map_batches(probabilities, dataset.table["sample_id"].to_numpy() if train else None,
+                               desc="label issues", dataset=dataset)
         ids = np.concatenate([i for i, _ in done])
         probs = np.concatenate([p for _, p in done])
-        labels = ctx.dataset.table.set_index("sample_id").loc[ids, "label"].to_numpy()
-        issue, suggested, score = find_label_issues(labels, probs)
-        rows = ctx.base_rows(ids).assign(check=self.name, condition="label_issues", is_label_issue=issue,
-                                         label_issue_score=np.round(score, 6), suggested=suggested)
+        table = dataset.table.set_index("sample_id").loc[ids].reset_index()
+        issue, suggested, score = find_label_issues(table["label"].to_numpy(), probs)
+        base = table[["sample_id", "path", "label", "label_name"]] if train else ctx.base_rows(ids)
+        rows = base.assign(check=self.name, condition="label_issues_train" if train else "label_issues",
+                           is_label_issue=issue, label_issue_score=np.round(score, 6), suggested=suggested)
         rows["suggested_label"] = np.array(ctx.classes, dtype=object)[suggested]
         summary = self.summarize(rows, inputs, ctx.classes, ctx.dataset.attributes)
         top = rows[rows["is_label_issue"]].sort_values(["label_issue_score", "sample_id"], kind="stable").head(GALLERY)
-        images = {int(s): thumbnail_uri(x, side=96) for b in ctx.batches(top["sample_id"], progress=False)
+        images = {int(s): thumbnail_uri(x, side=96) for b in ctx.batches(top["sample_id"], progress=False,
+                                                                          dataset=dataset)
                   for s, x in zip(b.sample_ids, b.x)}
         gallery = [{"image": images[int(r.sample_id)], "path": r.path, "given": r.label_name,
                     "suggested": r.suggested_label, "score": float(r.label_issue_score)}
                    for r in top.itertuples() if int(r.sample_id) in images]
         findings = []
-        if summary["n_flagged"]:
+        if summary["n_flagged"] and train:
+            findings.append(Finding(
+                "warn", self.name, "data", "training labels", f"{summary['n_flagged']} training image(s) look "
+                "mislabeled", f"confident learning flags {100 * summary['share_flagged']:.1f}% of the training labels "
+                f"({IN_SAMPLE})", effect=summary["share_flagged"], evidence="#label_issues"))
+        elif summary["n_flagged"]:
             findings.append(Finding(
                 "warn", self.name, "data", "labels", f"{summary['n_flagged']} evaluation image(s) look mislabeled",
                 f"confident learning flags {100 * summary['share_flagged']:.1f}% of the labels; clean accuracy "

@@ -43,6 +43,9 @@ class TrainingOptions:
     group_id: str | None = option(None, flag="--group-id", metavar="COLUMN",
                                   help="a metadata column identifying the source (patient, device, session) in "
                                        "both sets: an identifier in both is leakage")
+    train_eval: bool = option(False, flag="--train-eval", switch=True, choices=(True, False),
+                              help="also evaluate the model on the training images: training accuracy and the gap "
+                                   "to evaluation accuracy")
 
     def check_data(self, dataset, config=None) -> None:
         if self.group_id is not None and self.group_id not in dataset.attributes:
@@ -78,15 +81,19 @@ class TrainingCheck(Check):
             out["training.share_far"] = ood["share_far"]
         return out
 
-    def _scan(self, ctx, dataset, ids, desc):
-        """Thumbnails, pixel hashes and embeddings of `ids` of `dataset`, in one decoding pass."""
+    def _scan(self, ctx, dataset, ids, desc, predict_too: bool = False):
+        """Thumbnails, pixel hashes and embeddings of `ids` of `dataset` (and the model's predictions, with
+        predict_too), in one decoding pass."""
         layer = embedding_layer(ctx.loaded)
 
         def measure(batch):
             x = batch.x.float().cpu()
             emb, source = embed(ctx.model, layer, batch.x.to(ctx.device))
+            if predict_too:
+                with torch.no_grad():
+                    predicted = ctx.model(batch.x.to(ctx.device)).argmax(dim=1).cpu().numpy()
             return (batch.sample_ids, _grey(x, 8), _grey(x, 32), _pixel_hash(x), emb, source,
-                    image_features(x) if source == MODEL else emb)
+                    image_features(x) if source == MODEL else emb, predicted if predict_too else None)
 
         done = ctx.map_batches(measure, ids, desc=desc, dataset=dataset)
         sources = {d[5] for d in done}
@@ -95,13 +102,15 @@ class TrainingCheck(Check):
                 "big": np.concatenate([d[2] for d in done]) if done else np.zeros((0, 32, 32), np.uint8),
                 "hash": [h for d in done for h in d[3]],
                 "emb": np.concatenate([d[4] if sources == {MODEL} else d[6] for d in done]) if done else None,
-                "source": MODEL if sources == {MODEL} else IMAGE}
+                "source": MODEL if sources == {MODEL} else IMAGE,
+                "predicted": np.concatenate([d[7] for d in done]) if predict_too and done else None}
 
     def run(self, ctx, inputs) -> CheckResult:
         train_ds, seed = ctx.train_dataset, ctx.config.seed
         clean = inputs["clean"].rows.reset_index(drop=True)
         ev = self._scan(ctx, ctx.dataset, clean["sample_id"].to_numpy(), "training: evaluation images")
-        tn = self._scan(ctx, train_ds, train_ds.table["sample_id"].to_numpy(), "training: training images")
+        tn = self._scan(ctx, train_ds, train_ds.table["sample_id"].to_numpy(), "training: training images",
+                        predict_too=self.opts.train_eval)
         train_paths = [train_ds.path_of(int(s)) for s in tn["ids"]]
         order = pd.Series(np.arange(len(ev["ids"])), index=ev["ids"]).loc[clean["sample_id"]].to_numpy()
         correct = clean["correct"].astype(bool).to_numpy()
@@ -130,6 +139,11 @@ class TrainingCheck(Check):
                     **_compare(correct[far], correct[~far], "far", "near"),
                     "examples": clean["path"].to_numpy()[np.argsort(-eval_d, kind="stable")[:EXAMPLES]].tolist()},
         }
+        if tn["predicted"] is not None:  # --train-eval: how much better it does on what it trained on
+            labels = train_ds.table.set_index("sample_id").loc[tn["ids"], "label"].to_numpy()
+            k, n = int((tn["predicted"] == labels).sum()), len(labels)
+            summary["train_accuracy"] = {"accuracy": proportion(k, n), "accuracy_ci": wilson_ci(k, n), "n": n}
+            summary["generalization_gap"] = round(k / n - float(correct.mean()), 6) if n and len(correct) else None
         far_ids = clean["sample_id"].to_numpy()[np.argsort(-eval_d, kind="stable")[:EXAMPLES]]
         report = {"far_examples": self._thumbs(ctx, far_ids)}
         return CheckResult(self.name, rows, summary, report=report,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import time
 import traceback
@@ -108,6 +109,9 @@ def _run_audit(model, data, config: AuditConfig, device, shard, unsafe_pickle, r
     if resume_dir is not None:
         summary["timing"]["resumed"] = resumed
     summary["timing"]["processes"] = shard.world_size
+    if os.environ.get("CNNAUDIT_VALIDATE_SUMMARY"):  # the test suite checks every summary it produces
+        from .schema import validate
+        validate(summary)
     return AuditResult(summary=summary, results=results, primary=shard.is_main,
                        error_log="".join(f"== {e['check']} ==\n{e['traceback']}\n" for e in errors),
                        thumbnails=_thumbnails(ctx, summary["findings"]) if shard.is_main else {})

@@ -18,6 +18,9 @@ from cnnaudit.schema import validate
 from cnnaudit.demo import DigitsCNN, digits_images, train_model, write_image_folder
 
 CLASSES = [str(i) for i in range(10)]
+# every summary an audit produces in this test suite (Python API and CLI subprocesses alike) is validated
+# against the published JSON Schema inside the pipeline (pipeline.py), so a key drifting from it fails here
+os.environ["CNNAUDIT_VALIDATE_SUMMARY"] = "1"
 
 
 @pytest.fixture(scope="session")

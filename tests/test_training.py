@@ -28,7 +28,8 @@ def _png(img: np.ndarray, path, *, jpeg=False, shift=0):
 def splits(digits, tmp_path_factory):
     """Training: 1,000 digits, 2.4% of them from a washed-out scanner B; evaluation: 300 other digits, 37%
     from scanner B, plus 10 leaked training images (5 exact copies, 5 re-encoded as JPEG and shifted by a
-    pixel), a patient id shared with training on 4 images, and 20 inverted digits (like nothing in
+    pixel) and 5 evaluation images re-encoded and shifted into training, a patient id shared with training
+    on 4 images, and 20 inverted digits (like nothing in
     training). The model trained on the training split."""
     x, y, _ = digits
     rng = np.random.default_rng(7)
@@ -52,13 +53,21 @@ def splits(digits, tmp_path_factory):
         _png(img, root / "eval" / name, jpeg=k >= 5, shift=0 if k < 5 else 1)
         meta.loc[len(meta)] = {"path": name, "scanner": "A", "patient": f"x{k}"}
         leaked.append((name, f"{ty[k]}/{k:05d}.png", "exact" if k < 5 else "near"))
+    train_meta = pd.read_csv(root / "train" / "metadata.csv")
+    for k in range(20, 25):  # and the other way: evaluation images re-encoded, shifted and put into training
+        img = (ex[k][0].numpy() * 255 + 0.5).astype(np.uint8)
+        name = f"{ey[k]}/from_eval{k}.jpg"
+        _png(img, root / "train" / name, jpeg=True, shift=1)
+        train_meta.loc[len(train_meta)] = {"path": name, "scanner": "B" if e_b[k] else "A", "patient": f"f{k}"}
+        leaked.append((f"{ey[k]}/{k:05d}.png", name, "near"))
+    train_meta.to_csv(root / "train" / "metadata.csv", index=False)
     for k in range(20):  # images like nothing in training: inverted digits (white background)
         img = 255 - (ex[k][0].numpy() * 255 + 0.5).astype(np.uint8)
         _png(img, root / "eval" / f"{ey[k]}/inverted{k}.png")
         meta.loc[len(meta)] = {"path": f"{ey[k]}/inverted{k}.png", "scanner": "A", "patient": f"i{k}"}
     meta.to_csv(root / "eval" / "metadata.csv", index=False)
     model = train_model(tx, ty, epochs=4)
-    shares = {"train": float(t_b.mean()), "eval": float(e_b.sum() / len(meta))}  # scanner B's true shares
+    shares = {"train": float((train_meta["scanner"] == "B").mean()), "eval": float(e_b.sum() / len(meta))}
     return root, model, leaked, shares
 
 
@@ -78,12 +87,12 @@ def test_leakage_is_found_exactly(splits, audited):
     groups = [p for p in t["leakage"] if p["kind"] == "group"]
     assert sorted(p["group"] for p in groups) == ["t0", "t1", "t2", "t3"]
     c = t["leakage_counts"]
-    assert (c["exact"], c["near"], c["group"], c["n_eval_leaked"]) == (5, 5, 4, 14)
+    assert (c["exact"], c["near"], c["group"], c["n_eval_leaked"]) == (5, 10, 4, 19)
     rows = audited.samples.query("check == 'training'")
-    assert int(rows["leaked"].sum()) == 14 and set(rows.loc[rows["leaked"], "leak_kind"]) == {"exact", "near", "group"}
+    assert int(rows["leaked"].sum()) == 19 and set(rows.loc[rows["leaked"], "leak_kind"]) == {"exact", "near", "group"}
     assert c["accuracy_leaked"] is not None and c["accuracy_not_leaked"] is not None
     leak = next(f for f in audited.summary["findings"] if f["subject"] == "leakage")
-    assert leak["severity"] == "fail" and leak["title"].startswith("14 evaluation image(s) also appear in training")
+    assert leak["severity"] == "fail" and leak["title"].startswith("19 evaluation image(s) also appear in training")
 
 
 def test_an_under_represented_group_is_named_with_its_accuracy(splits, audited):
@@ -96,7 +105,7 @@ def test_an_under_represented_group_is_named_with_its_accuracy(splits, audited):
     assert f"scanner B is {100 * b['train_share']:.1f}% of training and {100 * b['eval_share']:.1f}% of evaluation" \
         in finding["title"]
     balance = audited.summary["training"]["class_balance"]
-    assert sum(r["train_n"] for r in balance) == 1000 and [r["class"] for r in balance] == CLASSES
+    assert sum(r["train_n"] for r in balance) == 1005 and [r["class"] for r in balance] == CLASSES
 
 
 def test_out_of_distribution_images_are_the_far_ones(audited):
@@ -150,7 +159,7 @@ def test_the_command_line(splits, tmp_path):
                 "--checks", "training", "--quiet")
     assert r.returncode == 0, r.stderr
     s = read_summary(out)
-    assert s["training"]["leakage_counts"]["n_eval_leaked"] == 14 and s["config"]["train_data"] == str(root / "train")
+    assert s["training"]["leakage_counts"]["n_eval_leaked"] == 19 and s["config"]["train_data"] == str(root / "train")
     assert '<h3 id="training-leakage">' in (out / "report.html").read_text()
     # the training check without training data, and a training set with other classes: one clear error each
     r = run_cli("run", path, root / "eval", "--checks", "training", "--out", tmp_path / "o2")
@@ -166,9 +175,9 @@ def test_the_command_line(splits, tmp_path):
     assert r.returncode == 0, r.stderr
     s = read_summary(tmp_path / "o4")
     t, li = s["training"], s["label_issues"]
-    assert t["train_accuracy"]["n"] == 1000 and t["generalization_gap"] == pytest.approx(
+    assert t["train_accuracy"]["n"] == 1005 and t["generalization_gap"] == pytest.approx(
         t["train_accuracy"]["accuracy"] - s["clean"]["accuracy"], abs=1e-5)
-    assert li["split"] == "train" and li["n"] == 1000 and "in-sample" in li["caveat"]
+    assert li["split"] == "train" and li["n"] == 1005 and "in-sample" in li["caveat"]
     r = run_cli("run", path, root / "eval", "--label-issues", "train", "--out", tmp_path / "o5")
     assert r.returncode == 2 and "--label-issues has 'train': checking training labels needs --train-data" in r.stderr
     # without --train-data the default run leaves the training check out, and says nothing is missing

@@ -79,4 +79,12 @@ def audit(model, data, *, unsafe_pickle: bool = False, **settings):
 
 from .errors import AuditError  # noqa: E402  (raised by audit() for bad input)
 
-__all__ = ["AuditError", "__version__", "audit"]
+
+def compare(baseline, candidate, data, **settings):
+    """Audit two models on the same images and compare them, paired (cnnaudit/comparison.py); the settings
+    are those of :func:`audit`. Returns a Comparison: ``.comparison`` (comparison.json), ``.write(dir)``."""
+    from .comparison import compare as run
+    return run(baseline, candidate, data, **settings)
+
+
+__all__ = ["AuditError", "__version__", "audit", "compare"]

@@ -1,4 +1,4 @@
-"""Command line: `cnnaudit run MODEL DATA`, `demo`, `gate SUMMARY`, `diff OLD NEW`.
+"""Command line: `cnnaudit run MODEL DATA`, `demo`, `compare BASELINE CANDIDATE DATA`, `gate SUMMARY`, `diff OLD NEW`.
 
 Exit 0 pass, 1 gate failed, 2 bad input or usage, 3 audit incomplete (a check failed, or an unexpected
 error), 130 interrupted (outputs are written only at the end, each atomically, so an interrupted run
@@ -168,6 +168,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_audit_options(demo)
     demo.set_defaults(out="cnnaudit-demo")
 
+    comp = sub.add_parser("compare", help="audit a candidate and a baseline model on the same images, paired",
+                          description="Audit BASELINE and CANDIDATE (model files) on DATA with the same seed and "
+                          "options and compare them per condition, paired per image (exact McNemar, Holm): OUT gets "
+                          "comparison.json, report.html and each model's own outputs in baseline/ and candidate/. "
+                          "--policy applies to the candidate. Use it when the old model is at hand; --baseline "
+                          "SUMMARY on `run` compares unpaired numbers when it is not.", epilog=EXIT_CODES_HELP)
+    comp.add_argument("baseline_model", metavar="BASELINE", help="the released model (file)")
+    comp.add_argument("candidate_model", metavar="CANDIDATE", help="the model to release (file)")
+    comp.add_argument("data", help="the images both are audited on (as for run)")
+    _add_audit_options(comp)
+    comp.set_defaults(out="cnnaudit-compare")
+
     gate = sub.add_parser("gate", help="re-judge a finished audit's summary.json against a policy",
                           description="Judge SUMMARY (a summary.json) against --policy without running the model. "
                           "Exit 0 pass, 1 gate failed, 2 bad input.")
@@ -273,9 +285,43 @@ def _run_diff(args) -> int:
     return EXIT_PASS
 
 
+def _run_compare(args) -> int:
+    from .comparison import compare_results
+    from .pipeline import run_audit
+    config = _config_from_args(args)
+    rules, baseline_summary = _load_gate_inputs(args)
+    base = run_audit(args.baseline_model, args.data, config)
+    cand = run_audit(args.candidate_model, args.data, config)
+    if not (base.primary and cand.primary):
+        return EXIT_PASS
+    result = compare_results(base, cand)
+    gate = None
+    if rules is not None:
+        from .gate import judge
+        # max_regression rules compare with the baseline model's audit unless --baseline names another summary
+        gate = judge(rules, cand.summary, baseline_summary or base.summary)
+        cand.summary["gate"] = gate
+    paths = result.write(args.out)
+    c = result.comparison
+    if not args.quiet:
+        print(f"{len(c['regressions'])} significant regression(s), {len(c['improvements'])} significant "
+              f"improvement(s) over {len(c['conditions'])} conditions")
+        for r in c["regressions"]:
+            print(f"  - {r['check']} {r['condition']}: {100 * r['delta']:+.1f} points ({r['n_regressed']} regressed, "
+                  f"{r['n_improved']} improved; Holm-adjusted p = {r['p_adjusted']:.2g})")
+        print(f"report: {Path(paths['report']).resolve()}")
+    if gate is not None:
+        _emit_gate(args, gate, cand.summary)
+    if not (base.complete and cand.complete):
+        return EXIT_INCOMPLETE
+    return EXIT_PASS if gate is None or gate["passed"] else EXIT_GATE_FAILED
+
+
 def _run(args) -> int:
     if args.command == "gate":
         return _run_gate(args)
+    if args.command == "compare":
+        return _run_compare(args)
     if args.command == "diff":
         return _run_diff(args)
     import json

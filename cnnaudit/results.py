@@ -42,8 +42,9 @@ class AuditResult:
     def _write_samples(self, f, chunk: int = 10_000) -> None:
         """samples.csv a few thousand rows at a time under the union of the columns, rather than through
         `samples`: concatenating, or widening a whole check's rows to the union, would hold a second copy
-        of every row (tens of MB per 10,000 images; benchmarks/bench_audit.py measures the peak). It reads back as the same table as the concatenation; the
-        text differs only where a check's int column prints as 2 rather than the concatenation's 2.0."""
+        of every row (tens of MB per 10,000 images; benchmarks/bench_audit.py measures the peak). It reads back
+        as the same table as the concatenation; the text differs only where a check's int column prints as 2
+        rather than the concatenation's 2.0."""
         frames = [r.rows for r in self.results if len(r.rows)]
         columns = list(dict.fromkeys(c for frame in frames for c in frame.columns))
         header = True

@@ -3,9 +3,10 @@ and out-of-distribution distances. Nothing here is quadratic in the number of im
 
 Leakage: exact copies share a hash of their decoded pixels (a dict lookup). Near copies, robust to
 re-encoding and small shifts, are found in two steps: candidates are each evaluation image's nearest
-training images by 8 x 8 thumbnails (coarse enough that a small shift barely moves them) (PCA-reduced, scikit-learn's NearestNeighbors: a tree or blocked
-brute force, never all pairs held at once), then each candidate pair is verified on 32 x 32 thumbnails by
-the smallest mean absolute difference over shifts of up to SHIFT pixels. Why thumbnails and not dHash
+training images by 8 x 8 thumbnails (coarse enough that a small shift barely moves them; PCA-reduced,
+scikit-learn's NearestNeighbors: a tree or blocked brute force, never all pairs held at once), then each
+candidate pair is verified on 32 x 32 thumbnails, standardized per image, by the smallest mean absolute
+difference over shifts of up to SHIFT pixels. Why thumbnails and not dHash
 bands: a one-pixel shift of a small image flips many dHash bits, while a shift search on thumbnails
 absorbs it, and the candidate search costs the same for any number of near-identical images (the
 band-collision search degrades towards quadratic when thousands share a band).

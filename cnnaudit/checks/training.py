@@ -181,7 +181,8 @@ class TrainingCheck(Check):
         return sorted(out, key=lambda leak: (rank[leak["kind"]], leak["row"]))
 
     def _representation(self, ctx, train: pd.DataFrame, clean: pd.DataFrame) -> dict:
-        shared = [a for a in aggregate.group_columns(clean, ctx.dataset.attributes) if a in ctx.train_dataset.attributes]
+        shared = [a for a in aggregate.group_columns(clean, ctx.dataset.attributes)
+                  if a in ctx.train_dataset.attributes]
         out = {}
         for attr in shared:
             entries = tr.representation(train, clean, attr, MIN_EVAL)
@@ -212,7 +213,8 @@ def _leak_counts(leaks, leaked, correct) -> dict:
     kinds = pd.Series([leak["kind"] for leak in leaks], dtype=object)
     return {"exact": int((kinds == "exact").sum()), "near": int((kinds == "near").sum()),
             "group": int((kinds == "group").sum()), "n_pairs": len(leaks), "listed": min(len(leaks), MAX_LISTED),
-            "n_eval_leaked": int(leaked.sum()), "share_eval_leaked": round(float(leaked.mean()), 6) if len(leaked) else 0.0,
+            "n_eval_leaked": int(leaked.sum()),
+            "share_eval_leaked": round(float(leaked.mean()), 6) if len(leaked) else 0.0,
             **_compare(correct[leaked], correct[~leaked], "leaked", "not_leaked")}
 
 
@@ -237,7 +239,8 @@ def _findings(summary, clean, leaked, far_ids) -> list[Finding]:
                     f"share); Fisher exact, Holm-adjusted {fmt_p(e['p_adjusted'])}", effect=gap,
                     p_adjusted=e["p_adjusted"], evidence="#training-representation"))
     ood = summary["ood"]
-    if ood["n_far"] and ood["p_value"] is not None and ood["p_value"] < 0.05 and ood["accuracy_far"] < ood["accuracy_near"]:
+    worse = ood["p_value"] is not None and ood["p_value"] < 0.05 and ood["accuracy_far"] < ood["accuracy_near"]
+    if ood["n_far"] and worse:
         out.append(Finding(
             "warn", "training", "data", "out-of-distribution",
             f"{ood['n_far']} evaluation image(s) look like nothing in training, and the model does worse on them",

@@ -17,7 +17,8 @@ from torch import nn
 
 from ..bias.properties import image_properties
 
-MODEL, IMAGE = "model (input of the last linear layer)", "image features (8 x 8 thumbnail, brightness, contrast, sharpness)"
+MODEL = "model (input of the last linear layer)"
+IMAGE = "image features (8 x 8 thumbnail, brightness, contrast, sharpness)"
 
 
 def embedding_layer(loaded) -> nn.Module | None:

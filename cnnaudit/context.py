@@ -57,6 +57,15 @@ class AuditContext:
                 progress.update(len(batch.sample_ids) + len(batch.skipped))
                 yield batch
 
+    def decoded(self, sample_ids, *, dataset: Dataset | None = None) -> dict[int, torch.Tensor]:
+        """The decoded images of `sample_ids` by sample id, in one pass: a gallery's or a strip's examples.
+        Images that cannot be decoded are absent."""
+        ids = np.asarray(sample_ids)
+        if not len(ids):
+            return {}
+        return {int(sid): x for b in self.batches(ids, progress=False, dataset=dataset)
+                for sid, x in zip(b.sample_ids, b.x)}
+
     def map_batches(self, fn: Callable[[Batch], R], sample_ids=None, *, desc: str, batches_per_call: int = 1,
                     dataset: Dataset | None = None) -> list[R]:
         """fn(batch) for every batch of `sample_ids` (default: the readable ones), in batch order. The work

@@ -124,8 +124,7 @@ def _thumbnails(ctx, findings: list[dict]) -> dict[int, str]:
     """The example images of the leading findings, decoded once, as data URIs for the report."""
     from .report.images import thumbnail_uri
     ids = list(dict.fromkeys(s for f in findings[:STRIP_FINDINGS] for s in f["sample_ids"][:STRIP_IMAGES]))
-    return {int(sid): thumbnail_uri(x) for b in (ctx.batches(ids, progress=False) if ids else [])
-            for sid, x in zip(b.sample_ids, b.x)}
+    return {sid: thumbnail_uri(x) for sid, x in ctx.decoded(ids).items()}
 
 
 def _prepare(model, data, config: AuditConfig, device, shard, unsafe_pickle):
@@ -152,8 +151,9 @@ def _prepare(model, data, config: AuditConfig, device, shard, unsafe_pickle):
     log(f"auditing {len(sample_ids)} image(s) of {len(dataset.classes)} classes with {loaded.format} model "
         f"on {device} ({', '.join(names)})"
         + (f", sharded over {shard.world_size} processes" if shard.world_size > 1 else ""), quiet=config.quiet)
+    train = _train_dataset(config, dataset, shard)
     ctx = AuditContext(config=config, model=audited, loaded=loaded, dataset=dataset, sample_ids=sample_ids,
-                       shard=shard, skipped=list(dataset.excluded), train_dataset=_train_dataset(config, dataset, shard))
+                       shard=shard, skipped=list(dataset.excluded), train_dataset=train)
     return ctx, names, check_options, size
 
 

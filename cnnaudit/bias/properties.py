@@ -34,8 +34,13 @@ def image_properties(x: torch.Tensor) -> dict[str, np.ndarray]:
             "pixel_hash": np.array(pixel_hash)}
 
 
+def grey_thumbnails(x: torch.Tensor, side: int) -> np.ndarray:
+    """(N, side, side) uint8 greyscale thumbnails (channel mean, area-averaged) of x (N, C, H, W) in [0, 1]."""
+    grey = x.float().cpu().mean(dim=1, keepdim=True)
+    return (F.interpolate(grey, size=(side, side), mode="area")[:, 0] * 255).round().to(torch.uint8).numpy()
+
+
 def thumbnails(x: torch.Tensor) -> np.ndarray:
     """(N, 256) uint8 16 x 16 greyscale thumbnails: the check that turns a dHash match into a near duplicate
     (on small images such as 32 px digits, many different images share a 64-bit dHash)."""
-    grey = x.float().cpu().mean(dim=1, keepdim=True)
-    return (F.interpolate(grey, size=(16, 16), mode="area")[:, 0].flatten(1) * 255).round().to(torch.uint8).numpy()
+    return grey_thumbnails(x, 16).reshape(len(x), -1)

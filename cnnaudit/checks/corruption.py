@@ -163,8 +163,7 @@ class CorruptionCheck(Check):
         picked = (wrong.sort_values(["confidence", "sample_id"], ascending=[False, True], kind="stable")
                   .drop_duplicates("sample_id").head(ctx.config.gallery_size).index)
         top = rows.loc[picked]  # whole rows for the few picked: sorting all wrong rows whole would copy them
-        images = {int(sid): x for b in ctx.batches(top["sample_id"].to_numpy(), progress=False)
-                  for sid, x in zip(b.sample_ids, b.x)}  # one decoding pass for the whole gallery
+        images = ctx.decoded(top["sample_id"].to_numpy())  # one decoding pass for the whole gallery
         out = []
         for r in top.itertuples():
             x = images[int(r.sample_id)]

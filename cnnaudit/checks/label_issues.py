@@ -89,9 +89,7 @@ class LabelIssueCheck(Check):
         rows["suggested_label"] = np.array(ctx.classes, dtype=object)[suggested]
         summary = self.summarize(rows, inputs, ctx.classes, ctx.dataset.attributes)
         top = rows[rows["is_label_issue"]].sort_values(["label_issue_score", "sample_id"], kind="stable").head(GALLERY)
-        images = {int(s): thumbnail_uri(x, side=96) for b in ctx.batches(top["sample_id"], progress=False,
-                                                                          dataset=dataset)
-                  for s, x in zip(b.sample_ids, b.x)}
+        images = {s: thumbnail_uri(x, side=96) for s, x in ctx.decoded(top["sample_id"], dataset=dataset).items()}
         gallery = [{"image": images[int(r.sample_id)], "path": r.path, "given": r.label_name,
                     "suggested": r.suggested_label, "score": float(r.label_issue_score)}
                    for r in top.itertuples() if int(r.sample_id) in images]

@@ -26,7 +26,7 @@ from .. import aggregate
 from ..bias import data_audit, slices as slices_mod
 from ..bias.groups import gap, group_accuracy, group_metrics, judge, present, with_intersections
 from ..bias.properties import image_properties, thumbnails
-from ..model.embeddings import IMAGE, MODEL, embed, embedding_layer, image_features
+from ..model.embeddings import embed_batch, embedding_layer, stack
 from ..data.images import image_size
 from ..errors import AuditError
 from ..findings import Finding, fmt_p
@@ -174,23 +174,20 @@ class SubgroupCheck(Check):
 
         def measure(batch):
             sizes = [image_size(ctx.dataset.abspath(ctx.dataset.path_of(s))) or (0, 0) for s in batch.sample_ids]
-            emb, source = embed(ctx.model, layer, batch.x.to(ctx.device))
-            return (pd.DataFrame({"sample_id": batch.sample_ids, **image_properties(batch.x),
+            props = image_properties(batch.x)
+            return (pd.DataFrame({"sample_id": batch.sample_ids, **props,
                                   "height": [s[0] for s in sizes], "width": [s[1] for s in sizes]}),
-                    thumbnails(batch.x), emb, source, image_features(batch.x) if source == MODEL else emb)
+                    thumbnails(batch.x), embed_batch(ctx.model, layer, batch.x, ctx.device, props))
 
         done = ctx.map_batches(measure, desc="subgroups")
-        props = pd.concat([p for p, *_ in done], ignore_index=True)
-        thumbs = [t for _, t, *_ in done]
-        sources = {d[3] for d in done}
-        # a hook that failed on some batch: image features for all, so every image is embedded alike
-        embeddings = np.concatenate([d[2] if sources == {MODEL} else d[4] for d in done])
+        props = pd.concat([p for p, _, _ in done], ignore_index=True)
+        thumbs = [t for _, t, _ in done]
+        embeddings, source = stack([e for _, _, e in done])
         props["aspect"] = (props["width"] / props["height"].where(props["height"] > 0)).round(6)
         for col in ("brightness", "contrast", "sharpness"):
             props[col] = props[col].astype(float).round(6)
         rows = ctx.base_rows(props["sample_id"]).assign(check=self.name, condition="properties")
-        return (rows.join(props.drop(columns="sample_id")), np.concatenate(thumbs), embeddings,
-                MODEL if sources == {MODEL} else IMAGE)
+        return rows.join(props.drop(columns="sample_id")), np.concatenate(thumbs), embeddings, source
 
     def _discover(self, ctx, clean: pd.DataFrame, rows: pd.DataFrame, embeddings: np.ndarray, attrs) -> tuple:
         """Slices from the embeddings (bias/slices.py), described; and each property row's slice name."""
@@ -200,13 +197,14 @@ class SubgroupCheck(Check):
                                                  seed=ctx.config.seed)
         found, names = [], np.full(len(rows), "", dtype=object)
         for i, c in enumerate(candidates, 1):
-            members = clean.iloc[c.pop("members")]
+            positions = c.pop("members")
+            members = clean.iloc[positions]
             name = f"slice {i}"
             names[members["sample_id"].map(position).to_numpy()] = name
             errors = aggregate.most_confident_errors(members, 6)
             examples = [*errors["sample_id"], *members["sample_id"][~members["sample_id"].isin(errors["sample_id"])]][:6]
             found.append({"name": name, **{k: v for k, v in c.items() if k != "component"},
-                          "description": slices_mod.describe(clean.index.get_indexer(members.index), clean, ctx.classes,
+                          "description": slices_mod.describe(positions, clean, ctx.classes,
                                                              ["brightness", "contrast", "sharpness", "height", "width"],
                                                              attrs),
                           "paths": [ctx.dataset.path_of(int(s)) for s in examples],
@@ -214,9 +212,8 @@ class SubgroupCheck(Check):
         return found, names
 
     def _discovered_examples(self, ctx, discovered: list[dict]) -> dict:
-        ids = [s for d in discovered for s in d["sample_ids"]]
-        images = {int(sid): thumbnail_uri(x) for b in (ctx.batches(ids, progress=False) if ids else [])
-                  for sid, x in zip(b.sample_ids, b.x)}
+        decoded = ctx.decoded([s for d in discovered for s in d["sample_ids"]])
+        images = {sid: thumbnail_uri(x) for sid, x in decoded.items()}
         return {d["name"]: [images[s] for s in d["sample_ids"] if s in images] for d in discovered}
 
     def _disparity(self, ctx, inputs, attrs, opts, min_size) -> list[dict]:

@@ -14,18 +14,17 @@ ood}; findings for any leak, for under-represented groups that do worse, and for
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from .. import aggregate
 from ..bias import training as tr
+from ..bias.properties import grey_thumbnails, image_properties
 from ..findings import Finding, fmt_p
-from ..model.embeddings import IMAGE, MODEL, embed, embedding_layer, image_features
+from ..model.embeddings import embed_batch, embedding_layer, stack
 from ..options import OptionError, option
 from ..report.images import thumbnail_uri
 from ..stats import fisher_pair, holm, proportion, wilson_ci
@@ -53,15 +52,6 @@ class TrainingOptions:
                               f"{', '.join(dataset.attributes) or 'none: no metadata.csv'})")
 
 
-def _pixel_hash(x: torch.Tensor) -> list[str]:
-    return [hashlib.sha256((img.numpy() * 65535).round().astype(np.uint16).tobytes()).hexdigest()[:16] for img in x]
-
-
-def _grey(x: torch.Tensor, side: int) -> np.ndarray:
-    g = F.interpolate(x.float().mean(dim=1, keepdim=True), size=(side, side), mode="area")[:, 0]
-    return (g.numpy() * 255 + 0.5).astype(np.uint8)
-
-
 @register
 class TrainingCheck(Check):
     name = "training"
@@ -87,23 +77,21 @@ class TrainingCheck(Check):
         layer = embedding_layer(ctx.loaded)
 
         def measure(batch):
-            x = batch.x.float().cpu()
-            emb, source = embed(ctx.model, layer, batch.x.to(ctx.device))
+            props = image_properties(batch.x)
+            predicted = None
             if predict_too:
                 with torch.no_grad():
                     predicted = ctx.model(batch.x.to(ctx.device)).argmax(dim=1).cpu().numpy()
-            return (batch.sample_ids, _grey(x, 8), _grey(x, 32), _pixel_hash(x), emb, source,
-                    image_features(x) if source == MODEL else emb, predicted if predict_too else None)
+            return (batch.sample_ids, grey_thumbnails(batch.x, 8), grey_thumbnails(batch.x, 32), props["pixel_hash"],
+                    embed_batch(ctx.model, layer, batch.x, ctx.device, props), predicted)
 
         done = ctx.map_batches(measure, ids, desc=desc, dataset=dataset)
-        sources = {d[5] for d in done}
+        emb, source = stack([d[4] for d in done])
         return {"ids": np.concatenate([d[0] for d in done]) if done else np.zeros(0, dtype=np.int64),
                 "small": np.concatenate([d[1] for d in done]) if done else np.zeros((0, 8, 8), np.uint8),
                 "big": np.concatenate([d[2] for d in done]) if done else np.zeros((0, 32, 32), np.uint8),
-                "hash": [h for d in done for h in d[3]],
-                "emb": np.concatenate([d[4] if sources == {MODEL} else d[6] for d in done]) if done else None,
-                "source": MODEL if sources == {MODEL} else IMAGE,
-                "predicted": np.concatenate([d[7] for d in done]) if predict_too and done else None}
+                "hash": [h for d in done for h in d[3]], "emb": emb, "source": source,
+                "predicted": np.concatenate([d[5] for d in done]) if predict_too and done else None}
 
     def run(self, ctx, inputs) -> CheckResult:
         train_ds, seed = ctx.train_dataset, ctx.config.seed
@@ -198,7 +186,8 @@ class TrainingCheck(Check):
         return out
 
     def _thumbs(self, ctx, ids) -> list[str]:
-        return [thumbnail_uri(x, side=96) for b in ctx.batches(ids, progress=False) for x in b.x]
+        images = ctx.decoded(ids)
+        return [thumbnail_uri(images[int(s)], side=96) for s in ids if int(s) in images]
 
 
 def _compare(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> dict:

@@ -30,27 +30,44 @@ def embedding_layer(loaded) -> nn.Module | None:
     return linears[-1] if linears else None
 
 
-def image_features(x: torch.Tensor) -> np.ndarray:
+def image_features(x: torch.Tensor, props: dict | None = None) -> np.ndarray:
+    """An 8 x 8 greyscale thumbnail beside brightness, contrast and sharpness; `props` is the batch's
+    image_properties when the caller has them already."""
     x = x.float().cpu()
-    grey = x.mean(dim=1, keepdim=True)
-    thumb = F.interpolate(grey, size=(8, 8), mode="area").flatten(1).numpy()
-    props = image_properties(x)
+    props = image_properties(x) if props is None else props
+    thumb = F.interpolate(x.mean(dim=1, keepdim=True), size=(8, 8), mode="area").flatten(1).numpy()
     extra = np.stack([props["brightness"], props["contrast"], props["sharpness"]], axis=1)
     return np.concatenate([thumb, extra], axis=1).astype(np.float32)
 
 
-def embed(model, layer: nn.Module | None, x: torch.Tensor) -> tuple[np.ndarray, str]:
-    """(N, D) float32 embeddings of the batch x (on the model's device) and where they come from. A layer
-    whose captured input does not have one row per image (a model that reshapes its batch) falls back
-    to image features."""
-    if layer is not None:
-        captured = []
-        handle = layer.register_forward_hook(lambda m, inputs, out: captured.append(inputs[0].detach()))
-        try:
-            with torch.no_grad():
-                model(x)
-        finally:
-            handle.remove()
-        if captured and captured[-1].shape[0] == len(x):
-            return captured[-1].flatten(1).float().cpu().numpy(), MODEL
-    return image_features(x), IMAGE
+def model_embedding(model, layer: nn.Module | None, x: torch.Tensor) -> np.ndarray | None:
+    """(N, D) float32 inputs of `layer` for the batch x (on the model's device), or None: no layer, or
+    a captured input without one row per image (a model that reshapes its batch)."""
+    if layer is None:
+        return None
+    captured = []
+    handle = layer.register_forward_hook(lambda m, inputs, out: captured.append(inputs[0].detach()))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        handle.remove()
+    if captured and captured[-1].shape[0] == len(x):
+        return captured[-1].flatten(1).float().cpu().numpy()
+    return None
+
+
+def embed_batch(model, layer: nn.Module | None, x: torch.Tensor, device, props: dict) -> tuple:
+    """(embedding, source, image features) of one decoded batch: image features are kept beside the model's
+    embedding so that a run whose hook fails on some batch can embed every image alike (`stack`)."""
+    features = image_features(x, props)
+    emb = model_embedding(model, layer, x.to(device))
+    return (emb, MODEL, features) if emb is not None else (features, IMAGE, features)
+
+
+def stack(parts: list[tuple]) -> tuple[np.ndarray, str]:
+    """One embedding per image from embed_batch's parts, in order, and their source: the model's when
+    every batch had it, else image features for all."""
+    if parts and all(source == MODEL for _, source, _ in parts):
+        return np.concatenate([emb for emb, _, _ in parts]), MODEL
+    return (np.concatenate([f for _, _, f in parts]) if parts else np.zeros((0, 67), np.float32)), IMAGE

@@ -40,13 +40,13 @@ def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
     res = run_cli("demo", "--out", out)
     assert res.returncode == 0, res.stderr
-    return read_summary(out), res.stdout
+    return read_summary(out), res.stdout, out
 
 
 def test_demo_finds_what_was_planted(demo):
     """At default settings: the ruler is a shortcut by every fill, the washed-out scanner's gap is
     significant, both lead the findings as failures, and the demo says what it planted beside it."""
-    summary, stdout = demo
+    summary, stdout, out = demo
     ruler = summary["shortcuts"]["artifacts"]["ruler"]
     assert ruler["verdict"] == "shortcut"
     assert all(f["flip_rate"] >= summary["shortcuts"]["thresholds"]["flip_shortcut"] and f["p_vs_control"] < 0.05
@@ -56,6 +56,9 @@ def test_demo_finds_what_was_planted(demo):
     leading = {(f["kind"], f["subject"]) for f in summary["findings"][:3]}
     assert {("shortcut", "ruler"), ("subgroup_gap", "scanner = C")} <= leading, summary["findings"][:3]
     assert "found: ruler verdict 'shortcut'" in stdout and "significant (Holm-adjusted" in stdout
+    # a p-value that underflowed is shown as such, escaped once (the report's finding line, not "&amp;lt;")
+    html = (out / "report.html").read_text()
+    assert "p<sub>adj</sub> &lt; 1e-300" in html and "&amp;lt;" not in html
 
 
 def test_demo_summary_is_unchanged(demo):

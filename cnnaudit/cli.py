@@ -33,6 +33,12 @@ def _add_audit_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
     p.add_argument("--workers", type=int, default=2, help="image-decoding threads (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--model-card", metavar="PATH", help="also write a Markdown model card (Mitchell et al. 2019 "
+                   "sections, Hugging Face model-index header) filled with the measured evidence; TODO marks what "
+                   "only a person can write")
+    p.add_argument("--mlflow", action="store_true", help="log the gateable metrics, report and summary to MLflow "
+                   "(extra 'mlflow'; the tracking URI and experiment come from MLFLOW_TRACKING_URI and "
+                   "MLFLOW_EXPERIMENT_NAME as usual)")
     p.add_argument("--resume", action="store_true", help="checkpoint each finished check in OUT and reuse the "
                    "checks of an interrupted run when model, data and configuration are unchanged")
 
@@ -118,22 +124,9 @@ def _add_gate_outputs(p: argparse.ArgumentParser) -> None:
     g.add_argument("--json", action="store_true", help="print the gate (or summary) as JSON on stdout")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cnnaudit", description="Audit a trained image classifier: "
-                                     "clean accuracy, adversarial and corruption robustness, bias and shortcuts.",
-                                     epilog=EXIT_CODES_HELP)
-    parser.add_argument("--version", action="version", version=f"cnnaudit {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    run = sub.add_parser("run", help="audit MODEL on the images in DATA",
-                         description="Audit MODEL on DATA and write report.html, summary.json and samples.csv.",
-                         epilog=EXIT_CODES_HELP)
-    run.add_argument("model", help="TorchScript file, torch.export program (.pt2), ONNX file (.onnx; extra 'onnx'), "
-                     "Hugging Face save_pretrained folder (extra 'hf'), state dict in torch or safetensors format "
-                     "(with --arch), or pickled module (with --unsafe-pickle)")
-    run.add_argument("data", help="folder: DATA/<class>/<image>, optionally with metadata.csv and classes.txt; "
-                     "or metadata.csv with path and label columns")
-    m = run.add_argument_group("model")
+def _add_model_and_data_options(p: argparse.ArgumentParser) -> None:
+    """How to load the model(s) and read the images: shared by run and compare."""
+    m = p.add_argument_group("model")
     m.add_argument("--arch", help="architecture for a state dict: torchvision:NAME, timm:NAME (extra 'timm') or "
                    "package.module:factory")
     m.add_argument("--num-classes", type=int, help="number of outputs for --arch")
@@ -151,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "is read as a sigmoid probability, any other single output as a logit)")
     m.add_argument("--positive-class", metavar="NAME", help="for a single-output (binary) model: the class its "
                    "logit or probability means (default: the second class in class order)")
-    d = run.add_argument_group("data")
+    d = p.add_argument_group("data")
     d.add_argument("--classes", help="class names file, one per line in model output order "
                    "(default: DATA/classes.txt, else sorted folder names)")
     d.add_argument("--max-pixels", type=int, help="skip images larger than this many pixels "
@@ -159,6 +152,24 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--train-data", metavar="DIR", help="the training set (same layouts and metadata rules as DATA): "
                    "enables the training check (leakage, representation, out-of-distribution images); its images "
                    "are read for that audit only")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cnnaudit", description="Audit a trained image classifier: "
+                                     "clean accuracy, adversarial and corruption robustness, bias and shortcuts.",
+                                     epilog=EXIT_CODES_HELP)
+    parser.add_argument("--version", action="version", version=f"cnnaudit {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="audit MODEL on the images in DATA",
+                         description="Audit MODEL on DATA and write report.html, summary.json and samples.csv.",
+                         epilog=EXIT_CODES_HELP)
+    run.add_argument("model", help="TorchScript file, torch.export program (.pt2), ONNX file (.onnx; extra 'onnx'), "
+                     "Hugging Face save_pretrained folder (extra 'hf'), state dict in torch or safetensors format "
+                     "(with --arch), or pickled module (with --unsafe-pickle)")
+    run.add_argument("data", help="folder: DATA/<class>/<image>, optionally with metadata.csv and classes.txt; "
+                     "or metadata.csv with path and label columns")
+    _add_model_and_data_options(run)
     _add_audit_options(run)
 
     demo = sub.add_parser("demo", help="train a tiny digits CNN with planted flaws and audit it",
@@ -177,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("baseline_model", metavar="BASELINE", help="the released model (file)")
     comp.add_argument("candidate_model", metavar="CANDIDATE", help="the model to release (file)")
     comp.add_argument("data", help="the images both are audited on (as for run)")
+    _add_model_and_data_options(comp)  # the same loading options apply to both models
     _add_audit_options(comp)
     comp.set_defaults(out="cnnaudit-compare")
 
@@ -185,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "Exit 0 pass, 1 gate failed, 2 bad input.")
     gate.add_argument("summary", help="summary.json of a finished audit")
     _add_gate_outputs(gate)
+    gate.add_argument("--comparison", metavar="PATH", help="comparison.json of `cnnaudit compare` (SUMMARY is its "
+                      "candidate's), for paired max_regression rules")
 
     diff = sub.add_parser("diff", help="print metric deltas between two audits",
                           description="Print every gateable metric of OLD and NEW (summary.json files) and its change, "
@@ -235,6 +249,20 @@ def _read_summary(path: str, flag: str) -> dict:
     return data
 
 
+def _read_comparison(path: str) -> dict:
+    import json
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise AuditError(f"--comparison {path!r} does not exist; give the comparison.json of `cnnaudit compare`."
+                         ) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise AuditError(f"--comparison {path!r} is not valid JSON ({exc}).") from None
+    if not isinstance(data, dict) or not isinstance(data.get("conditions"), list):
+        raise AuditError(f"--comparison {path!r} is not a cnnaudit comparison.json (no 'conditions' list).")
+    return data
+
+
 def _load_gate_inputs(args):
     """Policy and baseline are read before any work, so a typo fails in a second, not after the audit."""
     from .gate import load_policy
@@ -263,7 +291,8 @@ def _run_gate(args) -> int:
         raise AuditError("cnnaudit gate needs --policy FILE.")
     rules, baseline = _load_gate_inputs(args)
     summary = _read_summary(args.summary, "SUMMARY")
-    gate = judge(rules, summary, baseline)
+    comparison = _read_comparison(args.comparison) if args.comparison else None
+    gate = judge(rules, summary, baseline, comparison)
     _emit_gate(args, gate, summary)
     if args.json:
         print(json.dumps(gate, indent=2))
@@ -285,25 +314,60 @@ def _run_diff(args) -> int:
     return EXIT_PASS
 
 
+def _check_extra_outputs(args) -> None:
+    """Before any model work: MLflow is installed, the model card's folder can be written."""
+    if args.mlflow:
+        from .tracking import require_mlflow
+        require_mlflow()
+    if args.model_card and Path(args.model_card).is_dir():
+        raise AuditError(f"--model-card {args.model_card!r} is a folder; give a file path such as card.md.")
+
+
+def _extra_outputs(args, summary: dict, paths: dict, *, data, comparison: dict | None = None) -> None:
+    """--model-card and --mlflow, from the written results."""
+    if args.model_card:
+        from .io import write_text
+        from .report.model_card import model_card
+        paths["model_card"] = write_text(Path(args.model_card), model_card(summary, data=data, comparison=comparison))
+    if args.mlflow:
+        from .tracking import log_to_mlflow
+        run_id = log_to_mlflow(summary, paths, comparison=comparison)
+        if not args.quiet and not args.json:
+            print(f"mlflow run: {run_id}")
+
+
 def _run_compare(args) -> int:
     from .comparison import compare_results
     from .pipeline import run_audit
     config = _config_from_args(args)
     rules, baseline_summary = _load_gate_inputs(args)
-    base = run_audit(args.baseline_model, args.data, config)
-    cand = run_audit(args.candidate_model, args.data, config)
+    _check_extra_outputs(args)
+    if rules is not None:  # a rule the planned audit cannot judge fails now, not after two audits
+        from .data import open_dataset
+        from .gate.plan import check_plan
+        check_plan(rules, config, baseline_summary or {}, open_dataset(args.data, config.classes_file).attributes,
+                   paired=True)
+    out = Path(args.out)  # --resume: each model's checks are checkpointed in its own subfolder
+    base = run_audit(args.baseline_model, args.data, config, unsafe_pickle=args.unsafe_pickle,
+                     resume_dir=out / "baseline" if args.resume else None)
+    cand = run_audit(args.candidate_model, args.data, config, unsafe_pickle=args.unsafe_pickle,
+                     resume_dir=out / "candidate" if args.resume else None)
     if not (base.primary and cand.primary):
         return EXIT_PASS
-    result = compare_results(base, cand)
+    result = compare_results(base, cand, data=args.data)
     gate = None
     if rules is not None:
         from .gate import judge
-        # max_regression rules compare with the baseline model's audit unless --baseline names another summary
-        gate = judge(rules, cand.summary, baseline_summary or base.summary)
-        cand.summary["gate"] = gate
+        # unpaired max_regression rules compare with the baseline model's audit unless --baseline names another
+        # summary; paired ones with the comparison
+        gate = judge(rules, cand.summary, baseline_summary or base.summary, result.comparison)
+        cand.summary["gate"] = result.comparison["gate"] = gate
     paths = result.write(args.out)
+    written = {"summary": Path(args.out) / "candidate" / "summary.json", "report": paths["report"],
+               "comparison": paths["comparison"]}
+    _extra_outputs(args, cand.summary, written, data=args.data, comparison=result.comparison)
     c = result.comparison
-    if not args.quiet:
+    if not args.quiet and not args.json:
         print(f"{len(c['regressions'])} significant regression(s), {len(c['improvements'])} significant "
               f"improvement(s) over {len(c['conditions'])} conditions")
         for r in c["regressions"]:
@@ -312,6 +376,9 @@ def _run_compare(args) -> int:
         print(f"report: {Path(paths['report']).resolve()}")
     if gate is not None:
         _emit_gate(args, gate, cand.summary)
+    if args.json:
+        import json
+        print(json.dumps(gate if gate is not None else c, indent=2))
     if not (base.complete and cand.complete):
         return EXIT_INCOMPLETE
     return EXIT_PASS if gate is None or gate["passed"] else EXIT_GATE_FAILED
@@ -328,6 +395,7 @@ def _run(args) -> int:
     from .pipeline import run_audit
     config = _config_from_args(args)
     rules, baseline = _load_gate_inputs(args)
+    _check_extra_outputs(args)
     resume_dir = args.out if args.resume else None
     model, data, unsafe = (None, None, False) if args.command == "demo" else (args.model, args.data, args.unsafe_pickle)
     if args.command == "demo":
@@ -360,6 +428,7 @@ def _run(args) -> int:
             raise
         s["gate"] = gate
     paths = result.write(args.out)
+    _extra_outputs(args, s, paths, data=data)
     if not args.quiet and not args.json:
         ci = s["clean"]["accuracy_ci"]
         print(f"clean accuracy {100 * s['clean']['accuracy']:.1f}% [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}] on "

@@ -22,6 +22,7 @@ from . import aggregate
 from .gate.metrics import diff_findings
 from .stats import holm, mcnemar_exact, proportion
 
+VERSION = "1.0"  # comparison.json's layout; bumped when a key changes
 N_BOOT = 2000
 ALPHA = 0.05
 GALLERY = 12
@@ -43,45 +44,99 @@ def _paired(check: str, condition: str, base: np.ndarray, cand: np.ndarray, rng)
             "p_value": mcnemar_exact(regressed, improved), "n_improved": improved, "n_regressed": regressed}
 
 
-def _outcomes(result) -> dict[tuple[str, str], pd.Series]:
-    """(check, condition) -> per-sample correct (indexed by sample id), from a result's rows."""
+def _outcomes(result) -> dict[tuple[str, str], pd.DataFrame]:
+    """(check, condition) -> per-sample rows indexed by sample id (correct, prediction_name, confidence,
+    label_name, path), from a result's rows."""
     out = {}
     for r in result.results:
         if r.summary.get("failed") or not len(r.rows) or "correct" not in r.rows:
             continue
         if r.name not in ("clean", "adversarial", "corruption"):
             continue
+        cols = [c for c in ("correct", "prediction_name", "confidence", "label_name", "path") if c in r.rows]
         for condition, g in r.rows.groupby("condition", sort=False):
-            out[(r.name, str(condition))] = g.set_index("sample_id")["correct"].astype(bool)
+            frame = g.set_index("sample_id")[cols]
+            out[(r.name, str(condition))] = frame.assign(correct=frame["correct"].astype(bool))
+    return out
+
+
+def _paired_frames(baseline, candidate) -> list[tuple[str, str, pd.DataFrame, pd.DataFrame]]:
+    """(check, condition, baseline rows, candidate rows) on the same sample ids, for every condition both
+    audits have, then each class and each metadata group on clean images."""
+    a, b = _outcomes(baseline), _outcomes(candidate)
+    out = []
+    for key in [k for k in a if k in b]:
+        ids = a[key].index.intersection(b[key].index)
+        out.append((*key, a[key].loc[ids], b[key].loc[ids]))
+    clean_a, clean_b = a.get(("clean", "clean")), b.get(("clean", "clean"))
+    if clean_a is None or clean_b is None:
+        return out
+    base_rows = next(r.rows for r in baseline.results if r.name == "clean").set_index("sample_id")
+    attributes = aggregate.group_columns(base_rows, baseline.summary["data"]["attributes"])
+    labels = base_rows["label_name"].astype(str)
+    for name in baseline.summary["data"]["classes"]:  # each class, clean: which class got worse
+        ids = labels.index[labels == str(name)].intersection(clean_b.index)
+        if len(ids):
+            out.append(("class", str(name), clean_a.loc[ids], clean_b.loc[ids]))
+    for attr in attributes:  # each metadata group, clean
+        values = base_rows[attr].astype(str)
+        for value in sorted(values.unique()):
+            ids = values.index[values == value].intersection(clean_b.index)
+            out.append(("subgroups", f"{attr} = {value}", clean_a.loc[ids], clean_b.loc[ids]))
     return out
 
 
 def conditions(baseline, candidate, *, seed: int) -> list[dict]:
     """The paired comparison of two AuditResults of the same images (see the module docstring)."""
+    rows, _ = _conditions_and_galleries(baseline, candidate, seed=seed)
+    return rows
+
+
+def _conditions_and_galleries(baseline, candidate, *, seed: int) -> tuple[list[dict], list[dict]]:
     rng = np.random.default_rng(seed)
-    a, b = _outcomes(baseline), _outcomes(candidate)
-    rows = []
-    for key in [k for k in a if k in b]:
-        ids = a[key].index.intersection(b[key].index)
-        rows.append(_paired(*key, a[key].loc[ids].to_numpy(), b[key].loc[ids].to_numpy(), rng))
-    clean_a, clean_b = a.get(("clean", "clean")), b.get(("clean", "clean"))
-    base_rows = next(r.rows for r in baseline.results if r.name == "clean")
-    attributes = aggregate.group_columns(base_rows, baseline.summary["data"]["attributes"])
-    labels = base_rows.set_index("sample_id")["label_name"].astype(str)
-    for name in baseline.summary["data"]["classes"]:  # each class, clean: which class got worse
-        ids = labels.index[labels == str(name)].intersection(clean_b.index)
-        if len(ids):
-            rows.append(_paired("class", str(name), clean_a.loc[ids].to_numpy(), clean_b.loc[ids].to_numpy(), rng))
-    for attr in attributes:  # each metadata group, clean
-        values = base_rows.set_index("sample_id")[attr].astype(str)
-        for value in sorted(values.unique()):
-            ids = values.index[values == value].intersection(clean_b.index)
-            rows.append(_paired("subgroups", f"{attr} = {value}", clean_a.loc[ids].to_numpy(),
-                                clean_b.loc[ids].to_numpy(), rng))
+    rows, galleries = [], []
+    for check, condition, a, b in _paired_frames(baseline, candidate):
+        rows.append(_paired(check, condition, a["correct"].to_numpy(), b["correct"].to_numpy(), rng))
+        galleries.append(_regressed(a, b))
     for row, p in zip(rows, holm([r["p_value"] for r in rows])):
         row["p_adjusted"] = p
         row["significant"] = bool(p < ALPHA)
-    return sorted(rows, key=lambda r: (r["p_adjusted"], r["check"], r["condition"]))
+    order = sorted(range(len(rows)), key=lambda i: (rows[i]["p_adjusted"], rows[i]["check"], rows[i]["condition"]))
+    rows = [rows[i] for i in order]
+    # a gallery per condition that regressed: clean, every significant regression, every metadata group
+    shown = [{"check": rows[k]["check"], "condition": rows[k]["condition"], "n_regressed": rows[k]["n_regressed"],
+              "significant": rows[k]["significant"], "p_adjusted": rows[k]["p_adjusted"], "samples": galleries[i]}
+             for k, i in enumerate(order) if galleries[i] and (rows[k]["check"] in ("clean", "subgroups") or
+                                                               (rows[k]["significant"] and rows[k]["delta"] < 0))]
+    seen = {}
+    for g in shown:  # a group whose regressed samples are another's (class 9 and clean) says so, once
+        key = tuple(x["sample_id"] for x in g["samples"])
+        g["same_as"] = seen.setdefault(key, f"{g['check']} · {g['condition']}")
+        if g["same_as"] == f"{g['check']} · {g['condition']}":
+            g["same_as"] = None
+    return rows, shown
+
+
+def _regressed(a: pd.DataFrame, b: pd.DataFrame) -> list[dict]:
+    """Samples right under the baseline and wrong under the candidate, the candidate's most confident errors
+    first (ties by sample id)."""
+    ids = a.index[a["correct"].to_numpy() & ~b["correct"].to_numpy()]
+    worst = b.loc[ids].assign(sid=ids).sort_values(["confidence", "sid"], ascending=[False, True]).head(GALLERY)
+    return [{"sample_id": int(i), "path": r["path"], "label": r["label_name"],
+             "baseline": a.loc[i, "prediction_name"], "candidate": r["prediction_name"]} for i, r in worst.iterrows()]
+
+
+def verdicts(base: dict, cand: dict) -> list[dict]:
+    """Each check's declared verdicts (Check.verdicts) under both models, changed ones first."""
+    from .checks import registry
+    out = []
+    for name, check in registry().items():
+        a = check.verdicts(base.get(name) or {}) if not (base.get(name) or {}).get("failed") else {}
+        b = check.verdicts(cand.get(name) or {}) if not (cand.get(name) or {}).get("failed") else {}
+        for subject in dict.fromkeys([*a, *b]):
+            out.append({"check": name, "subject": subject, "baseline": a.get(subject), "candidate": b.get(subject),
+                        "changed": a.get(subject) != b.get(subject)})
+    return sorted(out, key=lambda v: not v["changed"])
 
 
 @dataclass
@@ -89,6 +144,7 @@ class Comparison:
     baseline: object  # AuditResult
     candidate: object
     comparison: dict = field(default_factory=dict)
+    thumbnails: dict = field(default_factory=dict)  # sample id -> data URI, for the report's galleries
 
     def write(self, out_dir) -> dict[str, Path]:
         from .io import write_json, write_text
@@ -98,9 +154,14 @@ class Comparison:
         return {"comparison": write_json(out / "comparison.json", self.comparison),
                 "report": write_text(out / "report.html", self.html())}
 
+    def model_card(self, data=None) -> str:
+        """The candidate's model card, with what changed since the baseline."""
+        from .report.model_card import model_card
+        return model_card(self.candidate.summary, data=data, comparison=self.comparison)
+
     def html(self) -> str:
         from .report.render import environment
-        return environment().get_template("comparison.html.j2").render(c=self.comparison)
+        return environment().get_template("comparison.html.j2").render(c=self.comparison, thumbs=self.thumbnails)
 
 
 def compare(baseline_model, candidate_model, data, *, unsafe_pickle: bool = False, **settings) -> Comparison:
@@ -114,31 +175,48 @@ def compare(baseline_model, candidate_model, data, *, unsafe_pickle: bool = Fals
     from . import audit
     base = audit(baseline_model, data, unsafe_pickle=unsafe_pickle, **settings)
     cand = audit(candidate_model, data, unsafe_pickle=unsafe_pickle, **settings)
-    return compare_results(base, cand)
+    return compare_results(base, cand, data=data)
 
 
-def compare_results(base, cand) -> Comparison:
-    """The comparison of two finished audits of the same images with the same seed and options."""
+def _model(summary: dict) -> dict:
+    clean = summary.get("clean") or {}
+    return {"path": summary["model"]["path"], "sha256": summary["model"]["sha256"],
+            "clean_accuracy": clean.get("accuracy"), "clean_accuracy_ci": clean.get("accuracy_ci"),
+            "n_findings": len(summary.get("findings") or []), "complete": not summary.get("errors")}
+
+
+def compare_results(base, cand, *, data=None) -> Comparison:
+    """The comparison of two finished audits of the same images with the same seed and options. With `data`
+    (the audited folder or CSV), the report shows the regressed samples' thumbnails."""
+    from .gate.metrics import diff
     seed = base.summary["seed"]
-    rows = conditions(base, cand, seed=seed)
+    rows, galleries = _conditions_and_galleries(base, cand, seed=seed)
     comparison = {
-        "baseline": {"path": base.summary["model"]["path"], "sha256": base.summary["model"]["sha256"]},
-        "candidate": {"path": cand.summary["model"]["path"], "sha256": cand.summary["model"]["sha256"]},
+        "version": VERSION,
+        "baseline": _model(base.summary), "candidate": _model(cand.summary),
         "seed": seed, "n_samples": cand.summary["data"]["n_samples"], "conditions": rows,
         "n_significant": sum(r["significant"] for r in rows),
         "regressions": [r for r in rows if r["significant"] and r["delta"] < 0],
         "improvements": [r for r in rows if r["significant"] and r["delta"] > 0],
+        "verdicts": verdicts(base.summary, cand.summary),
+        "metrics": diff(base.summary, cand.summary),
         "findings": diff_findings(base.summary, cand.summary),
-        "gallery": _regressed_samples(base, cand),
+        "galleries": galleries,
+        "gallery": next((g["samples"] for g in galleries if g["check"] == "clean"), []),
     }
-    return Comparison(base, cand, comparison)
+    thumbs = _thumbnails(data, base.summary, {s["sample_id"] for g in galleries for s in g["samples"]}) if data else {}
+    return Comparison(base, cand, comparison, thumbs)
 
 
-def _regressed_samples(base, cand) -> list[dict]:
-    """Clean samples right under the baseline and wrong under the candidate, most confident errors first."""
-    a = next(r.rows for r in base.results if r.name == "clean").set_index("sample_id")
-    b = next(r.rows for r in cand.results if r.name == "clean").set_index("sample_id")
-    ids = a.index[a["correct"].astype(bool)].intersection(b.index[~b["correct"].astype(bool)])
-    worst = b.loc[ids].sort_values("confidence", ascending=False).head(GALLERY)
-    return [{"sample_id": int(i), "path": r["path"], "label": r["label_name"],
-             "baseline": a.loc[i, "prediction_name"], "candidate": r["prediction_name"]} for i, r in worst.iterrows()]
+def _thumbnails(data, summary: dict, ids) -> dict[int, str]:
+    """Data URIs of the gallery's images, decoded the way the audit decoded them."""
+    from .data import open_dataset
+    from .data.loader import iter_batches
+    from .report.images import thumbnail_uri
+    if not ids:
+        return {}
+    config, (channels, *size) = summary["config"], summary["model"]["input_shape"]  # as the model saw them
+    dataset = open_dataset(data, config.get("classes_file"))
+    return {int(sid): thumbnail_uri(x) for b in iter_batches(dataset, sorted(ids), channels=channels, size=tuple(size),
+                                                              batch_size=64, max_pixels=config["max_pixels"])
+            for sid, x in zip(b.sample_ids, b.x)}

@@ -61,6 +61,12 @@ class AuditResult:
         from .report.render import render_report
         return render_report(self.summary, self.results, self.thumbnails)
 
+    def model_card(self, data=None) -> str:
+        """A Markdown model card filled with this audit's evidence (report/model_card.py); `data` names the
+        evaluation data."""
+        from .report.model_card import model_card
+        return model_card(self.summary, data=data)
+
     def write(self, out_dir: str | Path) -> dict[str, Path]:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)

@@ -55,6 +55,12 @@ class Check:
         regression rules and `cnnaudit diff`)."""
         return {}
 
+    @staticmethod
+    def verdicts(section: dict) -> dict[str, str]:
+        """Its categorical verdicts (subject -> verdict) from its summary section, for `cnnaudit compare`'s
+        verdict changes: a shortcut that appeared, masking that went away."""
+        return {}
+
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         if "run" in cls.__dict__:  # a concrete check: the declarations the pipeline and report rely on

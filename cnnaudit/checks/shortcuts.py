@@ -116,6 +116,11 @@ class ShortcutCheck(Check):
                            needs="--checks shortcuts --artifact NAME"),)
 
     @staticmethod
+    def verdicts(section: dict) -> dict[str, str]:
+        return {f"artifact {name}": str(a["verdict"]) for name, a in (section.get("artifacts") or {}).items()
+                if a.get("verdict") is not None}
+
+    @staticmethod
     def metrics(section: dict) -> dict[str, float]:
         return {f"shortcuts.flip_rate.{name}": a["flip_rate"] for name, a in (section.get("artifacts") or {}).items()
                 if a.get("flip_rate") is not None}

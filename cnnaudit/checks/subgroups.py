@@ -128,6 +128,13 @@ class SubgroupCheck(Check):
     lower_is_better = ("subgroups.gap.",)
 
     @staticmethod
+    def verdicts(section: dict) -> dict[str, str]:
+        out = {f"gap by {attr}": str(e["verdict"]) for attr, e in (section.get("attributes") or {}).items()
+               if e.get("verdict") is not None}
+        out["discovered slices"] = f"{sum(bool(s.get('confirmed')) for s in section.get('discovered') or [])} confirmed"
+        return out
+
+    @staticmethod
     def metrics(section: dict) -> dict[str, float]:
         return {f"subgroups.gap.{attr}": e["gap"] for attr, e in (section.get("attributes") or {}).items()
                 if e.get("gap") is not None}

@@ -8,7 +8,7 @@ from ..findings import SEVERITIES
 from .rules import NUMBER, RuleKind, result
 
 
-def judge_findings(rule, summary: dict, baseline: dict | None = None) -> dict:
+def judge_findings(rule, summary: dict, baseline: dict | None = None, comparison: dict | None = None) -> dict:
     p = rule.params
     level = p.get("severity_at_least", "fail")
     if level not in ("fail", "warn"):

@@ -9,22 +9,25 @@ from .policy import rule_kinds
 from .rules import Rule, result
 
 
-def judge(rules: list[Rule], summary: dict, baseline: dict | None = None) -> dict:
+def judge(rules: list[Rule], summary: dict, baseline: dict | None = None,
+          comparison: dict | None = None) -> dict:
+    """`comparison`: a comparison.json (cnnaudit compare), for paired max_regression rules."""
     kinds = rule_kinds()
-    results = [_judge(rule, kinds, summary, baseline) for rule in rules]
+    results = [_judge(rule, kinds, summary, baseline, comparison) for rule in rules]
     passed = all(r["passed"] or r["severity"] == "warn" for r in results)
     return {"passed": passed, "n_failed": sum(not r["passed"] and r["severity"] == "fail" for r in results),
             "n_warnings": sum(not r["passed"] and r["severity"] == "warn" for r in results), "rules": results}
 
 
-def _judge(rule: Rule, kinds: dict, summary: dict, baseline: dict | None) -> dict:
+def _judge(rule: Rule, kinds: dict, summary: dict, baseline: dict | None, comparison: dict | None) -> dict:
     kind, check = kinds[rule.kind]
     section = check or rule.params.get("metric", "").split(".")[0]  # max_regression: its metric's check
-    if (summary.get(section) or {}).get("failed"):  # a rule never passes on a check that produced no evidence
+    # a rule never passes on a check that produced no evidence
+    if section and (summary.get(section) or {}).get("failed"):
         return result(rule, section, None, rule.params.get("threshold"), False,
                       f"the {section} check failed ({summary[section]['error']}); nothing to judge")
     if check is None:
-        return kind.judge(rule, summary, baseline)
+        return kind.judge(rule, summary, baseline, comparison)
     if not summary.get(check):
         raise AuditError(f"rule {rule.name!r} needs the {check} check, which this audit did not run; "
                          f"run it ({kind.needs or '--checks ' + check}) or remove the rule.")

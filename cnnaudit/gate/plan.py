@@ -7,18 +7,23 @@ from __future__ import annotations
 
 from ..errors import AuditError
 from .policy import rule_kinds
-from .regression import NO_BASELINE
+from .regression import NO_BASELINE, NO_COMPARISON
 from .rules import Rule, evidence_mode
 
 
-def check_plan(rules: list[Rule], config, baseline: dict | None, attributes: list[str]) -> None:
+def check_plan(rules: list[Rule], config, baseline: dict | None, attributes: list[str], *,
+               paired: bool = False) -> None:
+    """`paired`: a comparison of two models will be there (cnnaudit compare) for paired rules."""
     from ..checks import available, registry
     planned = available() if config.checks is None else list(config.checks)
     kinds = rule_kinds()
     for rule in rules:
         kind, check = kinds[rule.kind]
         if check is None:
-            if rule.kind == "max_regression" and baseline is None and evidence_mode(rule) == "fail":
+            if rule.kind == "max_regression" and rule.params.get("paired"):
+                if not paired:
+                    raise AuditError(NO_COMPARISON.format(name=rule.name))
+            elif rule.kind == "max_regression" and baseline is None and evidence_mode(rule) == "fail":
                 raise AuditError(NO_BASELINE.format(name=rule.name))
             continue
         if check != "clean" and check not in planned:

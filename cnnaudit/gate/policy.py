@@ -89,6 +89,9 @@ def parse_policy(data: dict, where: str = "policy") -> list[Rule]:
             raise AuditError(f"{label}: the name {name!r} is used twice; rule names must be unique.")
         names.add(name)
         params = {k: v for k, v in raw.items() if k not in COMMON}
-        out.append(Rule(name=name, kind=kind, severity=severity, params=params, evidence_key=key))
+        rule = Rule(name=name, kind=kind, severity=severity, params=params, evidence_key=key)
+        if spec.validate is not None:
+            spec.validate(rule)
+        out.append(rule)
     return out
 

@@ -33,6 +33,7 @@ class RuleKind:
     evidence_key: str | None = None
     share_threshold: bool = True  # the threshold is a share in [0, 1]
     needs: str = ""  # how to make the audit compute it, e.g. "--checks adversarial"
+    validate: Callable | None = None  # validate(rule): keys that only make sense together; raise AuditError
 
 
 @dataclass

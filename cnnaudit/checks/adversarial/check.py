@@ -79,6 +79,10 @@ class AdversarialCheck(Check):
     rule_kinds = (MIN_ROBUST_ACCURACY,)
 
     @staticmethod
+    def verdicts(section: dict) -> dict[str, str]:
+        return {"gradient masking": str(section["gradient_masking"])} if section.get("gradient_masking") else {}
+
+    @staticmethod
     def metrics(section: dict) -> dict[str, float]:
         return {f"adversarial.{r['attack']}.{r['norm']}.{r['eps_label']}": r["robust_accuracy"]
                 for r in section.get("results", []) if r.get("robust_accuracy") is not None}

@@ -2,7 +2,8 @@
 
 Both models are audited with the same images, seed and options (the corruptions are the same draws per
 sample: they are keyed by seed and sample id; attacks run per model). Per condition (clean; each
-adversarial budget's worst case; each corruption and severity; each class and each metadata group, clean) the two
+adversarial budget's worst case; each corruption and severity; worst-of-k shifts; each class and each metadata
+group, clean) the two
 models' per-sample outcomes are paired: `n_improved` (wrong under the baseline, right under the
 candidate), `n_regressed` (the reverse), the accuracy delta with a seeded percentile-bootstrap interval
 over samples (resampling pairs keeps the pairing), and an exact McNemar p-value on the discordant pairs,
@@ -22,6 +23,7 @@ from . import aggregate
 from .gate.metrics import diff_findings
 from .stats import holm, mcnemar_exact, proportion
 
+PAIRED_CHECKS = ("clean", "adversarial", "corruption", "shift")  # checks whose rows say right or wrong per image
 VERSION = "1.0"  # comparison.json's layout; bumped when a key changes
 N_BOOT = 2000
 ALPHA = 0.05
@@ -51,7 +53,7 @@ def _outcomes(result) -> dict[tuple[str, str], pd.DataFrame]:
     for r in result.results:
         if r.summary.get("failed") or not len(r.rows) or "correct" not in r.rows:
             continue
-        if r.name not in ("clean", "adversarial", "corruption"):
+        if r.name not in PAIRED_CHECKS:
             continue
         cols = [c for c in ("correct", "prediction_name", "confidence", "label_name", "path") if c in r.rows]
         for condition, g in r.rows.groupby("condition", sort=False):

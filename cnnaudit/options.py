@@ -44,6 +44,7 @@ class Spec:
     keys: tuple[str, ...] = ()  # a dict {key: value (a sequence, with many)}, one flag per key
     choices: tuple = ()  # allowed values (of each item, for many)
     every: str | None = None  # a word that stands for all choices, like "all"
+    groups: dict | None = None  # words that stand for several choices, like {"geometric": (...)} (with many)
     minimum: float | None = None
     positive: bool = False
     sort: bool = False  # a set of values: deduplicated and sorted
@@ -123,6 +124,9 @@ def _many(name: str, spec: Spec, value, key: str | None = None):
     items = [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else list(value)
     if spec.every is not None and items == [spec.every]:
         items = list(spec.choices)
+    if spec.groups:  # each group word in place of its members, once each
+        items = list(dict.fromkeys(m for item in items for m in (spec.groups.get(item, (item,))
+                                                                  if isinstance(item, str) else (item,))))
     if not items and not spec.allow_empty:
         raise OptionError(name, value, "give at least one value", key)
     out = [_item(name, spec, item, key) for item in items]
@@ -154,6 +158,8 @@ def _item(name: str, spec: Spec, value, key: str | None = None):
     value = _parsed(name, spec, value, key)
     if spec.choices and value not in spec.choices:
         words = ", ".join(map(str, spec.choices)) + (f" or {spec.every!r}" if spec.every else "")
+        if spec.groups:
+            words += " (or a group: " + ", ".join(spec.groups) + ")"
         raise OptionError(name, value, f"choose from {words}", key)
     if spec.minimum is not None and value < spec.minimum:
         raise OptionError(name, value, f"the smallest allowed is {spec.minimum:g}", key)

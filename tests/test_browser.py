@@ -19,7 +19,7 @@ from .conftest import run_cli
 
 XSS = "<img src=x onerror=alert(1)>"
 ARTIFACTS = Path(os.environ.get("CNNAUDIT_ARTIFACTS", Path(__file__).resolve().parent.parent / "test-artifacts"))
-SECTIONS = ["verdict", "where", "data", "clean", "adversarial", "corruption", "subgroups", "shortcuts",
+SECTIONS = ["verdict", "where", "data", "clean", "adversarial", "corruption", "shift", "subgroups", "shortcuts",
             "label_issues", "explorer", "timing"]
 
 

@@ -35,8 +35,8 @@ def test_run_end_to_end(tmp_path, torchscript_path, digits_dir):
     assert {"accuracy", "accuracy_ci", "per_class", "confusion_matrix", "ece"} <= set(s["clean"])
     assert s["seed"] == 3 and s["data"]["n_samples"] == 300 and "timing" in s
     all_rows = pd.read_csv(out / "samples.csv")
-    # clean, 3 budgets, 3 corruptions x 5 severities, properties, label issues
-    assert len(all_rows) == 300 * (1 + 3 + 15 + 1 + 1)
+    # clean, 3 budgets, 3 corruptions x 5 severities, shift, properties, label issues
+    assert len(all_rows) == 300 * (1 + 3 + 15 + 1 + 1 + 1)
     assert sorted({(r["norm"], r["eps"]) for r in s["adversarial"]["results"]}) == [
         ("l2", 1.5), ("linf", 8 / 255), ("linf", 0.1)]
     samples = all_rows[all_rows["condition"] == "clean"]

@@ -13,7 +13,7 @@ from skimage import data as skdata
 
 import cnnaudit
 from cnnaudit.checks.corruption import CorruptionOptions, summarize_corruption
-from cnnaudit.corruptions import CORRUPTIONS, corrupt
+from cnnaudit.corruptions import CORRUPTIONS, LEVELS, corrupt
 from cnnaudit.corruptions.rng import normal, sample_keys, uniform
 
 from .conftest import read_summary, run_cli
@@ -32,12 +32,21 @@ def distance(a, b):
     return float(((a - b) ** 2).mean())
 
 
-@pytest.mark.parametrize("name", list(CORRUPTIONS))
+@pytest.mark.parametrize("name", [n for n in CORRUPTIONS if n not in LEVELS])
 def test_similarity_to_clean_falls_with_severity(photos, name):
     ids = range(len(photos))
     d = [distance(photos, corrupt(photos, name, s, seed=0, sample_ids=ids)) for s in range(1, 6)]
     assert all(b >= a * 0.98 for a, b in zip(d, d[1:])), d  # non-decreasing (2% slack for resampled noise)
     assert d[4] > 1.5 * d[0] and d[0] > 1e-5, d
+
+
+@pytest.mark.parametrize("name", list(LEVELS))
+def test_a_one_level_corruption_is_the_same_at_every_severity(photos, name):
+    ids = range(len(photos))
+    once = corrupt(photos, name, 1, seed=0, sample_ids=ids)
+    assert not torch.equal(once, photos) and corrupt(photos, name, 1, seed=0, sample_ids=ids).flip(
+        -1 if name == "hflip" else -2).equal(photos)  # its own inverse: a mirror
+    assert all(torch.equal(once, corrupt(photos, name, s, seed=0, sample_ids=ids)) for s in range(2, 6))
 
 
 def test_low_light_darkens_and_gets_noisier(photos):

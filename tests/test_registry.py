@@ -23,7 +23,7 @@ sys.path.insert(0, str(PLUGIN))
 from cnnaudit_example_plugin import ColourCastCheck  # noqa: E402
 
 register(ColourCastCheck)  # in this process; the CLI test below finds it through its entry point
-BUILT_IN = ["clean", "adversarial", "corruption", "subgroups", "shortcuts", "label_issues", "training"]
+BUILT_IN = ["clean", "adversarial", "corruption", "shift", "subgroups", "shortcuts", "label_issues", "training"]
 SMALL = {"adversarial": {"eps": {"linf": [0.1]}, "norms": ("linf",)},
          "corruption": {"corruptions": ["low_light"], "severities": [3]}}
 STANDARD_COLUMNS = {"sample_id", "path", "label", "label_name", "check", "condition"}

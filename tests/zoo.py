@@ -170,24 +170,57 @@ class BatchLimited(nn.Module):
         return self.net(x)
 
 
-def adversarially_trained(x: torch.Tensor, y: np.ndarray, *, eps: float = 0.1, epochs: int = 6,
-                          seed: int = 0) -> DigitsCNN:
-    """A DigitsCNN trained on FGSM examples from a random start ("fast adversarial training", Wong, Rice &
-    Kolter 2020: step 1.25 eps), L-inf budget `eps` on [0, 1] pixels: more robust at that budget."""
+def train_augmented(x: torch.Tensor, y: np.ndarray, augment, *, epochs: int = 6, seed: int = 0) -> DigitsCNN:
+    """A DigitsCNN trained with Adam on `augment(model, xb, yb, generator)` of each batch, seeded."""
     torch.manual_seed(seed)
     model = DigitsCNN().train()
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     yt, g = torch.from_numpy(y), torch.Generator().manual_seed(seed)
     for _ in range(epochs):
         for idx in torch.randperm(len(x), generator=g).split(64):
-            xb, yb = x[idx], yt[idx]
-            delta = ((torch.rand_like(xb) * 2 - 1) * eps).requires_grad_(True)
-            grad, = torch.autograd.grad(F.cross_entropy(model((xb + delta).clamp(0, 1)), yb), delta)
-            delta = (delta + 1.25 * eps * grad.sign()).clamp(-eps, eps).detach()
+            xb = augment(model, x[idx], yt[idx], g)
             opt.zero_grad()
-            F.cross_entropy(model((xb + delta).clamp(0, 1)), yb).backward()
+            F.cross_entropy(model(xb), yt[idx]).backward()
             opt.step()
     return model.eval()
+
+
+def adversarially_trained(x: torch.Tensor, y: np.ndarray, *, eps: float = 0.1, epochs: int = 6,
+                          seed: int = 0) -> DigitsCNN:
+    """A DigitsCNN trained on FGSM examples from a random start ("fast adversarial training", Wong, Rice &
+    Kolter 2020: step 1.25 eps), L-inf budget `eps` on [0, 1] pixels: more robust at that budget."""
+    def fgsm_rs(model, xb, yb, g):
+        delta = ((torch.rand_like(xb) * 2 - 1) * eps).requires_grad_(True)
+        grad, = torch.autograd.grad(F.cross_entropy(model((xb + delta).clamp(0, 1)), yb), delta)
+        return (xb + (delta + 1.25 * eps * grad.sign()).clamp(-eps, eps)).clamp(0, 1).detach()
+    return train_augmented(x, y, fgsm_rs, epochs=epochs, seed=seed)
+
+
+def shift_augmented(x: torch.Tensor, y: np.ndarray, *, max_shift: int = 4, epochs: int = 6,
+                    seed: int = 0) -> DigitsCNN:
+    """A DigitsCNN trained on images shifted by a random whole number of pixels (up to `max_shift` per
+    axis, the border filled like the image's: cnnaudit's own shift), the standard augmentation."""
+    from cnnaudit.corruptions.geometry import shift
+
+    def shifted(model, xb, yb, g):
+        d = torch.randint(-max_shift, max_shift + 1, (len(xb), 2), generator=g)
+        return shift(xb, d[:, 0], d[:, 1])
+    return train_augmented(x, y, shifted, epochs=epochs, seed=seed)
+
+
+class GlobalMax(nn.Module):
+    """Ignores position by construction: a linear map of each channel's global maximum, a feature that
+    whole-pixel shifts with a filled border keep (the brightest stroke stays in the frame)."""
+
+    def __init__(self, channels: int = 1, num_classes: int = 10):
+        super().__init__()
+        self.fc = nn.Linear(channels, num_classes)
+        with torch.no_grad():  # bright images one way, dim (washed-out) ones another: varied answers
+            self.fc.weight.copy_(torch.linspace(-4, 4, num_classes)[:, None].repeat(1, channels))
+            self.fc.bias.copy_(-torch.linspace(-4, 4, num_classes) * 0.8)
+
+    def forward(self, x):
+        return self.fc(x.amax(dim=(2, 3)))
 
 
 def widen(ten_class: DigitsCNN, num_classes: int) -> DigitsCNN:

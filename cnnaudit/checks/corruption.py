@@ -1,7 +1,8 @@
 """Corruption robustness: does the model still work in rain, snow and at night?
 
 Inputs: the wrapped model, every readable sample with its clean prediction, a list of corruptions and
-severities (corruptions/: physically motivated rain, snow and low light, and the ImageNet-C families).
+severities (corruptions/: physically motivated rain, snow and low light, the ImageNet-C families, and
+geometric ones: translate, rotate, zoom, and the opt-in flips, which have one level).
 Procedure: per batch on the model's device, each corruption at each severity, keyed by (seed, sample id)
 so an image gets the same corruption in any batch or process; one forward pass each.
 Outputs: one row per sample, corruption and severity (condition `<corruption>_<severity>`) with the
@@ -19,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from .. import aggregate
-from ..corruptions import CORRUPTIONS, DEFAULT, SEVERITIES, corrupt
+from ..corruptions import CORRUPTIONS, DEFAULT, GROUPS, SEVERITIES, corrupt, levels
 from ..errors import AuditError
 from ..findings import ALPHA, Finding, fmt_p
 from ..gate.rules import NUMBER, RuleKind, result
@@ -36,8 +37,9 @@ GRID_IMAGES = 4  # images in the "what does snow 3 look like" grid
 @dataclass
 class CorruptionOptions:
     corruptions: tuple[str, ...] = option(DEFAULT, flag="--corruptions", many=True, choices=tuple(CORRUPTIONS),
-                                          every="all", help="corruptions, comma-separated, or 'all' "
-                                          f"(default: {','.join(DEFAULT)})")
+                                          groups=GROUPS, help="corruptions, comma-separated; the groups 'all' "
+                                          "(every one but the flips), 'weather' and 'geometric' (translate, rotate, "
+                                          f"zoom) stand for their members (default: {','.join(DEFAULT)})")
     severities: tuple[int, ...] = option(SEVERITIES, flag="--severities", many=True, parse=int, sort=True,
                                          choices=tuple(SEVERITIES), expects="severities are integers 1 to 5",
                                          help="severities 1-5, comma-separated (default: 1,2,3,4,5)")
@@ -96,7 +98,7 @@ class CorruptionCheck(Check):
         seed = ctx.config.seed
         clean = ctx.clean_rows.set_index("sample_id")
 
-        conditions = [(name, severity) for name in opts.corruptions for severity in opts.severities]
+        conditions = [(name, severity) for name in opts.corruptions for severity in levels(name, opts.severities)]
 
         def evaluate(batch) -> dict[str, np.ndarray]:
             x, y = batch.x.to(ctx.device), batch.y.to(ctx.device)
@@ -151,7 +153,8 @@ class CorruptionCheck(Check):
         out = []
         for name in opts.corruptions:
             cells = [[to_data_uri(img) for img in corrupt(x, name, s, seed=ctx.config.seed,
-                                                          sample_ids=batch.sample_ids)] for s in opts.severities]
+                                                          sample_ids=batch.sample_ids)]
+                     for s in levels(name, opts.severities)]
             out.append({"corruption": name, "cells": cells})
         return {"images": [to_data_uri(img) for img in x], "rows": out,
                 "labels": [ctx.classes[int(c)] for c in batch.y]}

@@ -1,11 +1,13 @@
-"""Image corruptions: rain, snow and low light, and the ImageNet-C families (fog, motion blur, Gaussian
-noise, JPEG, contrast, brightness). Each is `fn(x, severity, keys) -> x'` on (N, C, H, W) images in [0, 1],
+"""Image corruptions: rain, snow and low light, the ImageNet-C families (fog, motion blur, Gaussian
+noise, JPEG, contrast, brightness), and geometric ones (translate, rotate, zoom; the flips on request).
+Each is `fn(x, severity, keys) -> x'` on (N, C, H, W) images in [0, 1],
 severity 1..5, `keys` from rng.sample_keys: the output depends only on the image, the severity and its key."""
 
 from __future__ import annotations
 
 import torch
 
+from .geometry import hflip, rotate, translate, vflip, zoom
 from .light import brightness, contrast, low_light
 from .rng import sample_keys
 from .sensor import gaussian_noise, jpeg, motion_blur
@@ -15,9 +17,23 @@ CORRUPTIONS = {
     "rain": rain, "snow": snow, "low_light": low_light,
     "fog": fog, "motion_blur": motion_blur, "gaussian_noise": gaussian_noise, "jpeg": jpeg,
     "contrast": contrast, "brightness": brightness,
+    "translate": translate, "rotate": rotate, "zoom": zoom, "hflip": hflip, "vflip": vflip,
 }
 DEFAULT = ("rain", "snow", "low_light")
 SEVERITIES = (1, 2, 3, 4, 5)
+# a flip changes the meaning of digits, text and road signs: only when named, never in 'all'
+OPT_IN = ("hflip", "vflip")
+LEVELS = {"hflip": (1,), "vflip": (1,)}  # corruptions with one level, whatever the severities asked for
+GROUPS = {  # words for several corruptions at once, in --corruptions
+    "all": tuple(name for name in CORRUPTIONS if name not in OPT_IN),
+    "weather": ("rain", "snow", "fog"),
+    "geometric": ("translate", "rotate", "zoom"),
+}
+
+
+def levels(name: str, severities) -> tuple[int, ...]:
+    """The severities a corruption runs at: the ones asked for, or its only level."""
+    return LEVELS.get(name, tuple(severities))
 
 
 def corrupt(x: torch.Tensor, name: str, severity: int, *, seed: int, sample_ids) -> torch.Tensor:
@@ -29,4 +45,4 @@ def corrupt(x: torch.Tensor, name: str, severity: int, *, seed: int, sample_ids)
     return out.clamp(0.0, 1.0)
 
 
-__all__ = ["CORRUPTIONS", "DEFAULT", "SEVERITIES", "corrupt", "sample_keys"]
+__all__ = ["CORRUPTIONS", "DEFAULT", "GROUPS", "LEVELS", "OPT_IN", "SEVERITIES", "corrupt", "levels", "sample_keys"]

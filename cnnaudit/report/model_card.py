@@ -64,6 +64,10 @@ def model_index(summary: dict) -> list[dict]:
     for corruption, value in ((summary.get("corruption") or {}).get("mean") or {}).items():
         out.append({"type": "corruption_accuracy", "name": f"Accuracy under {corruption} (mean over severities)",
                     "value": value})
+    shift = summary.get("shift") or {}
+    if shift.get("consistency") is not None:
+        out.append({"type": "shift_consistency", "name": f"Shift consistency (two random shifts of at most "
+                    f"{shift['max_shift']} px)", "value": shift["consistency"]})
     for attr, e in ((summary.get("subgroups") or {}).get("attributes") or {}).items():
         if e.get("gap") is not None:
             out.append({"type": "subgroup_accuracy_gap", "name": f"Largest accuracy gap by {attr}", "value": e["gap"]})

@@ -5,8 +5,8 @@ sample: they are keyed by seed and sample id; attacks run per model). Per condit
 adversarial budget's worst case; each corruption and severity; worst-of-k shifts; each class and each metadata
 group, clean) the two
 models' per-sample outcomes are paired: `n_improved` (wrong under the baseline, right under the
-candidate), `n_regressed` (the reverse), the accuracy delta with a seeded percentile-bootstrap interval
-over samples (resampling pairs keeps the pairing), and an exact McNemar p-value on the discordant pairs,
+candidate), `n_regressed` (the reverse), the accuracy delta with Newcombe's interval for paired
+proportions (stats.newcombe_paired_ci), and an exact McNemar p-value on the discordant pairs,
 Holm-adjusted across all conditions. Two models that make the same decisions have no discordant pairs,
 so nothing can be significant between them, whatever their logits' scale.
 """
@@ -21,25 +21,21 @@ import pandas as pd
 
 from . import aggregate
 from .gate.metrics import diff_findings
-from .stats import holm, mcnemar_exact, proportion
+from .stats import holm, mcnemar_exact, newcombe_paired_ci, proportion
 
 PAIRED_CHECKS = ("clean", "adversarial", "corruption", "shift")  # checks whose rows say right or wrong per image
 VERSION = "1.0"  # comparison.json's layout; bumped when a key changes
-N_BOOT = 2000
 ALPHA = 0.05
 GALLERY = 12
 
 
-def _paired(check: str, condition: str, base: np.ndarray, cand: np.ndarray, rng) -> dict:
+def _paired(check: str, condition: str, base: np.ndarray, cand: np.ndarray) -> dict:
     base, cand = base.astype(bool), cand.astype(bool)
     n = len(base)
     improved, regressed = int((~base & cand).sum()), int((base & ~cand).sum())
+    both = int((base & cand).sum())
     delta = (cand.mean() - base.mean()) if n else None
-    ci = None
-    if n:
-        idx = rng.integers(0, n, size=(N_BOOT, n))
-        boots = cand[idx].mean(axis=1) - base[idx].mean(axis=1)
-        ci = [round(float(np.quantile(boots, 0.025)), 6), round(float(np.quantile(boots, 0.975)), 6)]
+    ci = newcombe_paired_ci(both, improved, regressed, n - both - improved - regressed)
     return {"check": check, "condition": condition, "n": n, "baseline_accuracy": proportion(int(base.sum()), n),
             "candidate_accuracy": proportion(int(cand.sum()), n),
             "delta": None if delta is None else round(float(delta), 6), "delta_ci": ci,
@@ -88,17 +84,16 @@ def _paired_frames(baseline, candidate) -> list[tuple[str, str, pd.DataFrame, pd
     return out
 
 
-def conditions(baseline, candidate, *, seed: int) -> list[dict]:
+def conditions(baseline, candidate) -> list[dict]:
     """The paired comparison of two AuditResults of the same images (see the module docstring)."""
-    rows, _ = _conditions_and_galleries(baseline, candidate, seed=seed)
+    rows, _ = _conditions_and_galleries(baseline, candidate)
     return rows
 
 
-def _conditions_and_galleries(baseline, candidate, *, seed: int) -> tuple[list[dict], list[dict]]:
-    rng = np.random.default_rng(seed)
+def _conditions_and_galleries(baseline, candidate) -> tuple[list[dict], list[dict]]:
     rows, galleries = [], []
     for check, condition, a, b in _paired_frames(baseline, candidate):
-        rows.append(_paired(check, condition, a["correct"].to_numpy(), b["correct"].to_numpy(), rng))
+        rows.append(_paired(check, condition, a["correct"].to_numpy(), b["correct"].to_numpy()))
         galleries.append(_regressed(a, b))
     for row, p in zip(rows, holm([r["p_value"] for r in rows])):
         row["p_adjusted"] = p
@@ -192,7 +187,7 @@ def compare_results(base, cand, *, data=None) -> Comparison:
     (the audited folder or CSV), the report shows the regressed samples' thumbnails."""
     from .gate.metrics import diff
     seed = base.summary["seed"]
-    rows, galleries = _conditions_and_galleries(base, cand, seed=seed)
+    rows, galleries = _conditions_and_galleries(base, cand)
     comparison = {
         "version": VERSION,
         "baseline": _model(base.summary), "candidate": _model(cand.summary),

@@ -93,6 +93,30 @@ def newcombe_difference_ci(k1: int, n1: int, k2: int, n2: int, confidence: float
             round(min(1.0, d + ((u1 - p1) ** 2 + (p2 - l2) ** 2) ** 0.5), 6)]
 
 
+def newcombe_paired_ci(both: int, first_only: int, second_only: int, neither: int,
+                       confidence: float = CONFIDENCE) -> list[float] | None:
+    """Interval for p1 - p2 of two proportions measured on the same samples (paired: clean against
+    corrupted, baseline against candidate): Newcombe's method 10 for paired proportions (Newcombe 1998,
+    Statistics in Medicine 17: 2635-2650), each margin's Wilson interval combined with the correlation phi
+    of the 2x2 table, phi corrected towards 0 by n/2 when positive (as in Newcombe's paper and Altman et
+    al., "Statistics with Confidence", 2000). `first_only`: right in the first measurement only. Unlike a
+    bootstrap over pairs it is deterministic and does not collapse to [0, 0] when no sample changed."""
+    a, b, c, d = int(both), int(first_only), int(second_only), int(neither)
+    n = a + b + c + d
+    if n == 0:
+        return None
+    p1, p2 = (a + b) / n, (a + c) / n
+    (l1, u1), (l2, u2) = wilson_ci(a + b, n, confidence), wilson_ci(a + c, n, confidence)
+    margins = (a + b) * (c + d) * (a + c) * (b + d)
+    cross = a * d - b * c
+    corrected = cross - n / 2 if cross > n / 2 else (cross if cross < 0 else 0.0)
+    phi = corrected / margins ** 0.5 if margins else 0.0
+    diff = p1 - p2
+    low = diff - max(0.0, (p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2) ** 0.5
+    high = diff + max(0.0, (p2 - l2) ** 2 - 2 * phi * (p2 - l2) * (u1 - p1) + (u1 - p1) ** 2) ** 0.5
+    return [round(max(-1.0, low), 6), round(min(1.0, high), 6)]
+
+
 def bootstrap_ratio_ci(k_low: int, n_low: int, k_high: int, n_high: int, *, seed: int, n_boot: int = 2000,
                        confidence: float = CONFIDENCE) -> list[float]:
     """Seeded percentile-bootstrap interval of the ratio p_low / p_high of one named pair (each group's

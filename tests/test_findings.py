@@ -127,3 +127,20 @@ def test_a_plugin_sentence_becomes_a_note(nines_trained_away):
                                        "A warm cast flips 30% of predictions.").as_dict()]
     s = nines_trained_away.summary
     assert s["finding_sentences"] == [f["title"] + (f": {f['detail']}" if f["detail"] else "") for f in s["findings"]]
+
+
+def test_the_paired_interval_matches_a_published_example_and_covers():
+    """Newcombe's paired interval (stats.newcombe_paired_ci), used for corruption cliffs and comparisons:
+    the example of the R package contingencytables (Cavo et al. 2012: 59, 6, 16, 80 gives -0.0621,
+    95% CI -0.1186 to -0.0046), and its coverage on simulated paired outcomes."""
+    import numpy as np
+    from cnnaudit.stats import newcombe_paired_ci
+    assert newcombe_paired_ci(59, 6, 16, 80) == pytest.approx([-0.1186, -0.0046], abs=6e-5)
+    assert newcombe_paired_ci(100, 0, 0, 0)[0] < 0 < newcombe_paired_ci(100, 0, 0, 0)[1]  # never [0, 0]
+    rng = np.random.default_rng(0)
+    cells = np.array([0.70, 0.12, 0.04, 0.14])  # both right, first only, second only, neither
+    truth, hits = cells[1] - cells[2], 0
+    for _ in range(2000):
+        lo, hi = newcombe_paired_ci(*rng.multinomial(80, cells))
+        hits += lo <= truth <= hi
+    assert 0.93 <= hits / 2000 <= 0.98, hits / 2000

@@ -24,7 +24,7 @@ from ..corruptions import CORRUPTIONS, DEFAULT, GROUPS, SEVERITIES, corrupt, lev
 from ..errors import AuditError
 from ..findings import ALPHA, Finding, fmt_p
 from ..gate.rules import NUMBER, RuleKind, result
-from ..stats import holm, mcnemar_exact
+from ..stats import holm, mcnemar_exact, newcombe_paired_ci
 from ..options import option
 from ..predict import predict
 from ..report.images import to_data_uri
@@ -225,8 +225,8 @@ CLIFF_WARN_DROP = 0.05
 def cliff_findings(summary: dict, rows: pd.DataFrame) -> list[Finding]:
     """Per corruption, its worst severity when the loss against clean is significant (exact McNemar on the
     same images, Holm across all conditions): where it falls, and the steepest step between severities.
-    The interval is the corrupted accuracy's Wilson interval subtracted from clean accuracy (clean accuracy
-    taken as fixed: it is measured on the same images)."""
+    The interval is Newcombe's for the paired difference clean minus corrupted on the same images
+    (stats.newcombe_paired_ci, from the images broken, fixed and unchanged)."""
     out, clean = [], summary["clean_accuracy"]
     for name in summary["corruptions"]:
         levels = [r for r in summary["results"] if r["corruption"] == name]
@@ -243,10 +243,18 @@ def cliff_findings(summary: dict, rows: pd.DataFrame) -> list[Finding]:
             f"{worst['severity']} ({100 * drop:.0f} points below clean)",
             f"{worst['n_broken']} of {worst['n']} images broken, {worst['n_fixed']} fixed (McNemar, Holm-adjusted "
             f"{fmt_p(worst['p_adjusted'])}); steepest step {steps[at]} → {steps[at + 1]}: {100 * fall:.0f} points",
-            effect=drop, ci=[round(clean - worst["accuracy_ci"][1], 6), round(clean - worst["accuracy_ci"][0], 6)],
+            effect=drop, ci=_paired_drop_ci(worst),
             p_adjusted=worst["p_adjusted"], evidence="#corruption",
             sample_ids=aggregate.most_confident_errors(broken, 6)["sample_id"].astype(int).tolist()))
     return out
+
+
+def _paired_drop_ci(result: dict) -> list[float] | None:
+    """Interval for clean minus corrupted accuracy on the same images: right in both, broken (right only
+    clean), fixed (right only corrupted), wrong in both."""
+    n, broken, fixed = result["n"], result["n_broken"], result["n_fixed"]
+    both = round(result["accuracy"] * n) - fixed
+    return newcombe_paired_ci(both, broken, fixed, n - both - broken - fixed)
 
 
 def _kpis(summary) -> list[dict]:

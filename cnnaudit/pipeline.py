@@ -92,8 +92,11 @@ def _run_audit(model, data, config: AuditConfig, device, shard, unsafe_pickle, r
     checkpoints = None
     if resume_dir is not None and ctx.loaded.sha256:
         from .resume import Checkpoints, data_fingerprint
-        checkpoints = Checkpoints(resume_dir, model_sha256=ctx.loaded.sha256,
-                                  data=data_fingerprint(ctx.dataset, ctx.sample_ids),
+        data_key = data_fingerprint(ctx.dataset, ctx.sample_ids)
+        if ctx.train_dataset is not None:  # a training set changed under the same path is new data too
+            train = ctx.train_dataset
+            data_key += ":" + data_fingerprint(train, train.table["sample_id"].to_numpy())
+        checkpoints = Checkpoints(resume_dir, model_sha256=ctx.loaded.sha256, data=data_key,
                                   config={k: v for k, v in config.recorded().items() if k != "options"})
     results, resumed, errors = _run_checks(ctx, names, check_options, checkpoints, timing)
     timing["total"] = time.perf_counter() - t0

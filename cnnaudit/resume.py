@@ -1,6 +1,7 @@
 """Checkpoints for `--resume`: each finished check's result is saved under OUT/.cnnaudit-checkpoints and
-reused when the model (sha256), the data (table, file sizes and modification times), the configuration,
-the check's options and the checks before it are all unchanged; anything different is recomputed.
+reused when the model (sha256), the data and any training data (table, file sizes and modification
+times), the configuration, the check's options and the checks before it are all unchanged; anything
+different is recomputed.
 
 Checkpoints cannot run code: anyone able to write OUT could plant a file there, so nothing is
 unpickled. A checkpoint is a JSON file (the result's summary, report data, findings, the clean

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import sys
 
+import pandas as pd
+
 from .conftest import interrupt_at, read_summary, run_cli
 
 ARGS = ["--checks", "adversarial,corruption", "--norms", "linf", "--eps-linf", "0.1,0.2", "--limit", "120",
@@ -66,3 +68,30 @@ def test_planted_checkpoints_never_run_code(tmp_path, torchscript_path, digits_d
     assert r.returncode == 0, r.stderr
     assert not marker.exists()
     assert read_summary(out)["timing"]["resumed"] == []  # the damaged checkpoint was recomputed, not trusted
+
+
+def test_a_changed_training_set_is_not_resumed(tmp_path, digits, torchscript_path):
+    """The training check's checkpoint is keyed by the training files too: a training set changed under the
+    same path (here an evaluation image copied into it, a new leak) is audited again, not reused."""
+    import shutil
+
+    from cnnaudit.demo import write_image_folder
+    x, y, meta = digits
+    classes = [str(i) for i in range(10)]
+    train, evaluation = tmp_path / "train", tmp_path / "eval"
+    write_image_folder(train, x[:200], y[:200], meta.iloc[:200].reset_index(drop=True), classes)
+    write_image_folder(evaluation, x[1000:1100], y[1000:1100], meta.iloc[1000:1100].reset_index(drop=True), classes)
+    out = tmp_path / "out"
+    args = ["run", torchscript_path, evaluation, "--train-data", train, "--checks", "training", "--out", out,
+            "--resume", "--quiet"]
+    assert run_cli(*args).returncode == 0
+    before = read_summary(out)["training"]["leakage_counts"]["n_eval_leaked"]
+    assert run_cli(*args).returncode == 0 and read_summary(out)["timing"]["resumed"] == ["clean", "training"]
+    leaked = pd.read_csv(evaluation / "metadata.csv")["path"][0]  # an evaluation image, into training
+    target = pd.read_csv(train / "metadata.csv")["path"][0]
+    shutil.copyfile(evaluation / leaked, train / target)
+    r = run_cli(*args)
+    assert r.returncode == 0, r.stderr
+    s = read_summary(out)
+    assert "training" not in s["timing"]["resumed"]
+    assert s["training"]["leakage_counts"]["n_eval_leaked"] == before + 1

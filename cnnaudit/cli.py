@@ -236,28 +236,26 @@ def _config_from_args(args) -> "AuditConfig":
         workers=args.workers, quiet=args.quiet, options=_check_options(args))
 
 
-def _read_summary(path: str, flag: str) -> dict:
+def _read_json(path: str, flag: str, missing: str, invalid: str = "") -> object:
+    """A JSON file a flag names; a missing or unreadable one is one sentence with the fix."""
     import json
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        return json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise AuditError(f"{flag} {path!r} does not exist; give the summary.json of a finished audit.") from None
+        raise AuditError(f"{flag} {path!r} does not exist; give {missing}.") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise AuditError(f"{flag} {path!r} is not valid JSON ({exc}); give a cnnaudit summary.json.") from None
+        raise AuditError(f"{flag} {path!r} is not valid JSON ({exc}){invalid}.") from None
+
+
+def _read_summary(path: str, flag: str) -> dict:
+    data = _read_json(path, flag, "the summary.json of a finished audit", "; give a cnnaudit summary.json")
     if not isinstance(data, dict) or "clean" not in data or "version" not in data:
         raise AuditError(f"{flag} {path!r} is not a cnnaudit summary.json (no 'clean' section).")
     return data
 
 
 def _read_comparison(path: str) -> dict:
-    import json
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise AuditError(f"--comparison {path!r} does not exist; give the comparison.json of `cnnaudit compare`."
-                         ) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise AuditError(f"--comparison {path!r} is not valid JSON ({exc}).") from None
+    data = _read_json(path, "--comparison", "the comparison.json of `cnnaudit compare`")
     if not isinstance(data, dict) or not isinstance(data.get("conditions"), list):
         raise AuditError(f"--comparison {path!r} is not a cnnaudit comparison.json (no 'conditions' list).")
     return data
@@ -314,6 +312,15 @@ def _run_diff(args) -> int:
     return EXIT_PASS
 
 
+def _check_policy_plan(rules, config, baseline: dict | None, data, *, compare: bool = False) -> None:
+    """A rule the planned audit cannot judge fails now, not after the audit (or the two of `compare`)."""
+    if rules is None:
+        return
+    from .data import open_dataset
+    from .gate.plan import check_plan
+    check_plan(rules, config, baseline, open_dataset(data, config.classes_file).attributes, compare=compare)
+
+
 def _check_extra_outputs(args) -> None:
     """Before any model work: MLflow is installed, the model card's folder can be written."""
     if args.mlflow:
@@ -342,11 +349,7 @@ def _run_compare(args) -> int:
     config = _config_from_args(args)
     rules, baseline_summary = _load_gate_inputs(args)
     _check_extra_outputs(args)
-    if rules is not None:  # a rule the planned audit cannot judge fails now, not after two audits
-        from .data import open_dataset
-        from .gate.plan import check_plan
-        check_plan(rules, config, baseline_summary or {}, open_dataset(args.data, config.classes_file).attributes,
-                   paired=True)
+    _check_policy_plan(rules, config, baseline_summary, args.data, compare=True)
     out = Path(args.out)  # --resume: each model's checks are checkpointed in its own subfolder
     base = run_audit(args.baseline_model, args.data, config, unsafe_pickle=args.unsafe_pickle,
                      resume_dir=out / "baseline" if args.resume else None)
@@ -363,9 +366,7 @@ def _run_compare(args) -> int:
         gate = judge(rules, cand.summary, baseline_summary or base.summary, result.comparison)
         cand.summary["gate"] = result.comparison["gate"] = gate
     paths = result.write(args.out)
-    written = {"summary": Path(args.out) / "candidate" / "summary.json", "report": paths["report"],
-               "comparison": paths["comparison"]}
-    _extra_outputs(args, cand.summary, written, data=args.data, comparison=result.comparison)
+    _extra_outputs(args, cand.summary, paths, data=args.data, comparison=result.comparison)
     c = result.comparison
     if not args.quiet and not args.json:
         print(f"{len(c['regressions'])} significant regression(s), {len(c['improvements'])} significant "
@@ -410,10 +411,7 @@ def _run(args) -> int:
                     config.options[check] = {**opts, **config.options.get(check, {})}
             else:
                 setattr(config, key, value)
-    if rules is not None:  # a rule the planned audit cannot judge fails now, not after the audit
-        from .data import open_dataset
-        from .gate.plan import check_plan
-        check_plan(rules, config, baseline, open_dataset(data, config.classes_file).attributes)
+    _check_policy_plan(rules, config, baseline, data)
     result = run_audit(model, data, config, unsafe_pickle=unsafe, resume_dir=resume_dir)
     if not result.primary:
         return EXIT_PASS  # torchrun's other ranks: rank 0 writes, prints and gates

@@ -84,34 +84,27 @@ def _paired_frames(baseline, candidate) -> list[tuple[str, str, pd.DataFrame, pd
     return out
 
 
-def conditions(baseline, candidate) -> list[dict]:
-    """The paired comparison of two AuditResults of the same images (see the module docstring)."""
-    rows, _ = _conditions_and_galleries(baseline, candidate)
-    return rows
-
-
 def _conditions_and_galleries(baseline, candidate) -> tuple[list[dict], list[dict]]:
-    rows, galleries = [], []
-    for check, condition, a, b in _paired_frames(baseline, candidate):
-        rows.append(_paired(check, condition, a["correct"].to_numpy(), b["correct"].to_numpy()))
-        galleries.append(_regressed(a, b))
+    """The paired conditions sorted by adjusted p, and a gallery of regressed samples for each condition
+    that regressed and is shown: clean, every metadata group, every significant regression."""
+    frames = _paired_frames(baseline, candidate)
+    rows = [_paired(check, condition, a["correct"].to_numpy(), b["correct"].to_numpy())
+            for check, condition, a, b in frames]
     for row, p in zip(rows, holm([r["p_value"] for r in rows])):
         row["p_adjusted"] = p
         row["significant"] = bool(p < ALPHA)
     order = sorted(range(len(rows)), key=lambda i: (rows[i]["p_adjusted"], rows[i]["check"], rows[i]["condition"]))
-    rows = [rows[i] for i in order]
-    # a gallery per condition that regressed: clean, every significant regression, every metadata group
-    shown = [{"check": rows[k]["check"], "condition": rows[k]["condition"], "n_regressed": rows[k]["n_regressed"],
-              "significant": rows[k]["significant"], "p_adjusted": rows[k]["p_adjusted"], "samples": galleries[i]}
-             for k, i in enumerate(order) if galleries[i] and (rows[k]["check"] in ("clean", "subgroups") or
-                                                               (rows[k]["significant"] and rows[k]["delta"] < 0))]
-    seen = {}
-    for g in shown:  # a group whose regressed samples are another's (class 9 and clean) says so, once
-        key = tuple(x["sample_id"] for x in g["samples"])
-        g["same_as"] = seen.setdefault(key, f"{g['check']} · {g['condition']}")
-        if g["same_as"] == f"{g['check']} · {g['condition']}":
-            g["same_as"] = None
-    return rows, shown
+    galleries, seen = [], {}
+    for i in order:
+        r = rows[i]
+        if not r["n_regressed"] or not (r["check"] in ("clean", "subgroups") or (r["significant"] and r["delta"] < 0)):
+            continue
+        samples, label = _regressed(*frames[i][2:]), f"{r['check']} · {r['condition']}"
+        first = seen.setdefault(tuple(s["sample_id"] for s in samples), label)  # class 9's are clean's: said once
+        galleries.append({"check": r["check"], "condition": r["condition"], "n_regressed": r["n_regressed"],
+                          "significant": r["significant"], "p_adjusted": r["p_adjusted"], "samples": samples,
+                          "same_as": None if first == label else first})
+    return [rows[i] for i in order], galleries
 
 
 def _regressed(a: pd.DataFrame, b: pd.DataFrame) -> list[dict]:
@@ -144,12 +137,14 @@ class Comparison:
     thumbnails: dict = field(default_factory=dict)  # sample id -> data URI, for the report's galleries
 
     def write(self, out_dir) -> dict[str, Path]:
+        """OUT/comparison.json, OUT/report.html (the comparison's) and each model's outputs in OUT/baseline
+        and OUT/candidate; returns the comparison's paths and the candidate's summary."""
         from .io import write_json, write_text
         out = Path(out_dir)
         self.baseline.write(out / "baseline")
-        self.candidate.write(out / "candidate")
+        candidate = self.candidate.write(out / "candidate")
         return {"comparison": write_json(out / "comparison.json", self.comparison),
-                "report": write_text(out / "report.html", self.html())}
+                "report": write_text(out / "report.html", self.html()), "summary": candidate["summary"]}
 
     def model_card(self, data=None) -> str:
         """The candidate's model card, with what changed since the baseline."""

@@ -116,8 +116,8 @@ class ShiftCheck(Check):
             all_correct = clean.loc[ids, "correct"].to_numpy(dtype=bool).copy()
             shown = {"prediction": clean_pred.copy(), "confidence": clean.loc[ids, "confidence"].to_numpy().copy()}
             first = np.full(len(ids), -1)
+            n = len(ids)
             for j, (dx, dy) in enumerate(offsets):
-                n = len(ids)
                 cols = predict(ctx.model, shift(x, torch.full((n,), dx), torch.full((n,), dy), fill), y)
                 moved = cols["prediction"] != clean_pred
                 n_changed += moved
@@ -139,15 +139,15 @@ class ShiftCheck(Check):
         for col in ("consistent", "changed", "correct"):
             rows[col] = rows[col].astype(bool)
         summary = self.summarize(rows, inputs, ctx.classes, ctx.dataset.attributes)
-        examples = self._examples(ctx, rows, offsets)
-        return CheckResult(self.name, rows, summary, report={"examples": examples},
-                           findings=_findings(summary, rows))
+        # the images a shift changed, most changes first: the gallery's and the finding's examples
+        ranked = rows[rows["changed"]].sort_values(["n_changed", "sample_id"], ascending=[False, True])
+        return CheckResult(self.name, rows, summary, report={"examples": self._examples(ctx, ranked)},
+                           findings=_findings(summary, ranked))
 
-    def _examples(self, ctx, rows, offsets) -> list[dict]:
-        """Images whose prediction a shift changed (most changes first): clean and shifted side by side."""
+    def _examples(self, ctx, ranked) -> list[dict]:
+        """The first of the `ranked` changed images: clean and shifted side by side."""
         from ..report.images import thumbnail_uri
-        top = rows[rows["changed"]].sort_values(["n_changed", "sample_id"], ascending=[False, True]).head(
-            ctx.config.gallery_size)
+        top = ranked.head(ctx.config.gallery_size)
         images = ctx.decoded(top["sample_id"].to_numpy())
         clean = ctx.clean_rows.set_index("sample_id")
         out = []
@@ -163,18 +163,18 @@ class ShiftCheck(Check):
         return out
 
 
-def _findings(summary: dict, rows) -> list[Finding]:
+def _findings(summary: dict, ranked) -> list[Finding]:
     """A finding when small shifts change a share of predictions the data supports: fail at 25% or more
-    (with the interval's lower end at 5% or more), warn at 5% or more (with the lower end above 0)."""
+    (with the interval's lower end at 5% or more), warn at 5% or more (with the lower end above 0).
+    `ranked`: the changed images, most changes first."""
     share, ci = summary["changed"], summary["changed_ci"]
     if share is None or ci is None or share < WARN_CHANGED or ci[0] <= 0:
         return []
-    examples = rows[rows["changed"]].sort_values(["n_changed", "sample_id"], ascending=[False, True])
     return [Finding(
         "fail" if share >= FAIL_CHANGED and ci[0] >= WARN_CHANGED else "warn", "shift", "shift_sensitivity", "shift",
         f"Shifting by {summary['max_shift']} pixel(s) or less changes {100 * share:.0f}% of predictions",
-        f"{int(rows['changed'].sum())} of {summary['n']} images change under at least one of {summary['k']} shifts "
+        f"{len(ranked)} of {summary['n']} images change under at least one of {summary['k']} shifts "
         f"of {', '.join(map(str, summary['pixels']))} px; two random shifts agree on "
         f"{100 * summary['consistency']:.0f}% (Zhang 2019 consistency); worst-of-{summary['k']} accuracy "
         f"{100 * summary['worst_accuracy']:.0f}%", effect=share, ci=ci, evidence="#shift",
-        sample_ids=examples["sample_id"].head(EXAMPLES).astype(int).tolist())]
+        sample_ids=ranked["sample_id"].head(EXAMPLES).astype(int).tolist())]

@@ -35,15 +35,17 @@ def junit_xml(gate: dict, suite: str = "cnnaudit gate", findings: list[dict] | N
 
 
 _MD_SPECIAL = "\\`*_{}[]()#+-.!|~>"
+# inline only: emphasis, code, links, images, table cells; for text that never starts a line (the model card)
+MD_INLINE = "\\`*_[]|~"
 
 
-def _md(text) -> str:
-    """Untrusted text (paths, class names, rule names) as inert Markdown: HTML escaped, every Markdown
-    punctuation character backslash-escaped (no links, images, emphasis or table breaks), @ as an entity
-    (no mentions), one line."""
+def _md(text, special: str = _MD_SPECIAL) -> str:
+    """Untrusted text (paths, class names, rule names) as inert Markdown: HTML escaped, every `special`
+    character backslash-escaped (by default all Markdown punctuation: no links, images, emphasis or table
+    breaks, wherever the text lands), @ as an entity (no mentions), one line."""
     import html
     out = html.escape(" ".join(str(text).split()), quote=False)
-    return "".join("\\" + ch if ch in _MD_SPECIAL else ch for ch in out).replace("@", "&#64;")
+    return "".join("\\" + ch if ch in special else ch for ch in out).replace("@", "&#64;")
 
 
 def markdown(gate: dict, summary: dict | None = None) -> str:

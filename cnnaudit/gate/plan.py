@@ -12,8 +12,9 @@ from .rules import Rule, evidence_mode
 
 
 def check_plan(rules: list[Rule], config, baseline: dict | None, attributes: list[str], *,
-               paired: bool = False) -> None:
-    """`paired`: a comparison of two models will be there (cnnaudit compare) for paired rules."""
+               compare: bool = False) -> None:
+    """`compare`: the audit is one side of `cnnaudit compare`, so there will be a comparison for paired
+    rules and, without --baseline, the baseline model's own audit for unpaired max_regression rules."""
     from ..checks import available, registry
     planned = available() if config.checks is None else list(config.checks)
     kinds = rule_kinds()
@@ -21,9 +22,9 @@ def check_plan(rules: list[Rule], config, baseline: dict | None, attributes: lis
         kind, check = kinds[rule.kind]
         if check is None:
             if rule.kind == "max_regression" and rule.params.get("paired"):
-                if not paired:
+                if not compare:
                     raise AuditError(NO_COMPARISON.format(name=rule.name))
-            elif rule.kind == "max_regression" and baseline is None and evidence_mode(rule) == "fail":
+            elif rule.kind == "max_regression" and baseline is None and not compare and evidence_mode(rule) == "fail":
                 raise AuditError(NO_BASELINE.format(name=rule.name))
             continue
         if check != "clean" and check not in planned:

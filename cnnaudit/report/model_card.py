@@ -16,30 +16,23 @@ from pathlib import Path
 
 import jinja2
 
+from ..gate.outputs import MD_INLINE
+from ..gate.outputs import _md as escape_markdown
+from .render import _pct
 from .templates import template_dir
 
 TEMPLATE = "model_card.md.j2"
-
-
-def _pct(value, digits: int = 1) -> str:
-    return "n/a" if value is None else f"{100.0 * value:.{digits}f}%"
 
 
 def _ci(interval) -> str:
     return "" if not interval else f" (95% CI {_pct(interval[0])} to {_pct(interval[1])})"
 
 
-_SPECIAL = "\\`*_[]|~"
-
-
 def _md(text) -> str:
-    """Untrusted text as inert inline Markdown: HTML escaped, the characters that make emphasis, code,
-    links, images or table cells backslash-escaped, @ as an entity (no mentions), one line. Lighter than
-    the gate comment's escaping (gate/outputs.py) so that numbers and sentences read as written: the card's
-    text never starts a line, where - # > and digits would matter."""
-    import html
-    out = html.escape(" ".join(str(text).split()), quote=False)
-    return "".join("\\" + ch if ch in _SPECIAL else ch for ch in out).replace("@", "&#64;")
+    """Untrusted text as inert inline Markdown (gate/outputs.py's escaping, inline characters only): the
+    card's text never starts a line, where - # > and digits would matter, so numbers and sentences read
+    as written."""
+    return escape_markdown(text, MD_INLINE)
 
 
 def _yaml(text) -> str:

@@ -1,6 +1,6 @@
 """The training-set audit at scale: leakage and out-of-distribution search for 100,000 training and 20,000
 evaluation images on this machine, without decoding (the searches themselves; decoding costs what the
-clean pass costs), and the distances that set NEAR.
+clean pass costs), and the distances behind the calibrated near-copy threshold.
 
     python benchmarks/bench_training.py [--train 100000 --eval 20000]
 
@@ -62,7 +62,7 @@ def main() -> None:
     e_small = thumbs(torch.from_numpy(e_big[:, None].astype(np.float32) / 255), 8)
     t_small = thumbs(train, 8)
     t0 = time.perf_counter()
-    found = tr.near_copies(t_small, e_small, t_big, e_big, seed=0)
+    found, calibration = tr.near_copies(t_big, e_big, seed=0)
     t_leak = time.perf_counter() - t0
     hits = {i: j for i, j, _ in found}
     recall = np.mean([i in hits for i in range(200)])  # its source, or an identical twin of it
@@ -76,7 +76,9 @@ def main() -> None:
           f"out-of-distribution kNN {t_ood:.1f} s")
     # the distances behind NEAR: planted copies (JPEG and a shift) vs each image's nearest different one
     copies = [tr.shifted_mad(e_big[i], t_big[planted[i]]) for i in range(100, 200)]
-    print(f"re-encoded and shifted copies: distance max {max(copies):.3f}; NEAR = {tr.NEAR}")
+    print(f"re-encoded and shifted copies: distance max {max(copies):.3f}; calibrated threshold "
+          f"{calibration['threshold']:.3f} (half the 10% quantile {calibration['reference_distance']:.3f} of "
+          f"{calibration['n_reference']:,} training images' nearest-neighbour distances; bound NEAR = {tr.NEAR})")
 
 
 if __name__ == "__main__":

@@ -57,6 +57,18 @@ def stack_columns(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return out
 
 
+def present(values: pd.Series) -> pd.Series:
+    """False where a metadata value is missing or blank: such rows belong to no group."""
+    return values.notna() & (values.astype(str).str.strip() != "")
+
+
+def group_values(values: pd.Series) -> pd.Series:
+    """Metadata values as group names (strings), missing where the value is missing or blank. astype(str)
+    alone makes a missing value the group 'nan' under pandas 2 (beside a real value 'nan') and keeps it
+    missing under pandas 3, whose sort then meets a float among the strings."""
+    return values.astype(str).where(present(values))
+
+
 MAX_GROUP_VALUES = 20  # a column with more distinct values is an identifier, not a group
 
 

@@ -1,8 +1,8 @@
 """Command line: `cnnaudit run MODEL DATA`, `demo`, `compare BASELINE CANDIDATE DATA`, `gate SUMMARY`, `diff OLD NEW`.
 
 Exit 0 pass, 1 gate failed, 2 bad input or usage, 3 audit incomplete (a check failed, or an unexpected
-error), 130 interrupted (outputs are written only at the end, each atomically, so an interrupted run
-leaves no partial report)."""
+error), 130 interrupted (the outputs are staged and renamed into OUT together at the end, io.OutputSet, so
+an interrupted run leaves OUT as it was)."""
 
 from __future__ import annotations
 
@@ -221,10 +221,6 @@ def _config_from_args(args) -> "AuditConfig":
     checks = None
     if args.checks is not None:
         checks = [] if args.checks.strip() == "none" else _csv(args.checks)
-    if args.batch_size < 1:
-        raise AuditError("--batch-size must be at least 1.")
-    if args.limit is not None and args.limit < 1:
-        raise AuditError("--limit must be a positive number of images.")
     return AuditConfig(
         checks=checks, input_size=tuple(getattr(args, "input_size", None) or ()) or None,
         mean=getattr(args, "mean", None), std=getattr(args, "std", None), channels=getattr(args, "channels", None),
@@ -233,7 +229,7 @@ def _config_from_args(args) -> "AuditConfig":
         positive_class=getattr(args, "positive_class", None), device=args.device, limit=args.limit, seed=args.seed,
         train_data=getattr(args, "train_data", None),
         batch_size=args.batch_size, max_pixels=getattr(args, "max_pixels", None) or DEFAULT_MAX_PIXELS,
-        workers=args.workers, quiet=args.quiet, options=_check_options(args))
+        workers=args.workers, quiet=args.quiet, options=_check_options(args)).validated(cli=True)
 
 
 def _read_json(path: str, flag: str, missing: str, invalid: str = "") -> object:
@@ -271,13 +267,17 @@ def _load_gate_inputs(args):
     return rules, baseline
 
 
-def _emit_gate(args, gate: dict, summary: dict) -> None:
-    from .gate.outputs import junit_xml, markdown, text
-    from .io import write_text
+def _stage_gate(args, outputs, gate: dict, summary: dict) -> None:
+    """--junit and --markdown, written with the audit's own files (io.OutputSet)."""
+    from .gate.outputs import junit_xml, markdown
     if args.junit:
-        write_text(Path(args.junit), junit_xml(gate, findings=summary.get("findings")))
+        outputs.add_user_path(args.junit, lambda f: f.write(junit_xml(gate, findings=summary.get("findings"))))
     if args.markdown:
-        write_text(Path(args.markdown), markdown(gate, summary))
+        outputs.add_user_path(args.markdown, lambda f: f.write(markdown(gate, summary)))
+
+
+def _print_gate(args, gate: dict) -> None:
+    from .gate.outputs import text
     if not args.json and not getattr(args, "quiet", False):
         print(text(gate))
 
@@ -291,7 +291,12 @@ def _run_gate(args) -> int:
     summary = _read_summary(args.summary, "SUMMARY")
     comparison = _read_comparison(args.comparison) if args.comparison else None
     gate = judge(rules, summary, baseline, comparison)
-    _emit_gate(args, gate, summary)
+    if args.junit or args.markdown:
+        from .io import OutputSet
+        with OutputSet(Path(args.summary).parent) as outputs:  # its staging folder sits beside SUMMARY
+            _stage_gate(args, outputs, gate, summary)
+            outputs.commit()
+    _print_gate(args, gate)
     if args.json:
         print(json.dumps(gate, indent=2))
     if summary.get("errors"):  # judged, but on an incomplete audit: the same exit code as the run that wrote it
@@ -322,20 +327,35 @@ def _check_policy_plan(rules, config, baseline: dict | None, data, *, compare: b
 
 
 def _check_extra_outputs(args) -> None:
-    """Before any model work: MLflow is installed, the model card's folder can be written."""
+    """Before any model work: MLflow is installed, and every file a flag names can be written there (a
+    folder in the way, or a parent that is a file, fails now rather than after the audit)."""
     if args.mlflow:
         from .tracking import require_mlflow
         require_mlflow()
-    if args.model_card and Path(args.model_card).is_dir():
-        raise AuditError(f"--model-card {args.model_card!r} is a folder; give a file path such as card.md.")
+    for flag, value in (("--out", args.out), ("--model-card", args.model_card), ("--junit", args.junit),
+                        ("--markdown", args.markdown)):
+        path = Path(value) if value else None
+        if path is None:
+            continue
+        if flag != "--out" and path.is_dir():
+            raise AuditError(f"{flag} {value!r} is a folder; give a file path such as "
+                             f"{'card.md' if flag == '--model-card' else 'gate.xml' if flag == '--junit' else 'gate.md'}.")
+        if flag == "--out" and path.exists() and not path.is_dir():
+            raise AuditError(f"--out {value!r} is a file; give a folder for the audit's outputs.")
+        blocked = next((a for a in [path, *path.parents][1:] if a.exists() and not a.is_dir()), None)
+        if blocked is not None:
+            raise AuditError(f"{flag} {value!r} cannot be written: {str(blocked)!r} is a file, not a folder.")
 
 
-def _extra_outputs(args, summary: dict, paths: dict, *, data, comparison: dict | None = None) -> None:
-    """--model-card and --mlflow, from the written results."""
+def _stage_model_card(args, outputs, summary: dict, paths: dict, *, data, comparison: dict | None = None) -> None:
     if args.model_card:
-        from .io import write_text
         from .report.model_card import model_card
-        paths["model_card"] = write_text(Path(args.model_card), model_card(summary, data=data, comparison=comparison))
+        text = model_card(summary, data=data, comparison=comparison)
+        paths["model_card"] = outputs.add_user_path(args.model_card, lambda f: f.write(text))
+
+
+def _log_mlflow(args, summary: dict, paths: dict, *, comparison: dict | None = None) -> None:
+    """--mlflow, from the written results."""
     if args.mlflow:
         from .tracking import log_to_mlflow
         run_id = log_to_mlflow(summary, paths, comparison=comparison)
@@ -365,8 +385,14 @@ def _run_compare(args) -> int:
         # summary; paired ones with the comparison
         gate = judge(rules, cand.summary, baseline_summary or base.summary, result.comparison)
         cand.summary["gate"] = result.comparison["gate"] = gate
-    paths = result.write(args.out)
-    _extra_outputs(args, cand.summary, paths, data=args.data, comparison=result.comparison)
+    from .io import OutputSet
+    with OutputSet(args.out) as outputs:  # OUT holds this comparison whole, or the previous one
+        paths = result.stage(outputs)
+        _stage_model_card(args, outputs, cand.summary, paths, data=args.data, comparison=result.comparison)
+        if gate is not None:
+            _stage_gate(args, outputs, gate, cand.summary)
+        outputs.commit()
+    _log_mlflow(args, cand.summary, paths, comparison=result.comparison)
     c = result.comparison
     if not args.quiet and not args.json:
         print(f"{len(c['regressions'])} significant regression(s), {len(c['improvements'])} significant "
@@ -376,7 +402,7 @@ def _run_compare(args) -> int:
                   f"{r['n_improved']} improved; Holm-adjusted p = {r['p_adjusted']:.2g})")
         print(f"report: {Path(paths['report']).resolve()}")
     if gate is not None:
-        _emit_gate(args, gate, cand.summary)
+        _print_gate(args, gate)
     if args.json:
         import json
         print(json.dumps(gate if gate is not None else c, indent=2))
@@ -425,8 +451,14 @@ def _run(args) -> int:
             result.write(args.out)
             raise
         s["gate"] = gate
-    paths = result.write(args.out)
-    _extra_outputs(args, s, paths, data=data)
+    from .io import OutputSet
+    with OutputSet(args.out) as outputs:  # OUT holds this audit whole, or the previous one
+        paths = result.stage(outputs)
+        _stage_model_card(args, outputs, s, paths, data=data)
+        if gate is not None:
+            _stage_gate(args, outputs, gate, s)
+        outputs.commit()
+    _log_mlflow(args, s, paths)
     if not args.quiet and not args.json:
         ci = s["clean"]["accuracy_ci"]
         print(f"clean accuracy {100 * s['clean']['accuracy']:.1f}% [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}] on "
@@ -437,7 +469,7 @@ def _run(args) -> int:
         from .demo import planted_versus_found
         print("\n".join(planted_versus_found(s)))
     if gate is not None:
-        _emit_gate(args, gate, s)
+        _print_gate(args, gate)
     if args.json:
         print(json.dumps(gate if gate is not None else s, indent=2))
     else:
@@ -462,7 +494,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cnnaudit: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print("cnnaudit: interrupted", file=sys.stderr)
+        from .io import COMMITTED
+        if COMMITTED:  # after the outputs were written: they are this audit's, whole
+            print(f"cnnaudit: interrupted after this audit's outputs were written to {str(COMMITTED[-1])!r}",
+                  file=sys.stderr)
+        else:
+            print("cnnaudit: interrupted; nothing was written (OUT keeps what it held before)", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # stdout closed early (`cnnaudit diff A B | head`): what a shell reports for SIGPIPE
         import os
@@ -476,10 +513,11 @@ def _internal_error(args, exc: Exception) -> int:
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     where = "below"
     out = getattr(args, "out", None)
-    try:
+    try:  # crash.log, not errors.log: OUT may hold an earlier, complete audit, whose errors.log this is not
         if out:
             from .io import write_text
-            where = str(write_text(Path(out) / "errors.log", tb).resolve())
+            from .results import CRASH_LOG
+            where = str(write_text(Path(out) / CRASH_LOG, tb).resolve())
     except OSError:
         pass
     line = first_line(exc)

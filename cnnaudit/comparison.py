@@ -76,9 +76,9 @@ def _paired_frames(baseline, candidate) -> list[tuple[str, str, pd.DataFrame, pd
         ids = labels.index[labels == str(name)].intersection(clean_b.index)
         if len(ids):
             out.append(("class", str(name), clean_a.loc[ids], clean_b.loc[ids]))
-    for attr in attributes:  # each metadata group, clean
-        values = base_rows[attr].astype(str)
-        for value in sorted(values.unique()):
+    for attr in attributes:  # each metadata group, clean; a blank cell is in no group, as in the subgroups check
+        values = aggregate.group_values(base_rows[attr])
+        for value in sorted(values.dropna().unique()):
             ids = values.index[values == value].intersection(clean_b.index)
             out.append(("subgroups", f"{attr} = {value}", clean_a.loc[ids], clean_b.loc[ids]))
     return out
@@ -136,15 +136,22 @@ class Comparison:
     comparison: dict = field(default_factory=dict)
     thumbnails: dict = field(default_factory=dict)  # sample id -> data URI, for the report's galleries
 
-    def write(self, out_dir) -> dict[str, Path]:
+    def stage(self, outputs) -> dict[str, Path]:
         """OUT/comparison.json, OUT/report.html (the comparison's) and each model's outputs in OUT/baseline
-        and OUT/candidate; returns the comparison's paths and the candidate's summary."""
-        from .io import write_json, write_text
-        out = Path(out_dir)
-        self.baseline.write(out / "baseline")
-        candidate = self.candidate.write(out / "candidate")
-        return {"comparison": write_json(out / "comparison.json", self.comparison),
-                "report": write_text(out / "report.html", self.html()), "summary": candidate["summary"]}
+        and OUT/candidate, staged in one output set; returns the comparison's paths and the candidate's
+        summary."""
+        self.baseline.stage(outputs, "baseline/")
+        candidate = self.candidate.stage(outputs, "candidate/")
+        return {"comparison": outputs.add_json("comparison.json", self.comparison),
+                "report": outputs.add_text("report.html", self.html()), "summary": candidate["summary"]}
+
+    def write(self, out_dir) -> dict[str, Path]:
+        """Everything `stage` names, written together (io.OutputSet)."""
+        from .io import OutputSet
+        with OutputSet(out_dir) as outputs:
+            paths = self.stage(outputs)
+            outputs.commit()
+        return paths
 
     def model_card(self, data=None) -> str:
         """The candidate's model card, with what changed since the baseline."""

@@ -1,35 +1,107 @@
-"""The audit's configuration: what was asked for, recorded in summary.json as `config`."""
+"""The audit's configuration: what was asked for, recorded in summary.json as `config`.
+
+Every field is declared with `option()` (cnnaudit/options.py), like the checks' options, and validated
+up front by `AuditConfig.validated()`: a bad seed or batch size is one sentence before the model is
+loaded, not a crash after the clean pass. Errors name the setting from Python and the flag from the CLI."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import dataclasses
+import math
+from dataclasses import asdict, dataclass
 
 from .data.images import DEFAULT_MAX_PIXELS
+from .options import OptionError, normalized, option, specs
+
+# numpy's legacy seeding (np.random.seed) and every seeded generator here take 32-bit seeds
+SEED_MAX = 2**32 - 1
+OUTPUT_KINDS = ("auto", "logits", "probabilities", "log_probabilities", "single_logit", "single_probability")
+
+
+def integer(value) -> int:
+    """An int, or text of one; never a float or bool silently truncated (int(1.5) is 1)."""
+    if isinstance(value, bool) or isinstance(value, float):
+        raise ValueError(value)
+    return int(value)
+
+
+def finite(value) -> float:
+    v = float(value)
+    if not math.isfinite(v):
+        raise ValueError(value)
+    return v
+
+
+def device_name(value) -> str:
+    text = str(value).strip()
+    if text in ("auto", "cpu", "cuda") or (text.startswith("cuda:") and text[5:].isdigit()):
+        return text
+    raise ValueError(value)
+
+
+def text(value) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(value)
+    return value
 
 
 @dataclass
 class AuditConfig:
-    checks: list[str] | None = None  # None: every registered check
-    input_size: tuple[int, int] | None = None
-    mean: list[float] | None = None
-    std: list[float] | None = None
-    channels: int | None = None
-    classes_file: str | None = None
-    arch: str | None = None
-    num_classes: int | None = None
-    output_kind: str = "auto"  # auto | logits | probabilities | log_probabilities | single_logit | single_probability
-    positive_class: str | None = None  # the class a single-output (binary) model's logit means; default: the second
-    device: str = "auto"
-    limit: int | None = None
-    seed: int = 0
-    batch_size: int = 64
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    gallery_size: int = 12
-    train_data: str | None = None  # a training set folder (same layouts), for the checks that need one
+    checks: list[str] | None = option(None, flag="--checks", help="checks to run (None: every registered one)")
+    input_size: tuple[int, int] | None = option(None, flag="--input-size", parse=integer, many=True, positive=True,
+                                                expects="expected whole numbers of pixels", help="model input H, W")
+    mean: list[float] | None = option(None, flag="--mean", parse=finite, many=True,
+                                      expects="expected finite numbers", help="per-channel mean")
+    std: list[float] | None = option(None, flag="--std", parse=finite, many=True, positive=True,
+                                     expects="expected finite numbers", help="per-channel std")
+    channels: int | None = option(None, flag="--channels", choices=(1, 3), help="input channels")
+    classes_file: str | None = option(None, flag="--classes", help="class names file")
+    arch: str | None = option(None, flag="--arch", parse=text, expects="expected an architecture name",
+                              help="architecture for a state dict")
+    num_classes: int | None = option(None, flag="--num-classes", parse=integer, minimum=1,
+                                     expects="expected a whole number", help="outputs for --arch")
+    output_kind: str = option("auto", flag="--output-kind", choices=OUTPUT_KINDS, help="what the model returns")
+    # the class a single-output (binary) model's logit means; default: the second
+    positive_class: str | None = option(None, flag="--positive-class", help="positive class of a binary head")
+    device: str = option("auto", flag="--device", parse=device_name, expects="expected auto, cpu, cuda or cuda:N",
+                         help="device")
+    limit: int | None = option(None, flag="--limit", parse=integer, minimum=1,
+                               expects="expected a positive number of images", help="images audited")
+    seed: int = option(0, flag="--seed", parse=integer, minimum=0, maximum=SEED_MAX,
+                       expects="expected a whole number", help="random seed")
+    batch_size: int = option(64, flag="--batch-size", parse=integer, minimum=1,
+                             expects="expected a whole number of images", help="images per batch")
+    max_pixels: int = option(DEFAULT_MAX_PIXELS, flag="--max-pixels", parse=integer, minimum=1,
+                             expects="expected a whole number of pixels", help="largest image")
+    gallery_size: int = option(12, parse=integer, minimum=0, expects="expected a whole number", help="gallery size")
+    # a training set folder (same layouts), for the checks that need one
+    train_data: str | None = option(None, flag="--train-data", help="training set folder")
     # not part of the measurement, so left out of summary.json's config
-    workers: int = 2
-    quiet: bool = False
-    options: dict = field(default_factory=dict)  # per-check settings, e.g. {"adversarial": {...}}
+    workers: int = option(2, flag="--workers", parse=integer, minimum=1, expects="expected a whole number",
+                          help="decoding threads")
+    quiet: bool = option(False, help="no progress output")
+    # per-check settings, e.g. {"adversarial": {...}}, validated by each check's options class
+    options: dict = option(default_factory=dict, help="per-check options")
+
+    def validated(self, *, cli: bool = False) -> "AuditConfig":
+        """A copy with every field checked and normalized (sequences as tuples); an OptionError names the
+        setting ("the audit setting 'seed'") or, with `cli`, its flag ("--seed")."""
+        values = {}
+        for name, spec in specs(AuditConfig).items():
+            value = getattr(self, name)
+            try:
+                values[name] = value if spec.parse is None and not spec.choices else normalized(name, spec, value)
+                if name == "input_size" and value is not None and len(values[name]) != 2:
+                    raise OptionError(name, value, "give two numbers, height and width")
+            except OptionError as exc:
+                exc.where = spec.flag if cli and spec.flag else f"the audit setting {name!r}"
+                raise
+        if values["input_size"] is not None:
+            values["input_size"] = tuple(values["input_size"])
+        for name in ("mean", "std"):
+            if values[name] is not None:
+                values[name] = list(values[name])
+        return dataclasses.replace(self, **values)
 
     def recorded(self) -> dict:
         d = asdict(self)

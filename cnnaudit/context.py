@@ -93,4 +93,5 @@ def _merged(batches: list[Batch]) -> Batch:
         return batches[0]
     return Batch(np.concatenate([b.sample_ids for b in batches]), torch.cat([b.x for b in batches]),
                  torch.cat([b.y for b in batches]), [s for b in batches for s in b.skipped],
-                 [c for b in batches for c in b.clipped])
+                 [c for b in batches for c in b.clipped],
+                 {sid: o for b in batches for sid, o in b.exif_orientation.items()})

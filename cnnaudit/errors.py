@@ -14,7 +14,8 @@ EXIT_INTERRUPTED = 130
 
 EXIT_CODES_HELP = ("exit codes: 0 pass; 1 gate failed (a 'fail' rule of --policy); 2 bad input or usage; "
                    "3 audit incomplete (a check failed: the other checks' outputs are written, errors.log has the "
-                   "traceback; also any unexpected error); 130 interrupted (nothing is written)")
+                   "traceback; also any unexpected error, traceback in OUT/crash.log); 130 interrupted (nothing of "
+                   "this run is written: OUT keeps the previous audit whole)")
 
 
 class AuditError(Exception):

@@ -46,6 +46,7 @@ class Spec:
     every: str | None = None  # a word that stands for all choices, like "all"
     groups: dict | None = None  # words that stand for several choices, like {"geometric": (...)} (with many)
     minimum: float | None = None
+    maximum: float | None = None
     positive: bool = False
     sort: bool = False  # a set of values: deduplicated and sorted
     allow_empty: bool = False  # an empty sequence is a value (the default of an optional list)
@@ -93,7 +94,7 @@ def validate(check: str, options_type: type, given) -> Any:
             raise AuditError(UNKNOWN_OPTION.format(check=check, name=name, known=", ".join(sorted(known))))
     declared = specs(options_type)
     try:
-        values = {name: _normalized(name, declared[name], value) if name in declared else value
+        values = {name: normalized(name, declared[name], value) if name in declared else value
                   for name, value in given.items()}
         opts = options_type(**values)
         if hasattr(opts, "check"):
@@ -104,7 +105,8 @@ def validate(check: str, options_type: type, given) -> Any:
     return opts
 
 
-def _normalized(name: str, spec: Spec, value):
+def normalized(name: str, spec: Spec, value):
+    """One declared value checked and normalized (parsed items, `every` and groups expanded, sets sorted)."""
     if value is None:
         return None
     if spec.keys:
@@ -162,7 +164,14 @@ def _item(name: str, spec: Spec, value, key: str | None = None):
             words += " (or a group: " + ", ".join(spec.groups) + ")"
         raise OptionError(name, value, f"choose from {words}", key)
     if spec.minimum is not None and value < spec.minimum:
-        raise OptionError(name, value, f"the smallest allowed is {spec.minimum:g}", key)
+        raise OptionError(name, value, f"the smallest allowed is {_number(spec.minimum)}", key)
+    if spec.maximum is not None and value > spec.maximum:
+        raise OptionError(name, value, f"the largest allowed is {_number(spec.maximum)}", key)
     if spec.positive and not value > 0:
         raise OptionError(name, value, "must be positive", key)
     return value
+
+
+def _number(v: float) -> str:
+    """A bound as a person writes it: 4294967295, not 4.29497e+09."""
+    return str(int(v)) if float(v).is_integer() else f"{v:g}"

@@ -74,7 +74,7 @@ def run_audit(model: str | Path | nn.Module, data: str | Path, config: AuditConf
     reused by a later run whose model, data, configuration and earlier checks are unchanged. Started by
     torchrun, each process computes its share of every check (distributed.py) and all return the same
     result; `AuditResult.primary` is true on rank 0 only, which alone should write it."""
-    config = config or AuditConfig()
+    config = (config or AuditConfig()).validated()  # every setting checked before any work
     device = device_for_rank(resolve_device(config.device))
     shard, created = join(device)
     try:
@@ -141,8 +141,6 @@ def _prepare(model, data, config: AuditConfig, device, shard, unsafe_pickle):
               else load_model(model, arch=config.arch, num_classes=config.num_classes, unsafe_pickle=unsafe_pickle,
                               channels=config.channels))
     dataset = open_dataset(data, config.classes_file)
-    if config.limit is not None and config.limit < 1:
-        raise AuditError("--limit must be a positive number of images.")
     table = dataset.table if config.limit is None else stratified_subset(dataset.table, config.limit, config.seed)
     sample_ids = table["sample_id"].to_numpy()
     for name in names:
@@ -222,9 +220,11 @@ def _model_section(ctx, size, device) -> dict:
 
 def _data_section(ctx) -> dict:
     dataset = ctx.dataset
+    orientation = ctx.clean_rows.get("exif_orientation")  # absent from a clean check resumed from before it existed
     return {"path": str(dataset.root), "layout": dataset.layout, "n_samples": int(len(ctx.clean_rows)),
             "n_files": int(len(dataset.table)), "n_selected": int(len(ctx.sample_ids)),
             "n_skipped": len(ctx.skipped), "skipped": ctx.skipped, "n_clipped": len(ctx.clipped),
+            "n_exif_transposed": 0 if orientation is None else int((orientation != 1).sum()),
             "classes": dataset.classes, "attributes": dataset.attributes, "renamed_columns": dataset.renamed}
 
 

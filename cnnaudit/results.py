@@ -8,9 +8,10 @@ from pathlib import Path
 import pandas as pd
 
 from .checks.base import CheckResult
-from .io import atomic_write, write_json, write_text
+from .io import OutputSet
 
 
+CRASH_LOG = "crash.log"  # the traceback of a run that stopped on an unexpected error (never part of an audit)
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -67,16 +68,23 @@ class AuditResult:
         from .report.model_card import model_card
         return model_card(self.summary, data=data)
 
-    def write(self, out_dir: str | Path) -> dict[str, Path]:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        paths = {
-            "samples": atomic_write(out / "samples.csv", self._write_samples),
-            "summary": write_json(out / "summary.json", self.summary),
-            "report": write_text(out / "report.html", self.html()),
-        }
+    def stage(self, outputs: OutputSet, folder: str = "") -> dict[str, Path]:
+        """Stage samples.csv, summary.json, report.html and errors.log in `folder` of the output set (they
+        appear on its commit); an errors.log of an earlier audit there goes."""
+        paths = {"samples": outputs.add(f"{folder}samples.csv", self._write_samples),
+                 "summary": outputs.add_json(f"{folder}summary.json", self.summary),
+                 "report": outputs.add_text(f"{folder}report.html", self.html())}
         if self.error_log:
-            paths["errors"] = write_text(out / "errors.log", self.error_log)
-        elif (out / "errors.log").is_file():  # a stale log from an earlier run in the same folder would mislead
-            (out / "errors.log").unlink()
+            paths["errors"] = outputs.add_text(f"{folder}errors.log", self.error_log)
+        else:  # a stale log from an earlier run in the same folder would mislead
+            outputs.remove(f"{folder}errors.log")
+        outputs.remove(f"{folder}{CRASH_LOG}")  # an earlier run's crash is not this audit's
+        return paths
+
+    def write(self, out_dir: str | Path) -> dict[str, Path]:
+        """Write the audit's files into `out_dir` together: it holds this audit or, if writing is
+        interrupted, the previous one (io.OutputSet)."""
+        with OutputSet(out_dir) as outputs:
+            paths = self.stage(outputs)
+            outputs.commit()
         return paths

@@ -31,15 +31,21 @@ FOLDER = ".cnnaudit-checkpoints"
 
 
 def data_fingerprint(dataset, sample_ids) -> str:
+    """The table, and the size and modification time of every file a check reads: each sample's image and
+    each annotation mask it names (`*_mask` columns; the shortcut check measures inside them)."""
     h = hashlib.sha256()
-    h.update(dataset.table.to_csv(index=False).encode())
+    table = dataset.table
+    h.update(table.to_csv(index=False).encode())
+    mask_columns = [c for c in table.columns if str(c).endswith("_mask")]
     for sid in sample_ids:
-        path = dataset.abspath(dataset.path_of(sid))
-        try:
-            st = os.stat(path)
-            h.update(f"{sid}:{st.st_size}:{st.st_mtime_ns}\n".encode())
-        except OSError:
-            h.update(f"{sid}:missing\n".encode())
+        files = [dataset.path_of(sid)]
+        files += [v for v in (table[c].iat[int(sid)] for c in mask_columns) if isinstance(v, str) and v.strip()]
+        for rel in files:
+            try:
+                st = os.stat(dataset.abspath(rel))
+                h.update(f"{sid}:{rel}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+            except OSError:
+                h.update(f"{sid}:{rel}:missing\n".encode())
     return h.hexdigest()
 
 
@@ -72,10 +78,13 @@ class Checkpoints:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
             with np.load(arrays_path, allow_pickle=False) as arrays:
                 frames = {k: _frame(spec, arrays, k) for k, spec in meta["frames"].items()}
-        except (OSError, ValueError, KeyError):  # a damaged or foreign checkpoint is recomputed, never trusted
+            return CheckResult(meta["name"], frames.pop("rows"), meta["summary"], meta["report"], meta["findings"],
+                               outputs={**meta["outputs"], **frames})
+        # A damaged or foreign checkpoint is recomputed, never trusted, whatever reading it raised (a dtype
+        # name numpy does not know is a TypeError, a truncated npz a BadZipFile, a list for a dict an
+        # AttributeError): nothing in a checkpoint is code, so no failure to read one is worth an audit.
+        except Exception:  # noqa: BLE001
             return None
-        return CheckResult(meta["name"], frames.pop("rows"), meta["summary"], meta["report"], meta["findings"],
-                           outputs={**meta["outputs"], **frames})
 
     def save(self, name: str, key: str, result: CheckResult) -> None:
         """Everything the check returned: rows, summary, report data, findings and outputs (frames in the npz)."""

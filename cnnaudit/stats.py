@@ -20,6 +20,12 @@ def wilson_ci(successes: int, n: int, confidence: float = CONFIDENCE) -> list[fl
     return [round(float(ci.low), 6), round(float(ci.high), 6)]
 
 
+def p_value(p: float) -> float:
+    """A p-value for summary.json: six significant digits, never rounded to 0 (a Fisher p of 3.4e-14 is
+    written as such; rounding to decimals wrote it, and its Holm adjustment, as 0.0)."""
+    return float(f"{float(p):.6g}")
+
+
 def proportion(successes: int, n: int) -> float | None:
     return None if n == 0 else round(float(successes) / n, 6)
 

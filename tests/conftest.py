@@ -79,11 +79,11 @@ def read_summary(out: Path) -> dict:
     return summary
 
 
-def interrupt_at(cmd: list[str], marker: str) -> int:
+def interrupt_at(cmd: list[str], marker: str, env: dict | None = None) -> int:
     """Run `cmd`, send it SIGINT (Ctrl-C) once its stderr shows `marker`, and return its exit code."""
     # A shell without job control starts background jobs with SIGINT ignored, and a child inherits that
     # (Python then never raises KeyboardInterrupt): start the CLI the way a terminal does, SIGINT default.
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env={**os.environ},
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})},
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     reached = threading.Event()
 

@@ -90,6 +90,7 @@ def test_square_ignores_the_scale_of_the_logits(eager_model, tensors):
 
 
 @pytest.mark.parametrize("norm,eps", [("linf", 0.1), ("l2", 1.0)])
+@pytest.mark.slow
 def test_square_at_least_as_strong_as_arts(eager_model, tensors, norm, eps):
     from art.attacks.evasion import SquareAttack
     from art.estimators.classification import PyTorchClassifier
@@ -149,6 +150,7 @@ def test_saved_8bit_rounds_to_the_nearest_level():
     assert torch.allclose(out * 255, torch.round(out * 255)) and float((out - x).abs().max()) <= 0.5 / 255 + 1e-6
 
 
+@pytest.mark.slow
 def test_eight_bit_recheck_and_square_on_request_from_the_cli(eager_model, digits_dir, tmp_path):
     """`--attacks ...,square` puts Square in the cascade; robust accuracy after 8-bit rounding is reported and
     never below the float one (rounding can only undo breaks)."""

@@ -22,6 +22,7 @@ def test_version():
     assert r.returncode == 0 and r.stdout.strip() == f"cnnaudit {__version__}"
 
 
+@pytest.mark.slow
 def test_run_end_to_end(tmp_path, torchscript_path, digits_dir):
     out = tmp_path / "out"
     r = run_cli("run", torchscript_path, digits_dir, "--out", out, "--seed", "3", "--eps-linf", "0.1,8/255",
@@ -55,6 +56,7 @@ def test_run_end_to_end(tmp_path, torchscript_path, digits_dir):
     assert "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "") and "https://" not in html
 
 
+@pytest.mark.slow
 def test_bad_input_exits_2_with_one_line(tmp_path, torchscript_path, digits_dir):
     cases = [
         ("run", tmp_path / "missing.pt", digits_dir),
@@ -79,6 +81,7 @@ def test_usage_error_exits_2():
     assert r.returncode == 2 and "usage:" in r.stderr
 
 
+@pytest.mark.slow
 def test_two_runs_give_identical_summaries(tmp_path, torchscript_path, digits_dir):
     summaries = []
     for i in range(2):

@@ -42,6 +42,7 @@ def test_a_logit_scaled_twin_changes_nothing(eager_model, digits_dir):
     assert {"clean", "adversarial", "corruption", "class", "subgroups"} <= checks
 
 
+@pytest.mark.slow
 def test_an_adversarially_trained_model_improves_at_a_mid_budget(eager_model, digits, digits_dir):
     x, y, _ = digits
     robust = adversarially_trained(x[:1000], y[:1000], eps=0.1)
@@ -69,6 +70,7 @@ def test_a_damaged_class_regresses_with_its_samples(eager_model, digits_dir):
     assert all(r["p_adjusted"] >= r["p_value"] for r in c["conditions"])
 
 
+@pytest.mark.slow
 def test_the_command_line(eager_model, digits_dir, tmp_path):
     a, b = tmp_path / "a.pt", tmp_path / "b.pt"
     torch.jit.save(torch.jit.script(eager_model), str(a))

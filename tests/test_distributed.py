@@ -7,7 +7,11 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from .conftest import read_summary, run_cli
+
+pytestmark = pytest.mark.slow  # torchrun with two processes: `-m "not slow"` skips it
 
 # 150 images in batches of 16: 10 batches, the last one short, split 5/5 between the ranks (the attacks
 # take 4 batches a call: 3 calls over the ~140 correct images, 2 on rank 0 and 1 on rank 1); every check,

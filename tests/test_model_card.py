@@ -90,6 +90,7 @@ def test_hostile_names_stay_inert_markdown(eager_model, digits, tmp_path):
     _front_matter(card)  # still valid YAML
 
 
+@pytest.mark.slow
 def test_mlflow_logs_metrics_and_artifacts_to_a_local_store(model_files, digits_dir, tmp_path, monkeypatch):
     import mlflow  # in the test extra
     store = (tmp_path / "mlruns").as_uri()

@@ -168,6 +168,7 @@ def test_errors_name_the_option_in_python_and_the_flag_on_the_command_line(eager
         assert r.returncode == 2 and r.stderr.startswith(f"cnnaudit: error: {message}"), r.stderr
 
 
+@pytest.mark.slow
 def test_plugin_installs_and_runs_from_the_command_line(tmp_path, torchscript_path, digits_dir, plugin_env):
     """pip installs examples/plugin-check (its own pyproject, entry point group cnnaudit.checks); the real CLI
     then runs `--checks example_plugin` and puts its section in the report and the summary; its generated

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 
 import pandas as pd
+import pytest
 
 from .conftest import interrupt_at, read_summary, run_cli
 
@@ -17,6 +18,7 @@ def strip(summary: dict) -> dict:
     return {k: v for k, v in summary.items() if k != "timing"}
 
 
+@pytest.mark.slow
 def test_resume_after_interrupt(tmp_path, torchscript_path, digits_dir):
     out = tmp_path / "o"
     cmd = [sys.executable, "-m", "cnnaudit", "run", str(torchscript_path), str(digits_dir), "--out", str(out),

@@ -150,6 +150,7 @@ def test_label_issues_match_cleanlab_and_find_planted_errors(digits, tmp_path, e
     assert li["issues"] == sorted(li["issues"], key=lambda i: i["score"])
 
 
+@pytest.mark.slow
 def test_the_command_line(splits, tmp_path):
     root, model = splits[:2]
     path = tmp_path / "model.pt"

@@ -17,6 +17,8 @@ from cnnaudit.demo import DigitsCNN, DEMO_EPS
 from tests import zoo
 from tests.conftest import read_summary, run_cli
 
+pytestmark = pytest.mark.slow  # every model format, each audited end to end: `-m "not slow"` skips it
+
 ALL_CHECKS = ["clean", "adversarial", "corruption", "subgroups", "shortcuts"]
 N = 20
 
@@ -356,15 +358,18 @@ def test_a_failing_check_leaves_the_others_complete_and_exits_3(tmp_path, digits
 
 def test_an_unexpected_error_outside_checks_exits_3_not_1(tmp_path, digits_dir):
     """The clean pass is not optional: a model that raises on real batches stops the audit with exit 3 (never
-    1, which means "gate failed"), one sentence on stderr and the traceback in OUT/errors.log."""
+    1, which means "gate failed"), one sentence on stderr and the traceback in OUT/crash.log (not errors.log:
+    that belongs to a complete audit's set of files)."""
     torch.save(zoo.BatchLimited().state_dict(), tmp_path / "bl.pt")
     args = ["run", tmp_path / "bl.pt", digits_dir, "--arch", "tests.zoo:BatchLimited", "--num-classes", "10",
             "--limit", "40", "--out", tmp_path / "out", "--checks", "none"]
     proc = run_cli(*args)
     assert proc.returncode == 3, proc.stderr
     assert "unexpected ValueError: batch of 40 is over this model's limit of 16" in proc.stderr
-    assert "Traceback" not in proc.stderr and "Traceback" in (tmp_path / "out" / "errors.log").read_text()
+    assert "Traceback" not in proc.stderr and "Traceback" in (tmp_path / "out" / "crash.log").read_text()
+    assert not (tmp_path / "out" / "errors.log").exists()
     assert run_cli(*args, "--batch-size", "16").returncode == 0
+    assert not (tmp_path / "out" / "crash.log").exists()  # the complete audit's files replaced the crash's log
 
 
 def test_onnx_and_huggingface_run_from_the_command_line(tmp_path, digits, digits_dir, eager_model):

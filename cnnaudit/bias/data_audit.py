@@ -19,7 +19,7 @@ import pandas as pd
 from scipy.stats import chi2_contingency
 
 from .. import aggregate
-from ..stats import fisher_vs_rest, holm
+from ..stats import fisher_vs_rest, holm, p_value
 from .groups import ALPHA
 
 NEAR_BITS = 3
@@ -134,10 +134,10 @@ def slices(rows: pd.DataFrame, min_size: int) -> list[dict]:
                         "sample_ids": g["sample_id"].tolist()})
     tested = [s for s in out if not s["insufficient"]]
     for s, p in zip(tested, holm([s["p_value"] for s in tested])):
-        s["p_adjusted"] = round(p, 6)
+        s["p_adjusted"] = p_value(p)
         s["flagged"] = p < ALPHA and s["accuracy"] < s["rest_accuracy"]
     for s in out:
-        s["p_value"] = round(s["p_value"], 6)
+        s["p_value"] = p_value(s["p_value"])
         s.setdefault("p_adjusted", None)
         s.setdefault("flagged", False)
     return out

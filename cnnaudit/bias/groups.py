@@ -17,15 +17,13 @@ import numpy as np
 import pandas as pd
 
 from .. import aggregate
-from ..stats import (bootstrap_ratio_ci, expected_calibration_error, fisher_pair, fisher_vs_rest, holm,
+from ..stats import (bootstrap_ratio_ci, expected_calibration_error, fisher_pair, fisher_vs_rest, holm, p_value,
                      newcombe_difference_ci)
 
 ALPHA = 0.05
 
 
-def present(values: pd.Series) -> pd.Series:
-    """False where a metadata value is missing or blank: such rows belong to no group."""
-    return values.notna() & (values.astype(str).str.strip() != "")
+present = aggregate.present  # the one rule for a missing value, shared with the other checks' group tables
 
 
 def group_accuracy(rows: pd.DataFrame, column: str, min_size: int):
@@ -33,11 +31,11 @@ def group_accuracy(rows: pd.DataFrame, column: str, min_size: int):
     Rows whose value is missing or blank are left out."""
     rows = rows[present(rows[column])]
     k_all, n_all = int(rows["correct"].sum()), len(rows)
-    for value, g in rows.groupby(rows[column].astype(str), sort=True):
+    for value, g in rows.groupby(aggregate.group_values(rows[column]), sort=True):
         acc = aggregate.accuracy(g)
         yield {"value": value, "n": acc["n"], "accuracy": acc["accuracy"], "accuracy_ci": acc["accuracy_ci"],
                "insufficient": acc["n"] < min_size,
-               "p_vs_rest": round(fisher_vs_rest(int(g["correct"].sum()), len(g), k_all, n_all), 6)}, g
+               "p_vs_rest": p_value(fisher_vs_rest(int(g["correct"].sum()), len(g), k_all, n_all))}, g
 
 
 def group_metrics(rows: pd.DataFrame, column: str, classes: list[str], min_size: int) -> list[dict]:
@@ -73,7 +71,7 @@ def gap(groups: list[dict], *, seed: int, measure: str = "accuracy") -> dict:
     return {"gap": round(best[measure] - worst[measure], 6), "gap_ci": newcombe_difference_ci(k_b, n_b, k_w, n_w),
             "ratio": round(worst[measure] / best[measure], 6) if best[measure] else None,
             "ratio_ci": bootstrap_ratio_ci(k_w, n_w, k_b, n_b, seed=seed) if k_b else None,
-            "p_value": round(min(1.0, fisher_pair(k_b, n_b, k_w, n_w) * pairs), 6),
+            "p_value": p_value(min(1.0, fisher_pair(k_b, n_b, k_w, n_w) * pairs)),
             "best": best["value"], "worst": worst["value"], "n_compared": len(ok),
             "selection": f"the highest and lowest of {len(ok)} groups; interval for this pair, p-value "
                          f"Bonferroni-adjusted for the {pairs} pair(s) it was chosen from"}
@@ -83,7 +81,7 @@ def judge(entries: list[dict]) -> None:
     """Holm-adjust the p-values of a family of gap tests in place and give each a verdict."""
     tested = [e for e in entries if e["p_value"] is not None]
     for e, p in zip(tested, holm([e["p_value"] for e in tested])):
-        e["p_adjusted"] = round(p, 6)
+        e["p_adjusted"] = p_value(p)
         e["significant"] = p < ALPHA
         e["verdict"] = "significant" if p < ALPHA else "not significant"
     for e in entries:
@@ -96,6 +94,7 @@ def with_intersections(rows: pd.DataFrame, pairs: list[tuple[str, str]]) -> tupl
     names = []
     for a, b in pairs:
         name = f"{a}×{b}"
-        rows[name] = rows[a].astype(str) + " × " + rows[b].astype(str)
+        # a blank either side leaves the pair in no group, as a blank leaves the image in no group of a or b
+        rows[name] = aggregate.group_values(rows[a]) + " × " + aggregate.group_values(rows[b])
         names.append(name)
     return rows, names

@@ -47,14 +47,17 @@ class CleanCheck(Check):
         def evaluate(batch):
             skipped = [{"path": ctx.dataset.path_of(sid), "reason": reason} for sid, reason in batch.skipped]
             cols = predict(ctx.model, batch.x, batch.y) if len(batch.sample_ids) else None
-            return batch.sample_ids, cols, skipped, batch.clipped
+            return batch.sample_ids, cols, skipped, batch.clipped, batch.exif_orientation
 
         parts, skipped_all, clipped_all = [], list(ctx.skipped), []  # ctx.skipped: files excluded before decoding
-        for ids, cols, skipped, clipped in ctx.map_batches(evaluate, ctx.sample_ids, desc="clean"):
+        for ids, cols, skipped, clipped, oriented in ctx.map_batches(evaluate, ctx.sample_ids, desc="clean"):
             skipped_all.extend(skipped)
             clipped_all.extend(clipped)
             if cols is not None:
-                parts.append(pd.DataFrame({"sample_id": ids, **cols}))
+                # the stored pixels were turned upright by this EXIF orientation (1: as stored), per sample,
+                # so a sideways photo in the gallery can be traced to its file
+                parts.append(pd.DataFrame({"sample_id": ids, **cols,
+                                           "exif_orientation": [oriented.get(int(s), 1) for s in ids]}))
         if not parts:
             first = skipped_all[0]
             raise AuditError(f"None of the {len(ctx.sample_ids)} files in {str(ctx.dataset.root)!r} could be read "
@@ -67,7 +70,8 @@ class CleanCheck(Check):
         summary = self.summarize(rows, inputs, ctx.classes, ctx.dataset.attributes)
         # a model property, measured here because it needs the clean predictions; every rank uses rank 0's answer
         summary["randomness"] = ctx.shard.broadcast(probe_randomness(ctx, rows) if ctx.shard.is_main else None)
-        outputs = {"skipped": skipped_all, "clipped": [int(c) for c in clipped_all]}
+        outputs = {"skipped": skipped_all, "clipped": [int(c) for c in clipped_all],
+                   "exif_transposed": rows.loc[rows["exif_orientation"] != 1, "sample_id"].astype(int).tolist()}
         return CheckResult(self.name, rows, summary, report=self.report_data(ctx, rows),
                            findings=self.findings(ctx, summary, outputs), outputs=outputs)
 
@@ -109,6 +113,11 @@ class CleanCheck(Check):
             out.append(Finding("info", self.name, "data", "clipped values", f"{len(outputs['clipped'])} image(s) had "
                                "pixel values outside [0, 1] that were clipped.", evidence="#data",
                                sample_ids=outputs["clipped"][:6]))
+        if outputs.get("exif_transposed"):
+            out.append(Finding("info", self.name, "data", "EXIF orientation", f"{len(outputs['exif_transposed'])} "
+                               "image(s) were stored rotated or mirrored with an EXIF orientation tag and were turned "
+                               "upright before the audit (column exif_orientation of samples.csv).", evidence="#data",
+                               sample_ids=outputs["exif_transposed"][:6]))
         return out
 
 

@@ -41,7 +41,7 @@ from ..shortcuts.fills import FILLS, fill
 from ..attacks.ball import sample_seed
 from ..shortcuts.regions import box_mask, control_mask, file_mask, parse_box
 from ..shortcuts.saliency import mass_inside, randomized_top_layer, saliency
-from ..stats import proportion, wilson_ci
+from ..stats import p_value, proportion, wilson_ci
 from .base import Check, CheckResult
 from .registry import register
 
@@ -454,7 +454,7 @@ def versus_control(removed: pd.DataFrame, control: pd.DataFrame) -> dict:
     p = binomtest(b, b + c, 0.5, alternative="greater").pvalue if b + c else 1.0
     return {"control_flip_rate": proportion(k_control, n), "control_flip_rate_ci": wilson_ci(k_control, n),
             "n_control": n, "excess_over_control": round((k - k_control) / n, 6) if n else None,
-            "p_vs_control": round(float(p), 8)}
+            "p_vs_control": p_value(p)}
 
 
 def _beats_control(c: dict) -> bool:

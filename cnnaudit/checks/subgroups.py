@@ -24,7 +24,7 @@ import pandas as pd
 
 from .. import aggregate
 from ..bias import data_audit, slices as slices_mod
-from ..bias.groups import gap, group_accuracy, group_metrics, judge, present, with_intersections
+from ..bias.groups import gap, group_accuracy, group_metrics, judge, with_intersections
 from ..bias.properties import image_properties, thumbnails
 from ..model.embeddings import embed_batch, embedding_layer, stack
 from ..data.images import image_size
@@ -232,7 +232,7 @@ class SubgroupCheck(Check):
         base = with_intersections(ctx.clean_rows, opts.pairs())[0]
         clean_correct = ctx.clean_rows.set_index("sample_id")["correct"].astype(bool)
         for attr in attrs:
-            clean_acc[attr] = base[present(base[attr])].groupby(base[attr].astype(str))["correct"].mean().to_dict()
+            clean_acc[attr] = base.groupby(aggregate.group_values(base[attr]))["correct"].mean().to_dict()
         for name in ("adversarial", "corruption"):
             result = inputs.get(name)
             if result is None:

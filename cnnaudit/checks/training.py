@@ -3,12 +3,13 @@ and which evaluation images look like nothing in training?
 
 Inputs: the audited images with their clean results, the training set (`--train-data`, read for this
 audit only: the model is not evaluated on it, only embedded) and its metadata. Procedure, in one
-decoding pass per set: 8 and 32 px greyscale thumbnails, a hash of the decoded pixels and an embedding
+decoding pass per set: 32 px greyscale thumbnails, a hash of the decoded pixels and an embedding
 (model/embeddings.py); then (bias/training.py) exact and near copies between the sets and shared group
 identifiers (`--group-id`), the representation of every metadata attribute the two sets share, class
 balance, and each evaluation image's distance to its nearest training images against the training set's
 own distances. Outputs: one row per evaluated image (condition `training`) with `leaked`, `leak_kind`,
-`ood_distance` and `far`; summary `training` {leakage, leakage_counts, representation, class_balance,
+`ood_distance` and `far`; summary `training` {leakage, leakage_counts, near_copy_threshold (the calibrated
+distance, bias/training.py), group_id_blank (with --group-id), representation, class_balance,
 ood}; findings for any leak, for under-represented groups that do worse, and for far images that do worse.
 """
 
@@ -82,16 +83,15 @@ class TrainingCheck(Check):
             if predict_too:
                 with torch.no_grad():
                     predicted = ctx.model(batch.x.to(ctx.device)).argmax(dim=1).cpu().numpy()
-            return (batch.sample_ids, grey_thumbnails(batch.x, 8), grey_thumbnails(batch.x, 32), props["pixel_hash"],
+            return (batch.sample_ids, grey_thumbnails(batch.x, 32), props["pixel_hash"],
                     embed_batch(ctx.model, layer, batch.x, ctx.device, props), predicted)
 
         done = ctx.map_batches(measure, ids, desc=desc, dataset=dataset)
-        emb, source = stack([d[4] for d in done])
+        emb, source = stack([d[3] for d in done])
         return {"ids": np.concatenate([d[0] for d in done]) if done else np.zeros(0, dtype=np.int64),
-                "small": np.concatenate([d[1] for d in done]) if done else np.zeros((0, 8, 8), np.uint8),
-                "big": np.concatenate([d[2] for d in done]) if done else np.zeros((0, 32, 32), np.uint8),
-                "hash": [h for d in done for h in d[3]], "emb": emb, "source": source,
-                "predicted": np.concatenate([d[5] for d in done]) if predict_too and done else None}
+                "big": np.concatenate([d[1] for d in done]) if done else np.zeros((0, 32, 32), np.uint8),
+                "hash": [h for d in done for h in d[2]], "emb": emb, "source": source,
+                "predicted": np.concatenate([d[4] for d in done]) if predict_too and done else None}
 
     def run(self, ctx, inputs) -> CheckResult:
         train_ds, seed = ctx.train_dataset, ctx.config.seed
@@ -103,7 +103,7 @@ class TrainingCheck(Check):
         order = pd.Series(np.arange(len(ev["ids"])), index=ev["ids"]).loc[clean["sample_id"]].to_numpy()
         correct = clean["correct"].astype(bool).to_numpy()
 
-        leaks = self._leakage(ctx, clean, ev, tn, train_paths, order, seed)
+        leaks, calibration = self._leakage(ctx, clean, ev, tn, train_paths, order, seed)
         kind = np.full(len(clean), "", dtype=object)
         for leak in reversed(leaks):  # the first listed kind per image wins: exact, near, group
             kind[leak["row"]] = leak["kind"]
@@ -120,6 +120,8 @@ class TrainingCheck(Check):
             "embedding": tn["source"],
             "leakage": [{k: v for k, v in leak.items() if k != "row"} for leak in leaks[:MAX_LISTED]],
             "leakage_counts": _leak_counts(leaks, leaked, correct),
+            "near_copy_threshold": calibration,
+            **self._blank_ids(clean, ctx.train_dataset.table),
             "class_balance": tr.class_balance(table["label"].to_numpy(), clean["label"].to_numpy(), ctx.classes),
             "representation": self._representation(ctx, table, clean),
             "ood": {"threshold": round(threshold, 6), "quantile": OOD_QUANTILE, "n_far": int(far.sum()),
@@ -137,7 +139,7 @@ class TrainingCheck(Check):
         return CheckResult(self.name, rows, summary, report=report,
                            findings=_findings(summary, clean, leaked, far_ids))
 
-    def _leakage(self, ctx, clean, ev, tn, train_paths, order, seed) -> list[dict]:
+    def _leakage(self, ctx, clean, ev, tn, train_paths, order, seed) -> tuple[list[dict], dict]:
         by_hash = {}
         for j, h in enumerate(tn["hash"]):
             by_hash.setdefault(h, j)
@@ -149,8 +151,8 @@ class TrainingCheck(Check):
                             "kind": "exact", "distance": 0.0})
                 done.add(row)
         rest = np.array([r for r in range(len(order)) if r not in done], dtype=np.int64)
-        for r, j, d in tr.near_copies(tn["small"], ev["small"][order[rest]], tn["big"], ev["big"][order[rest]],
-                                      seed=seed):
+        near, calibration = tr.near_copies(tn["big"], ev["big"][order[rest]], seed=seed)
+        for r, j, d in near:
             row = int(rest[r])
             out.append({"row": row, "train_path": train_paths[j], "eval_path": clean["path"].iat[row],
                         "kind": "near", "distance": d})
@@ -159,14 +161,24 @@ class TrainingCheck(Check):
             if column not in ctx.train_dataset.attributes:
                 raise OptionError("group_id", column, "not a metadata column of --train-data (columns: "
                                   f"{', '.join(ctx.train_dataset.attributes) or 'none: no metadata.csv'})")
+            # A blank identifier is no identifier: such images share nothing (counted in group_id_blank).
             train_groups = ctx.train_dataset.table
-            first = dict(zip(train_groups[column].astype(str)[::-1], train_groups["path"][::-1]))
-            for row, value in enumerate(clean[column].astype(str)):
-                if value in first and value not in ("", "nan"):
+            named = aggregate.group_values(train_groups[column])
+            first = dict(zip(named[::-1], train_groups["path"][::-1]))
+            for row, value in enumerate(aggregate.group_values(clean[column])):
+                if isinstance(value, str) and value in first:
                     out.append({"row": row, "train_path": first[value], "eval_path": clean["path"].iat[row],
                                 "kind": "group", "distance": None, "group": value})
         rank = {"exact": 0, "near": 1, "group": 2}
-        return sorted(out, key=lambda leak: (rank[leak["kind"]], leak["row"]))
+        return sorted(out, key=lambda leak: (rank[leak["kind"]], leak["row"])), calibration
+
+    def _blank_ids(self, clean: pd.DataFrame, train: pd.DataFrame) -> dict:
+        """With --group-id: how many images of each set have no identifier (never a shared group)."""
+        column = self.opts.group_id
+        if column is None:
+            return {}
+        return {"group_id_blank": {"eval": int((~aggregate.present(clean[column])).sum()),
+                                   "train": int((~aggregate.present(train[column])).sum()) if column in train else 0}}
 
     def _representation(self, ctx, train: pd.DataFrame, clean: pd.DataFrame) -> dict:
         shared = [a for a in aggregate.group_columns(clean, ctx.dataset.attributes)
@@ -174,7 +186,7 @@ class TrainingCheck(Check):
         out = {}
         for attr in shared:
             entries = tr.representation(train, clean, attr, MIN_EVAL)
-            by_class = pd.crosstab(train[attr].astype(str), train["label"]).reindex(
+            by_class = pd.crosstab(aggregate.group_values(train[attr]), train["label"]).reindex(
                 columns=range(len(ctx.classes)), fill_value=0)
             for e in entries:
                 e["train_by_class"] = (by_class.loc[e["value"]].astype(int).tolist() if e["value"] in by_class.index

@@ -26,9 +26,9 @@ RESERVED_COLUMNS = ("sample_id", "path", "label", "label_name", "condition", "ch
 # Columns the checks write into their rows beside the metadata. A metadata column of the same name would
 # crash a join or be overwritten without a word (`severity`), so it is renamed META_PREFIX + name.
 INTERNAL_COLUMNS = ("artifact", "aspect", "attack", "brightness", "clean_prediction", "consistent", "contrast",
-                    "corruption", "dhash", "eps", "fgsm_correct", "fill", "flipped", "height", "intervention",
-                    "min_eps", "norm", "pixel_hash", "severity", "sharpness", "toward_associated", "width",
-                    "was_right")
+                    "corruption", "dhash", "eps", "exif_orientation", "fgsm_correct", "fill", "flipped", "height",
+                    "intervention", "min_eps", "norm", "pixel_hash", "severity", "sharpness", "toward_associated",
+                    "width", "was_right")
 META_PREFIX = "meta_"
 
 
@@ -55,7 +55,7 @@ class Dataset:
 
 def _read_classes(file: Path) -> list[str]:
     try:
-        names = [line.strip() for line in file.read_text(encoding="utf-8").splitlines()]
+        names = [line.strip() for line in file.read_text(encoding="utf-8-sig").splitlines()]  # BOM: Notepad
     except (OSError, UnicodeDecodeError) as exc:
         raise AuditError(f"Cannot read class list {str(file)!r} ({exc}); give a UTF-8 file with one class "
                          "name per line.") from None
@@ -88,10 +88,14 @@ def _read_metadata(root: Path) -> pd.DataFrame | None:
     if not file.exists():
         return None
     try:
-        meta = pd.read_csv(file, dtype={"path": str, "label": str}, keep_default_na=True)
+        # pandas' default NA list would read a site called "NA" or a class called "None" as missing; only an
+        # empty cell is. utf-8-sig: spreadsheet exports start with a BOM.
+        meta = pd.read_csv(file, dtype={"path": str, "label": str}, keep_default_na=False, na_values=[""],
+                           encoding="utf-8-sig")
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise AuditError(f"Cannot parse {str(file)!r} ({str(exc).strip()}); it must be a CSV with a header row.") from None
     meta.columns = [str(c).strip() for c in meta.columns]
+    meta = _blanks_missing(meta)
     if "path" not in meta.columns:
         raise AuditError(f"{str(file)!r} has no 'path' column; add one with each image's path relative to "
                          f"{str(root)!r}.")
@@ -107,6 +111,26 @@ def _read_metadata(root: Path) -> pd.DataFrame | None:
     if missing:
         raise AuditError(f"{str(file)!r} names {len(missing)} file(s) that do not exist, e.g. {missing[0]!r}; "
                          "fix the paths or remove those rows.")
+    return meta
+
+
+def _blanks_missing(meta: pd.DataFrame) -> pd.DataFrame:
+    """`meta` with all-whitespace cells missing, like empty ones. A column that held numbers and such a cell
+    is read back as numbers, as it would have been with the cell empty."""
+    for col in meta.columns:
+        values = meta[col]
+        if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+            continue
+        blank = values.notna() & (values.astype(str).str.strip() == "")
+        if not blank.any():
+            continue
+        values = values.mask(blank)
+        if col not in ("path", "label"):
+            try:
+                values = pd.to_numeric(values)
+            except (ValueError, TypeError):
+                pass
+        meta[col] = values
     return meta
 
 

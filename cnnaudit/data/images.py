@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 
 # PIL's own default; larger images are skipped as possible decompression bombs.
 DEFAULT_MAX_PIXELS = 89_478_485
@@ -44,9 +44,33 @@ def allow_pixels(max_pixels: int) -> None:
         Image.MAX_IMAGE_PIXELS = int(max_pixels)
 
 
+TRANSPOSED = range(2, 9)  # EXIF orientations 2-8 say how the stored pixels are turned or mirrored; 1 is upright
+SWAPS_AXES = (5, 6, 7, 8)  # those stored with height and width exchanged
+
+
+def exif_orientation(img: Image.Image) -> int:
+    """The EXIF orientation tag (2-8) of an open image, or 1 when it is upright, untagged or the tag is not a
+    valid orientation. An EXIF block PIL cannot parse reads as upright, as in image viewers: the pixels are
+    still readable."""
+    try:
+        value = img.getexif().get(ExifTags.Base.Orientation, 1)
+    except Exception:
+        return 1
+    return int(value) if isinstance(value, int) and value in TRANSPOSED else 1
+
+
 def decode_image(path: str | Path, *, channels: int, size: tuple[int, int],
                  max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[torch.Tensor, bool]:
-    """(C x H x W tensor in [0, 1], whether values had to be clipped). Raises SkipImage."""
+    """(C x H x W tensor in [0, 1], whether values had to be clipped), upright. Raises SkipImage."""
+    x, clipped, _ = decode_upright(path, channels=channels, size=size, max_pixels=max_pixels)
+    return x, clipped
+
+
+def decode_upright(path: str | Path, *, channels: int, size: tuple[int, int],
+                   max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[torch.Tensor, bool, int]:
+    """(C x H x W tensor in [0, 1], whether values had to be clipped, the EXIF orientation applied: 1 when
+    none). A phone photo's pixels are often stored sideways with an orientation tag that every viewer
+    applies; the model is audited on the image as people see it. Raises SkipImage."""
     allow_pixels(max_pixels)
     try:
         with warnings.catch_warnings():
@@ -57,7 +81,8 @@ def decode_image(path: str | Path, *, channels: int, size: tuple[int, int],
                     raise SkipImage(f"image of {w}x{h} pixels exceeds the limit of {max_pixels} pixels "
                                     "(possible decompression bomb; raise --max-pixels to allow it)")
                 img.load()
-                arr = _to_array(img)
+                orientation = exif_orientation(img)
+                arr = _to_array(ImageOps.exif_transpose(img) if orientation != 1 else img)
     except SkipImage:
         raise
     except UnidentifiedImageError:
@@ -78,13 +103,15 @@ def decode_image(path: str | Path, *, channels: int, size: tuple[int, int],
     if tuple(x.shape[1:]) != tuple(size):
         x = F.interpolate(x[None], size=tuple(size), mode="bilinear", antialias=True, align_corners=False)[0]
         x = x.clamp(0.0, 1.0)  # bilinear antialiasing overshoots by rounding error only
-    return x.contiguous(), clipped
+    return x.contiguous(), clipped, orientation
 
 
 def image_size(path: str | Path) -> tuple[int, int] | None:
-    """(H, W) from the header alone, or None if unreadable."""
+    """(H, W) upright (after the EXIF orientation, as decode_image returns it) from the header alone, or None
+    if unreadable."""
     try:
         with Image.open(path) as img:
-            return img.size[1], img.size[0]
+            w, h = img.size
+            return (w, h) if exif_orientation(img) in SWAPS_AXES else (h, w)
     except Exception:
         return None

@@ -4,15 +4,33 @@
 from __future__ import annotations
 
 from ..errors import AuditError
-from ..findings import SEVERITIES
+from ..findings import KINDS, SEVERITIES
 from .rules import NUMBER, RuleKind, result
+
+LEVELS = ("fail", "warn")
+
+
+def check_rule(rule) -> None:
+    """When the policy is read, before any work: a misspelt level or kind would otherwise count nothing
+    and pass (kinds = ["weak-class"] matches no finding)."""
+    p = rule.params
+    level = p.get("severity_at_least", "fail")
+    if level not in LEVELS:
+        raise AuditError(f"rule {rule.name!r}: severity_at_least = {level!r} should be 'fail' or 'warn'.")
+    kinds = p.get("kinds")
+    if kinds is None:
+        return
+    if not kinds:
+        raise AuditError(f"rule {rule.name!r}: kinds = [] counts no finding; list finding kinds or remove kinds.")
+    for kind in kinds:
+        if kind not in KINDS:
+            raise AuditError(f"rule {rule.name!r}: kinds has {kind!r}, which is not a finding kind; choose from "
+                             f"{', '.join(KINDS)}.")
 
 
 def judge_findings(rule, summary: dict, baseline: dict | None = None, comparison: dict | None = None) -> dict:
     p = rule.params
     level = p.get("severity_at_least", "fail")
-    if level not in ("fail", "warn"):
-        raise AuditError(f"rule {rule.name!r}: severity_at_least = {level!r} should be 'fail' or 'warn'.")
     kinds = p.get("kinds")
     counted = [f for f in summary.get("findings") or []
                if SEVERITIES.index(f["severity"]) <= SEVERITIES.index(level) and (kinds is None or f["kind"] in kinds)]
@@ -25,4 +43,4 @@ def judge_findings(rule, summary: dict, baseline: dict | None = None, comparison
 
 MAX_FINDINGS = RuleKind("max_findings", judge_findings, optional={"threshold": NUMBER, "severity_at_least": (str,),
                                                                    "kinds": (list,)},
-                        share_threshold=False)
+                        share_threshold=False, validate=check_rule)

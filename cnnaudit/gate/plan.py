@@ -26,9 +26,21 @@ def check_plan(rules: list[Rule], config, baseline: dict | None, attributes: lis
                     raise AuditError(NO_COMPARISON.format(name=rule.name))
             elif rule.kind == "max_regression" and baseline is None and not compare and evidence_mode(rule) == "fail":
                 raise AuditError(NO_BASELINE.format(name=rule.name))
+            elif rule.kind == "max_regression" and baseline is not None:
+                _baseline_has(rule, baseline)
             continue
         if check != "clean" and check not in planned:
             raise AuditError(f"rule {rule.name!r} needs the {check} check, which this audit does not run; "
                              f"add it ({kind.needs or '--checks ' + check}) or remove the rule.")
         if kind.plan is not None:
             kind.plan(rule, registry()[check].options_from(config), attributes)
+
+
+def _baseline_has(rule: Rule, baseline: dict) -> None:
+    """An unpaired max_regression rule's metric must be one the baseline has: known before the audit."""
+    from .metrics import catalog
+    metric, have = rule.params["metric"], catalog(baseline)
+    if metric not in have:
+        near = [m for m in have if m.split(".")[0] == metric.split(".")[0]][:6] or list(have)[:6]
+        raise AuditError(f"rule {rule.name!r} names metric {metric!r}, which the baseline summary does not have "
+                         f"(it has {', '.join(near)}, ...); see `cnnaudit diff OLD NEW` for the metric names.")

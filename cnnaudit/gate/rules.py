@@ -80,5 +80,5 @@ def parse_eps(value) -> float:
     from ..budgets import parse_budget
     try:
         return parse_budget(value)
-    except ValueError:
+    except (ValueError, ZeroDivisionError):
         raise AuditError(f"eps {value!r} in the policy is not a number or fraction like 8/255.") from None

@@ -218,16 +218,43 @@ def _hf_preprocessing(folder: Path) -> dict:
     return pre
 
 
+def _refuse_custom_code(folder: Path) -> None:
+    """Refuse a folder whose config asks transformers to import code (`auto_map`, or a `.py` it names).
+
+    With such a config transformers asks "Do you wish to run the custom code? [y/N]" on the terminal in the
+    middle of an audit, and a "y" runs the folder's Python: cnnaudit promises that loading a model runs
+    no code from it, so it refuses before transformers sees the folder (trust_remote_code=False is also
+    passed, so a config this misses is refused by transformers, not run).
+    """
+    names = ("config.json", "preprocessor_config.json")
+    for name in names:
+        file = folder / name
+        if not file.is_file():
+            continue
+        try:
+            cfg = json.loads(file.read_text(encoding="utf-8-sig"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise AuditError(f"{str(file)!r} is not valid JSON ({exc}); fix or remove it.") from None
+        if isinstance(cfg, dict) and (cfg.get("auto_map") or cfg.get("custom_pipelines")):
+            key = "auto_map" if cfg.get("auto_map") else "custom_pipelines"
+            raise AuditError(f"{str(file)!r} has an {key!r} entry, which makes transformers run Python code "
+                             "from the model folder, and cnnaudit never runs a model's own code; save the model "
+                             "with save_pretrained() from a built-in transformers architecture, or export it to "
+                             "ONNX or TorchScript.")
+
+
 def _load_huggingface(folder: Path) -> LoadedModel:
     if not (folder / "config.json").is_file():
         raise AuditError(f"Model path {str(folder)!r} is a folder without config.json; pass a model file, or a "
                          "folder written by a Hugging Face model's save_pretrained().")
+    _refuse_custom_code(folder)
     try:
         from transformers import AutoModelForImageClassification
     except ImportError as exc:
         raise _needs_extra("Hugging Face model folders", "hf", exc) from None
     try:  # local files only: nothing is downloaded, and no code from the folder runs (trust_remote_code off)
-        module = AutoModelForImageClassification.from_pretrained(str(folder), local_files_only=True)
+        module = AutoModelForImageClassification.from_pretrained(str(folder), local_files_only=True,
+                                                                 trust_remote_code=False)
     except Exception as exc:
         raise AuditError(f"{str(folder)!r} could not be loaded as a Hugging Face image classifier "
                          f"({first_line(exc)}); "

@@ -9,6 +9,10 @@ logits, probabilities, log-probabilities or a single binary logit) leaves here a
   input gets an empty `[0, C]` result;
 - a model exported with a static batch size is run `fixed_batch` images at a time, the last chunk padded
   with copies of its last image (detached, so no gradient flows into the padding) and the padding dropped;
+- a model that drops the batch dimension for a batch of one (a `.squeeze()` head returns `[C]`, not
+  `[1, C]`) is found on the probe and never given a batch of one: a single image is padded to two the
+  same way (`pads_batch_of_one`); and every call's output shape is checked against the probe's, so a model
+  that changes shape in the middle of an audit stops with one sentence, not a crash three checks later;
 - inputs are cast to the model's parameter dtype (fp16/bf16 weights), outputs back to float32.
 """
 
@@ -39,6 +43,8 @@ class AuditedModel(nn.Module):
         self.num_classes = int(num_classes)
         self.positive_index = int(positive_index)
         self.fixed_batch = fixed_batch
+        self.pad_single = False  # the model mishandles a batch of one (see the module docstring)
+        self.output_shape: tuple[int, ...] | None = None  # one image's output shape, learned on the probe
         self.input_dtype = input_dtype
         mean = torch.as_tensor(mean if mean is not None else [0.0] * self.channels, dtype=torch.float32)
         std = torch.as_tensor(std if std is not None else [1.0] * self.channels, dtype=torch.float32)
@@ -56,8 +62,10 @@ class AuditedModel(nn.Module):
     def raw(self, x: torch.Tensor) -> torch.Tensor:
         """The model's own output tensor (unwrapped from its container) for normalized x, any batch size."""
         b = self.fixed_batch
+        if b is None and self.pad_single and len(x) == 1:
+            return self.raw(torch.cat([x, x.detach()]))[:1]
         if b is None or len(x) == b:
-            return unwrap(self.call(x))[0]
+            return self._checked(unwrap(self.call(x))[0], len(x))
         parts = []
         for chunk in x.split(b):
             k = len(chunk)
@@ -65,6 +73,14 @@ class AuditedModel(nn.Module):
                 chunk = torch.cat([chunk, chunk[-1:].detach().expand(b - k, *chunk.shape[1:])])
             parts.append(self.raw(chunk)[:k])
         return torch.cat(parts)
+
+    def _checked(self, out: torch.Tensor, n: int) -> torch.Tensor:
+        if self.output_shape is not None and tuple(out.shape) != (n, *self.output_shape):
+            raise AuditError(f"The model returned an output of shape {tuple(out.shape)} for a batch of {n} "
+                             f"image(s), where the probe saw {(n, *self.output_shape)}; a classifier must "
+                             "return one row per image for every batch size (remove a .squeeze() or a "
+                             "batch-dependent reshape from its head).")
+        return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not len(x):
@@ -85,7 +101,8 @@ class AuditedModel(nn.Module):
     def describe(self) -> dict:
         """The model's shape facts for summary.model."""
         return {"output_kind": self.container or self.output_kind, "output_values": self.output_kind,
-                "fixed_batch_size": self.fixed_batch, "input_dtype": str(self.input_dtype).replace("torch.", ""),
+                "fixed_batch_size": self.fixed_batch, "pads_batch_of_one": self.pad_single,
+                "input_dtype": str(self.input_dtype).replace("torch.", ""),
                 "mean": [round(float(v), 6) for v in self.mean.flatten()],
                 "std": [round(float(v), 6) for v in self.std.flatten()]}
 
@@ -134,6 +151,9 @@ def build_audited_model(module: nn.Module, *, channels: int | None, input_size: 
             continue
         out, batch, container = probe
         wrapped.fixed_batch, wrapped.container = batch, container
+        wrapped.output_shape = tuple(out.shape[1:])
+        if batch is None:
+            wrapped.pad_single = not _takes_one(wrapped, out, c, input_size, device)
         if real_images is not None:
             x = real_images(c)
             if x is not None and len(x):
@@ -169,6 +189,17 @@ def _probe(wrapped: AuditedModel, c: int, size, device, hint) -> tuple[torch.Ten
             continue
         return out.detach(), (None if b == 3 and b != hint else b), container
     return first_error or "no batch size worked"
+
+
+def _takes_one(wrapped: AuditedModel, out: torch.Tensor, c: int, size, device) -> bool:
+    """Whether a model with a dynamic batch size returns a proper `[1, ...]` output for one image."""
+    x = torch.rand(1, c, *size, generator=torch.Generator().manual_seed(1)).to(device)
+    try:
+        with torch.no_grad():
+            one = unwrap(wrapped.call(x))[0]
+    except Exception:  # noqa: BLE001 - fails on one image (e.g. a squeeze then a reshape): pad to two
+        return False
+    return tuple(one.shape) == (1, *out.shape[1:])
 
 
 def _expand(values, channels: int, default: float) -> list[float]:

@@ -10,21 +10,33 @@ import torch
 from PIL import Image
 
 
+MAX_SIDE = 512  # no image in the report is larger on either side, whatever the input size or aspect ratio
+
+
+def _shrunk(x: torch.Tensor, side: int) -> torch.Tensor:
+    """`x` shrunk (area) to `side` pixels on its longer edge if it is longer, aspect kept down to 1 pixel."""
+    h, w = x.shape[-2:]
+    if max(h, w) <= side:
+        return x
+    size = (max(1, round(h * side / max(h, w))), max(1, round(w * side / max(h, w))))
+    return torch.nn.functional.interpolate(x[None].float(), size=size, mode="area")[0]
+
+
 def thumbnail_uri(x: torch.Tensor, side: int = 64) -> str:
     """A small PNG data URI for strips of examples: larger images are shrunk (area) to `side` pixels on
-    their longer edge, so a strip costs a few KB per image at any input size (the report's size budget)."""
-    h, w = x.shape[-2:]
-    if max(h, w) > side:
-        size = (max(1, round(h * side / max(h, w))), max(1, round(w * side / max(h, w))))
-        x = torch.nn.functional.interpolate(x[None].float(), size=size, mode="area")[0]
-    return to_data_uri(x, min_side=min(side, 48))
+    their longer edge, and small ones are not enlarged past it, so a strip costs a few KB per image at any
+    input size or aspect ratio (the report's size budget)."""
+    return to_data_uri(_shrunk(x, side), min_side=min(side, 48), max_side=side)
 
 
-def to_data_uri(x: torch.Tensor, min_side: int = 96) -> str:
-    """A C x H x W tensor in [0, 1] as a PNG data URI, upscaled (nearest) so small inputs stay visible."""
+def to_data_uri(x: torch.Tensor, min_side: int = 96, max_side: int = MAX_SIDE) -> str:
+    """A C x H x W tensor in [0, 1] as a PNG data URI, upscaled (nearest) so small inputs stay visible, with
+    neither side over `max_side`: the upscale stops there, and a longer image is shrunk (area) to it. (A
+    2 x 3000 input upscaled until its short side was 96 pixels made a 144,000 pixel wide PNG.)"""
+    x = _shrunk(x, max_side)
     arr = (x.detach().float().clamp(0, 1).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
     img = Image.fromarray(arr[0] if arr.shape[0] == 1 else np.transpose(arr, (1, 2, 0)))
-    scale = max(1, int(np.ceil(min_side / min(img.size))))
+    scale = min(max(1, int(np.ceil(min_side / min(img.size)))), max(1, max_side // max(img.size)))
     if scale > 1:
         img = img.resize((img.size[0] * scale, img.size[1] * scale), Image.NEAREST)
     buf = io.BytesIO()

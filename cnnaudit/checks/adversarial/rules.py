@@ -6,6 +6,7 @@ from ...errors import AuditError
 from ...gate.rules import NUMBER, RuleKind, parse_eps, result, without_evidence
 
 ATTACK_CHOICES = ("worst_case", "fgsm")
+NORMS = ("linf", "l2")
 
 
 def _same_eps(a: float, b: float) -> bool:
@@ -40,11 +41,25 @@ def plan_robust_accuracy(rule, opts, attributes) -> None:
         have = "; ".join(f"{n}: {', '.join(f'{e:.6g}' for e in es)}" for n, es in grid.items())
         raise AuditError(f"rule {rule.name!r} asks for robust accuracy at {p['norm']} {p['eps']}, which is "
                          f"not in the planned budgets ({have}); add it with --eps-{p['norm']} or fix the rule.")
+
+
+def check_rule(rule) -> None:
+    """When the policy is read (also for `cnnaudit gate`, which plans nothing): values the judge would
+    otherwise refuse only after the audit."""
+    p = rule.params
     if p.get("attack", "worst_case") not in ATTACK_CHOICES:
         raise AuditError(f"rule {rule.name!r}: attack = {p['attack']!r} should be 'worst_case' or 'fgsm'.")
+    if p["norm"] not in NORMS:
+        raise AuditError(f"rule {rule.name!r}: norm = {p['norm']!r} should be one of {', '.join(NORMS)}.")
+    try:
+        eps = parse_eps(p["eps"])
+    except AuditError as exc:
+        raise AuditError(f"rule {rule.name!r}: {exc}") from None
+    if not eps > 0:
+        raise AuditError(f"rule {rule.name!r}: eps = {p['eps']!r} should be a positive budget such as 8/255.")
 
 
 MIN_ROBUST_ACCURACY = RuleKind(
     "min_robust_accuracy", judge_robust_accuracy, plan=plan_robust_accuracy, evidence_key="on_masking",
     required={"threshold": NUMBER, "norm": (str,), "eps": (str, int, float)},
-    optional={"attack": (str,), "on_masking": (str,)}, needs="--checks adversarial")
+    optional={"attack": (str,), "on_masking": (str,)}, needs="--checks adversarial", validate=check_rule)

@@ -65,8 +65,18 @@ def present(values: pd.Series) -> pd.Series:
 def group_values(values: pd.Series) -> pd.Series:
     """Metadata values as group names (strings), missing where the value is missing or blank. astype(str)
     alone makes a missing value the group 'nan' under pandas 2 (beside a real value 'nan') and keeps it
-    missing under pandas 3, whose sort then meets a float among the strings."""
-    return values.astype(str).where(present(values))
+    missing under pandas 3, whose sort then meets a float among the strings. Whole numbers read as floats
+    (pandas makes a column of ids floats when one cell is blank) are named as integers: patient 17 is '17'
+    in a set with a blank id and in one without."""
+    keep = present(values)
+    if pd.api.types.is_float_dtype(values):
+        v = values.to_numpy(dtype=float)
+        real = v[keep.to_numpy()]
+        if len(real) and bool(np.all(np.isfinite(real) & (real == np.round(real)))):
+            names = pd.Series([str(int(x)) if k else None for x, k in zip(v, keep)], index=values.index,
+                              dtype=object)
+            return names.where(keep)
+    return values.astype(str).where(keep)
 
 
 MAX_GROUP_VALUES = 20  # a column with more distinct values is an identifier, not a group

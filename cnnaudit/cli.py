@@ -345,6 +345,36 @@ def _check_extra_outputs(args) -> None:
         blocked = next((a for a in [path, *path.parents][1:] if a.exists() and not a.is_dir()), None)
         if blocked is not None:
             raise AuditError(f"{flag} {value!r} cannot be written: {str(blocked)!r} is a file, not a folder.")
+    _check_collisions(args)
+
+
+# what an audit (and a comparison) writes into OUT itself; a flag's file there would be replaced by it
+AUDIT_FILES = ("samples.csv", "summary.json", "report.html", "errors.log", "crash.log")
+COMPARISON_FILES = ("comparison.json", "report.html", "crash.log")
+
+
+def _check_collisions(args) -> None:
+    """--model-card, --junit and --markdown each need a path of their own: not one of OUT's own files (or,
+    under compare, inside OUT's baseline/ and candidate/ audits), not another flag's."""
+    if not getattr(args, "out", None):
+        return
+    out = Path(args.out).absolute()
+    compare = getattr(args, "command", None) == "compare"
+    reserved = {out / n: n for n in (COMPARISON_FILES if compare else AUDIT_FILES)}
+    seen: dict[Path, str] = {}
+    for flag in ("--model-card", "--junit", "--markdown"):
+        value = getattr(args, flag[2:].replace("-", "_"), None)
+        if not value:
+            continue
+        path = Path(value).absolute()
+        inside = compare and any(path.is_relative_to(out / sub) for sub in ("baseline", "candidate"))
+        if path in reserved or inside:
+            raise AuditError(f"{flag} {value!r} is where the audit writes "
+                             f"{reserved.get(path, 'its baseline/ and candidate/ audits')}; give {flag} a path "
+                             "of its own.")
+        if path in seen:
+            raise AuditError(f"{flag} and {seen[path]} both name {value!r}; give each a path of its own.")
+        seen[path] = flag
 
 
 def _stage_model_card(args, outputs, summary: dict, paths: dict, *, data, comparison: dict | None = None) -> None:
@@ -485,6 +515,8 @@ def _run(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from .io import COMMITTED
+    COMMITTED.clear()  # what this call writes, not an earlier main() in the same process
     try:
         return _run(args)
     except AuditError as exc:

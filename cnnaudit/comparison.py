@@ -140,6 +140,8 @@ class Comparison:
         """OUT/comparison.json, OUT/report.html (the comparison's) and each model's outputs in OUT/baseline
         and OUT/candidate, staged in one output set; returns the comparison's paths and the candidate's
         summary."""
+        from .results import CRASH_LOG
+        outputs.remove(CRASH_LOG)  # a crashed earlier compare's traceback is not this comparison's
         self.baseline.stage(outputs, "baseline/")
         candidate = self.candidate.stage(outputs, "candidate/")
         return {"comparison": outputs.add_json("comparison.json", self.comparison),

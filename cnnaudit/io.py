@@ -108,9 +108,15 @@ class OutputSet:
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         _clear_abandoned(self.out)
-        self.staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=self.out))
+        self._staging: Path | None = None  # made on the first file inside OUT (`gate` may write only outside)
         self.staged: list[tuple[Path, Path]] = []  # (temp file, final path)
         self.stale: list[Path] = []
+
+    @property
+    def staging(self) -> Path:
+        if self._staging is None:
+            self._staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=self.out))
+        return self._staging
 
     def add(self, path: str | Path, write: Callable[[Any], None], mode: str = "w") -> Path:
         """Stage `write(fileobj)` for `path` (relative to OUT, or absolute). Returns the final path."""
@@ -128,6 +134,9 @@ class OutputSet:
                              "(remove or rename the folder).")
         root = self.out.resolve()
         target = final.parent.resolve() / final.name
+        if any(target == done for _, done in self.staged):  # the second would replace the first on commit
+            raise AuditError(f"Two outputs of this run would both be written to {str(final)!r}; give each of "
+                             "--model-card, --junit and --markdown a path of its own.")
         if target.is_relative_to(root):
             tmp = self.staging / target.relative_to(root)
             tmp.parent.mkdir(parents=True, exist_ok=True)
@@ -161,9 +170,10 @@ class OutputSet:
             log("outputs staged", quiet=False)
             time.sleep(float(delay))
         last = [item for item in self.staged if item[1].name == "summary.json"]
+        for _, final in self.staged:  # folders first, so that no rename below fails half-way for want of one
+            final.parent.mkdir(parents=True, exist_ok=True)
         with _sigint_held():
             for tmp, final in [item for item in self.staged if item not in last] + last:
-                final.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(tmp, final)
             for path in self.stale:
                 path.unlink(missing_ok=True)
@@ -174,7 +184,8 @@ class OutputSet:
         """Remove whatever is still staged (all of it, when commit never ran)."""
         for tmp, _ in self.staged:
             tmp.unlink(missing_ok=True)
-        shutil.rmtree(self.staging, ignore_errors=True)
+        if self._staging is not None:
+            shutil.rmtree(self._staging, ignore_errors=True)
 
     def __enter__(self) -> "OutputSet":
         return self

@@ -307,3 +307,48 @@ def test_a_training_set_full_of_its_own_copies_keeps_the_threshold(digits):
     hits = {i: j for i, j, _ in found}
     assert sum(hits.get(i) == 1500 + i for i in range(20)) >= 18
     assert sum(i >= 20 for i in hits) <= 3
+
+
+def test_a_numeric_group_id_matches_across_a_set_with_blanks_and_one_without(tmp_path, digits, eager_model):
+    """A blank cell makes pandas read a column of ids as floats (17.0) while the other set reads them as
+    integers (17): the shared id must still be found."""
+    x, y, _ = digits
+    train, evaluation = tmp_path / "train", tmp_path / "eval"
+    t_ids = [str(i) if i % 5 else "" for i in range(100)]  # blanks: read as floats
+    e_ids = [str(1000 + i) for i in range(40)]
+    e_ids[3] = "17"  # shared with training, where it reads 17.0
+    write_image_folder(train, x[:100], y[:100], pd.DataFrame({"patient": t_ids}), CLASSES)
+    write_image_folder(evaluation, x[1000:1040], y[1000:1040], pd.DataFrame({"patient": e_ids}), CLASSES)
+    result = cnnaudit.audit(eager_model, evaluation, train_data=train, checks=["training"],
+                            training={"group_id": "patient"})
+    t = result.summary["training"]
+    assert [leak["group"] for leak in t["leakage"] if leak["kind"] == "group"] == ["17"]
+    assert t["group_id_blank"] == {"eval": 0, "train": 20}
+
+
+def test_a_padded_batch_of_one_keeps_the_models_embedding(eager_model):
+    """The embedding hook sees the padded pair; the real image's row is kept (not a fall back to image
+    features for the whole set)."""
+    from cnnaudit.model.embeddings import embedding_layer, model_embedding
+    from cnnaudit.model.loading import LoadedModel
+    model = Squeezed(eager_model).eval()
+    wrapped, _ = build_audited_model(model, channels=1, input_size=(32, 32), mean=None, std=None,
+                                     device=torch.device("cpu"))
+    layer = embedding_layer(LoadedModel(model, "", "module", None, supports_hooks=True))
+    x = torch.rand(3, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    one, three = model_embedding(wrapped, layer, x[:1]), model_embedding(wrapped, layer, x)
+    assert one is not None and one.shape[0] == 1
+    np.testing.assert_allclose(one[0], three[0], rtol=1e-5, atol=1e-6)
+
+
+def test_two_outputs_on_one_path_are_refused_before_any_work(tmp_path, torchscript_path, digits_dir):
+    out = tmp_path / "out"
+    r = run_cli("run", torchscript_path, digits_dir, "--out", out, "--model-card", out / "report.html", "--quiet")
+    assert r.returncode == 2 and "--model-card" in r.stderr and "report.html" in r.stderr, r.stderr
+    assert not (out / "summary.json").exists()
+    policy = tmp_path / "p.toml"
+    policy.write_text('[[rule]]\nkind = "min_clean_accuracy"\nthreshold = 0.1\n')
+    r = run_cli("run", torchscript_path, digits_dir, "--out", out, "--policy", policy, "--junit", tmp_path / "g.txt",
+                "--markdown", tmp_path / "g.txt", "--quiet")
+    assert r.returncode == 2 and "--markdown and --junit both name" in r.stderr, r.stderr
+    assert not (out / "summary.json").exists()

@@ -61,17 +61,12 @@ PCA_FIT_MAX = 20_000  # training images the PCA is fitted on (a seeded sample be
 UNDER_REPRESENTED = 0.5  # a value whose training share is under half its evaluation share
 
 
-def _zs(a: np.ndarray) -> np.ndarray:
-    a = a.astype(np.float32)
-    mean, std = a.mean(axis=(-2, -1), keepdims=True), a.std(axis=(-2, -1), keepdims=True)
-    return (a - mean) / np.maximum(std, 1.0)  # a flat image (std under one grey level) stays flat
-
-
 # The verification's array work runs in torch, not numpy: the strided window differences below are ~4x
 # faster there on a CPU (vectorized and threaded), and torch is already the audit's dependency.
 
 def _zt(a: np.ndarray) -> torch.Tensor:
-    """Thumbnails standardized per image (see _zs), as a float32 tensor."""
+    """Thumbnails standardized per image, as a float32 tensor; a flat image (std under one grey level)
+    stays flat."""
     t = torch.from_numpy(np.ascontiguousarray(a)).float()
     mean, std = t.mean(dim=(-2, -1), keepdim=True), t.std(dim=(-2, -1), unbiased=False, keepdim=True)
     return (t - mean) / std.clamp_min(1.0)
@@ -138,6 +133,8 @@ def verify(a: np.ndarray, bs: np.ndarray, shift: int = SHIFT, refine: int = 0,
         qb = _quarter_shift(sub, -fy / 2, -fx / 2)[ni, ri, ys[..., :, None], xs[..., None, :]]
         refined = torch.minimum(refined, (qa - qb).abs_().mean(dim=(-2, -1)))
     best[qi, top] = torch.where(live, refined, torch.tensor(float("inf")))
+    if at_least:  # and those the refinement brought under it
+        best[best < at_least] = float("inf")
     return best.numpy()
 
 
@@ -231,12 +228,14 @@ def calibrate(search: _Search, *, seed: int) -> dict:
 def near_copies(train_big: np.ndarray, eval_big: np.ndarray, *, seed: int) -> tuple[list[tuple[int, int, float]], dict]:
     """([(eval index, train index, distance)] for every evaluation image whose closest verified candidate is
     within the calibrated threshold, the calibration): big are (N, 32, 32) greyscale thumbnails."""
-    if not len(train_big) or not len(eval_big):
+    if not len(train_big):
         return [], {"threshold": NEAR, "calibrated": False, "bound": NEAR, "floor": FLOOR,
                     "reference_distance": None, "reference_quantile": CALIBRATION_QUANTILE,
                     "fraction": CALIBRATION_FRACTION, "n_reference": 0, "n_sampled": 0}
     search = _Search(train_big, seed)
-    calibration = calibrate(search, seed=seed)
+    calibration = calibrate(search, seed=seed)  # also when every evaluation image was an exact copy
+    if not len(eval_big):
+        return [], calibration
     idx, dist = search.nearest(eval_big)
     limit = calibration["threshold"]
     out = [(i, int(idx[i]), round(float(dist[i]), 4)) for i in range(len(eval_big)) if dist[i] <= limit]

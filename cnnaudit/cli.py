@@ -348,16 +348,13 @@ def _check_extra_outputs(args) -> None:
     _check_collisions(args)
 
 
-# what an audit (and a comparison) writes into OUT itself; a flag's file there would be replaced by it
-AUDIT_FILES = ("samples.csv", "summary.json", "report.html", "errors.log", "crash.log")
-COMPARISON_FILES = ("comparison.json", "report.html", "crash.log")
-
-
 def _check_collisions(args) -> None:
     """--model-card, --junit and --markdown each need a path of their own: not one of OUT's own files (or,
     under compare, inside OUT's baseline/ and candidate/ audits), not another flag's."""
     if not getattr(args, "out", None):
         return
+    from .comparison import FILES as COMPARISON_FILES
+    from .results import FILES as AUDIT_FILES  # what each writes into OUT itself
     out = Path(args.out).absolute()
     compare = getattr(args, "command", None) == "compare"
     reserved = {out / n: n for n in (COMPARISON_FILES if compare else AUDIT_FILES)}
@@ -375,6 +372,20 @@ def _check_collisions(args) -> None:
         if path in seen:
             raise AuditError(f"{flag} and {seen[path]} both name {value!r}; give each a path of its own.")
         seen[path] = flag
+
+
+def _write_outputs(args, result, summary: dict, gate: dict | None, *, data, comparison: dict | None = None) -> dict:
+    """An audit's or a comparison's files, the model card, --junit and --markdown in one output set (OUT
+    holds them all, or what it held before), then --mlflow from what was written."""
+    from .io import OutputSet
+    with OutputSet(args.out) as outputs:
+        paths = result.stage(outputs)
+        _stage_model_card(args, outputs, summary, paths, data=data, comparison=comparison)
+        if gate is not None:
+            _stage_gate(args, outputs, gate, summary)
+        outputs.commit()
+    _log_mlflow(args, summary, paths, comparison=comparison)
+    return paths
 
 
 def _stage_model_card(args, outputs, summary: dict, paths: dict, *, data, comparison: dict | None = None) -> None:
@@ -415,14 +426,7 @@ def _run_compare(args) -> int:
         # summary; paired ones with the comparison
         gate = judge(rules, cand.summary, baseline_summary or base.summary, result.comparison)
         cand.summary["gate"] = result.comparison["gate"] = gate
-    from .io import OutputSet
-    with OutputSet(args.out) as outputs:  # OUT holds this comparison whole, or the previous one
-        paths = result.stage(outputs)
-        _stage_model_card(args, outputs, cand.summary, paths, data=args.data, comparison=result.comparison)
-        if gate is not None:
-            _stage_gate(args, outputs, gate, cand.summary)
-        outputs.commit()
-    _log_mlflow(args, cand.summary, paths, comparison=result.comparison)
+    paths = _write_outputs(args, result, cand.summary, gate, data=args.data, comparison=result.comparison)
     c = result.comparison
     if not args.quiet and not args.json:
         print(f"{len(c['regressions'])} significant regression(s), {len(c['improvements'])} significant "
@@ -481,14 +485,7 @@ def _run(args) -> int:
             result.write(args.out)
             raise
         s["gate"] = gate
-    from .io import OutputSet
-    with OutputSet(args.out) as outputs:  # OUT holds this audit whole, or the previous one
-        paths = result.stage(outputs)
-        _stage_model_card(args, outputs, s, paths, data=data)
-        if gate is not None:
-            _stage_gate(args, outputs, gate, s)
-        outputs.commit()
-    _log_mlflow(args, s, paths)
+    paths = _write_outputs(args, result, s, gate, data=data)
     if not args.quiet and not args.json:
         ci = s["clean"]["accuracy_ci"]
         print(f"clean accuracy {100 * s['clean']['accuracy']:.1f}% [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}] on "
@@ -526,7 +523,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cnnaudit: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        from .io import COMMITTED
         if COMMITTED:  # after the outputs were written: they are this audit's, whole
             print(f"cnnaudit: interrupted after this audit's outputs were written to {str(COMMITTED[-1])!r}",
                   file=sys.stderr)

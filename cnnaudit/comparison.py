@@ -21,12 +21,15 @@ import pandas as pd
 
 from . import aggregate
 from .gate.metrics import diff_findings
+from .results import CRASH_LOG, REPORT
 from .stats import holm, mcnemar_exact, newcombe_paired_ci, proportion
 
 PAIRED_CHECKS = ("clean", "adversarial", "corruption", "shift")  # checks whose rows say right or wrong per image
 VERSION = "1.0"  # comparison.json's layout; bumped when a key changes
 ALPHA = 0.05
 GALLERY = 12
+COMPARISON = "comparison.json"
+FILES = (COMPARISON, REPORT, CRASH_LOG)  # what a comparison writes (or removes) in OUT, beside baseline/, candidate/
 
 
 def _paired(check: str, condition: str, base: np.ndarray, cand: np.ndarray) -> dict:
@@ -140,12 +143,11 @@ class Comparison:
         """OUT/comparison.json, OUT/report.html (the comparison's) and each model's outputs in OUT/baseline
         and OUT/candidate, staged in one output set; returns the comparison's paths and the candidate's
         summary."""
-        from .results import CRASH_LOG
         outputs.remove(CRASH_LOG)  # a crashed earlier compare's traceback is not this comparison's
         self.baseline.stage(outputs, "baseline/")
         candidate = self.candidate.stage(outputs, "candidate/")
-        return {"comparison": outputs.add_json("comparison.json", self.comparison),
-                "report": outputs.add_text("report.html", self.html()), "summary": candidate["summary"]}
+        return {"comparison": outputs.add_json(COMPARISON, self.comparison),
+                "report": outputs.add_text(REPORT, self.html()), "summary": candidate["summary"]}
 
     def write(self, out_dir) -> dict[str, Path]:
         """Everything `stage` names, written together (io.OutputSet)."""

@@ -11,11 +11,12 @@ import math
 from dataclasses import asdict, dataclass
 
 from .data.images import DEFAULT_MAX_PIXELS
+from .model.outputs import VALUE_KINDS
 from .options import OptionError, normalized, option, specs
 
 # numpy's legacy seeding (np.random.seed) and every seeded generator here take 32-bit seeds
 SEED_MAX = 2**32 - 1
-OUTPUT_KINDS = ("auto", "logits", "probabilities", "log_probabilities", "single_logit", "single_probability")
+OUTPUT_KINDS = ("auto", *VALUE_KINDS)
 
 
 def integer(value) -> int:

@@ -50,8 +50,13 @@ def write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda f: f.write(text))
 
 
+def json_text(obj: Any) -> str:
+    """summary.json's layout: indented, keys in their order, NaN refused (not valid JSON for CI readers)."""
+    return json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n"
+
+
 def write_json(path: str | Path, obj: Any) -> Path:
-    return write_text(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n")
+    return write_text(path, json_text(obj))
 
 
 @contextmanager
@@ -157,7 +162,7 @@ class OutputSet:
         return self.add(path, lambda f: f.write(text))
 
     def add_json(self, path: str | Path, obj: Any) -> Path:
-        return self.add_text(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n")
+        return self.add_text(path, json_text(obj))
 
     def remove(self, path: str | Path) -> None:
         """A file of an earlier audit that this one does not have (a stale errors.log): deleted on commit."""

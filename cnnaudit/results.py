@@ -12,6 +12,8 @@ from .io import OutputSet
 
 
 CRASH_LOG = "crash.log"  # the traceback of a run that stopped on an unexpected error (never part of an audit)
+SAMPLES, SUMMARY, REPORT, ERRORS = "samples.csv", "summary.json", "report.html", "errors.log"
+FILES = (SAMPLES, SUMMARY, REPORT, ERRORS, CRASH_LOG)  # what an audit writes (or removes) in its folder
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -71,14 +73,14 @@ class AuditResult:
     def stage(self, outputs: OutputSet, folder: str = "") -> dict[str, Path]:
         """Stage samples.csv, summary.json, report.html and errors.log in `folder` of the output set (they
         appear on its commit); an errors.log of an earlier audit there goes."""
-        paths = {"samples": outputs.add(f"{folder}samples.csv", self._write_samples),
-                 "summary": outputs.add_json(f"{folder}summary.json", self.summary),
-                 "report": outputs.add_text(f"{folder}report.html", self.html())}
+        paths = {"samples": outputs.add(folder + SAMPLES, self._write_samples),
+                 "summary": outputs.add_json(folder + SUMMARY, self.summary),
+                 "report": outputs.add_text(folder + REPORT, self.html())}
         if self.error_log:
-            paths["errors"] = outputs.add_text(f"{folder}errors.log", self.error_log)
+            paths["errors"] = outputs.add_text(folder + ERRORS, self.error_log)
         else:  # a stale log from an earlier run in the same folder would mislead
-            outputs.remove(f"{folder}errors.log")
-        outputs.remove(f"{folder}{CRASH_LOG}")  # an earlier run's crash is not this audit's
+            outputs.remove(folder + ERRORS)
+        outputs.remove(folder + CRASH_LOG)  # an earlier run's crash is not this audit's
         return paths
 
     def write(self, out_dir: str | Path) -> dict[str, Path]:

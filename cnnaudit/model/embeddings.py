@@ -41,8 +41,8 @@ def image_features(x: torch.Tensor, props: dict | None = None) -> np.ndarray:
 
 
 def model_embedding(model, layer: nn.Module | None, x: torch.Tensor) -> np.ndarray | None:
-    """(N, D) float32 inputs of `layer` for the batch x (on the model's device), or None: no layer, or
-    a captured input without one row per image (a model that reshapes its batch)."""
+    """(N, D) float32 inputs of `layer` of the AuditedModel `model` for the batch x (on its device), or
+    None: no layer, or a captured input without one row per image (a model that reshapes its batch)."""
     if layer is None:
         return None
     captured = []
@@ -52,22 +52,10 @@ def model_embedding(model, layer: nn.Module | None, x: torch.Tensor) -> np.ndarr
             model(x)
     finally:
         handle.remove()
-    calls = _calls(model, len(x))
+    calls = model.calls(len(x))  # padded calls (AuditedModel.raw): keep the real rows of each
     if len(captured) == len(calls) and all(c.shape[0] == rows for c, (rows, _) in zip(captured, calls)):
         return torch.cat([c[:real] for c, (_, real) in zip(captured, calls)]).flatten(1).float().cpu().numpy()
     return None
-
-
-def _calls(model, n: int) -> list[tuple[int, int]]:
-    """(rows given to the user's model, rows that are real images) per call, as AuditedModel.raw runs a
-    batch of n: static-batch models in padded chunks, a model that mishandles one image with it padded to
-    two (the padding always comes after the real rows)."""
-    b = getattr(model, "fixed_batch", None)
-    if b is not None and n != b:
-        return [(b, min(b, n - i)) for i in range(0, n, b)]
-    if b is None and getattr(model, "pad_single", False) and n == 1:
-        return [(2, 1)]
-    return [(n, n)]
 
 
 def embed_batch(model, layer: nn.Module | None, x: torch.Tensor, device, props: dict) -> tuple:

@@ -193,15 +193,21 @@ def _load_onnx(path: Path, digest: str) -> LoadedModel:
                        preprocessing=pre)
 
 
-def _hf_preprocessing(folder: Path) -> dict:
-    """mean, std and input size from a Hugging Face preprocessor_config.json, when there is one."""
-    file = folder / "preprocessor_config.json"
+def _json_config(file: Path) -> dict | None:
+    """A Hugging Face folder's JSON file (config.json, preprocessor_config.json), None when absent."""
     if not file.is_file():
-        return {}
+        return None
     try:
-        cfg = json.loads(file.read_text(encoding="utf-8"))
+        return json.loads(file.read_text(encoding="utf-8-sig"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise AuditError(f"{str(file)!r} is not valid JSON ({exc}); fix or remove it.") from None
+
+
+def _hf_preprocessing(folder: Path) -> dict:
+    """mean, std and input size from a Hugging Face preprocessor_config.json, when there is one."""
+    cfg = _json_config(folder / "preprocessor_config.json")
+    if cfg is None:
+        return {}
     pre = {}
     if cfg.get("do_normalize", True) and cfg.get("image_mean") is not None and cfg.get("image_std") is not None:
         mean, std = cfg["image_mean"], cfg["image_std"]
@@ -226,15 +232,9 @@ def _refuse_custom_code(folder: Path) -> None:
     no code from it, so it refuses before transformers sees the folder (trust_remote_code=False is also
     passed, so a config this misses is refused by transformers, not run).
     """
-    names = ("config.json", "preprocessor_config.json")
-    for name in names:
+    for name in ("config.json", "preprocessor_config.json"):
         file = folder / name
-        if not file.is_file():
-            continue
-        try:
-            cfg = json.loads(file.read_text(encoding="utf-8-sig"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise AuditError(f"{str(file)!r} is not valid JSON ({exc}); fix or remove it.") from None
+        cfg = _json_config(file)
         if isinstance(cfg, dict) and (cfg.get("auto_map") or cfg.get("custom_pipelines")):
             key = "auto_map" if cfg.get("auto_map") else "custom_pipelines"
             raise AuditError(f"{str(file)!r} has an {key!r} entry, which makes transformers run Python code "

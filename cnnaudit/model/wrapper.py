@@ -74,6 +74,16 @@ class AuditedModel(nn.Module):
             parts.append(self.raw(chunk)[:k])
         return torch.cat(parts)
 
+    def calls(self, n: int) -> list[tuple[int, int]]:
+        """How `raw` runs a batch of n: (rows given to the user's model, rows that are real images) per call.
+        The padding always comes after the real rows (a forward hook's capture can be cut to them)."""
+        b = self.fixed_batch
+        if b is not None and n != b:
+            return [(b, min(b, n - i)) for i in range(0, n, b)]
+        if b is None and self.pad_single and n == 1:
+            return [(2, 1)]
+        return [(n, n)]
+
     def _checked(self, out: torch.Tensor, n: int) -> torch.Tensor:
         if self.output_shape is not None and tuple(out.shape) != (n, *self.output_shape):
             raise AuditError(f"The model returned an output of shape {tuple(out.shape)} for a batch of {n} "

@@ -6,7 +6,7 @@
     result.summary["clean"]["accuracy"]; result.samples.head(); result.write("audit-out/")
 """
 
-__version__ = "0.4.1"
+__version__ = "0.5.0"
 
 
 def audit(model, data, *, unsafe_pickle: bool = False, **settings):

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 
 SEVERITIES = ("fail", "warn", "info")
 KINDS = ("weak_class", "confusion", "corruption_cliff", "robustness_budget", "subgroup_gap", "slice", "shortcut",
-         "masking", "stochastic", "data", "check_failed", "note", "shift_sensitivity")
+         "masking", "stochastic", "data", "check_failed", "note", "shift_sensitivity", "near_boundary")
 ALPHA = 0.05
 
 

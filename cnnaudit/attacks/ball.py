@@ -96,3 +96,29 @@ def check_bounds(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str) ->
                       or float(x_adv.min()) < -1e-6 or float(x_adv.max()) > 1 + 1e-6):
         raise AssertionError(f"attack left the {norm} ball of radius {eps} or [0, 1] (max size {float(size.max())})")
     return project(x_adv, x, eps, norm)
+
+
+def output_diversified_start(model, x: torch.Tensor, eps: float, norm: str, *, seed: int, ids, salt: str,
+                             steps: int = 2, width: int = 64) -> torch.Tensor:
+    """Output-diversified initialisation (Tashiro, Song & Ermon 2020, "Diversity can be transferred: output
+    diversification for white- and black-box attacks"): from a seeded random point of the ball, `steps`
+    steps of size eps that maximise w . logits for a random direction w ~ U(-1, 1)^classes drawn per sample.
+    Starts spread out in the model's output space rather than its input space, which on adversarially
+    trained models (flat loss near x) reaches regions a uniform start does not. The steps follow the sign
+    (L-inf) or the normalised direction (L2) of the gradient, so a positive rescaling of the logits
+    changes nothing. `width` samples a pass."""
+    if len(x) > width:
+        return torch.cat([output_diversified_start(model, x[i:i + width], eps, norm, seed=seed, ids=ids[i:i + width],
+                                                   salt=salt, steps=steps, width=width)
+                          for i in range(0, len(x), width)])
+    cur = random_start(x, eps, norm, seed=seed, ids=ids, salt=f"{salt}-start")
+    with torch.no_grad():
+        n_classes = model(cur[:1]).shape[1]
+    w = torch.stack([torch.rand(n_classes, generator=torch.Generator().manual_seed(sample_seed(seed, sid, salt))) * 2 - 1
+                     for sid in ids]).to(x.device)
+    for _ in range(steps):
+        cur = cur.detach().requires_grad_(True)
+        with torch.enable_grad():
+            (grad,) = torch.autograd.grad((model(cur).float() * w).sum(), cur)
+        cur = project(cur.detach() + eps * ascent_direction(grad, norm), x, eps, norm)
+    return cur.detach()

@@ -6,11 +6,12 @@ call (measured on the demo grid in benchmarks/bench_adversarial.py).
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from .apgd import apgd
 from .art_backend import ArtAttacks
-from .ball import loss_and_gradient
+from .ball import loss_and_gradient, output_diversified_start
 from .fgsm import fgsm_direction, fgsm_step
 from .pgd import pgd
 from .losses import TargetedDifferenceOfLogitsRatio, losses_for, top_targets
@@ -58,6 +59,10 @@ class AttackRunner:
             return self.art.run(spec, x, y, eps=eps, norm=norm, seed=seed)
         if spec.method == "fgm":
             return self.fgsm(x, y, eps_list=[eps], norm=norm, seed=seed)[eps]
+        if spec.start == "odi":
+            start = output_diversified_start(self.model, x, float(eps), norm, seed=seed, salt=spec.name,
+                                             ids=np.arange(len(x)) if ids is None else np.asarray(ids),
+                                             width=self.batch_size)
         # any number of samples: the iterative attacks keep batch_size of them in each pass (attacks/slots.py)
         kw = dict(eps=float(eps), norm=norm, steps=spec.steps, step_size=spec.step_size, restarts=spec.restarts,
                   seed=seed, ids=ids, width=self.batch_size)
@@ -70,11 +75,12 @@ class AttackRunner:
     def apgd_targeted(self, spec: AttackSpec, x, y, *, start, **kw) -> torch.Tensor:
         """APGD-T: one run per target class (the `restarts` highest-scoring wrong classes on the clean image).
         Two classes have one wrong class, which the untargeted attacks already aim at: x is returned."""
-        if self.num_classes < 3:
+        if self.num_classes < 3 + spec.skip_targets:
             return x.clone()
+        at = start if spec.rank_at == "start" and start is not None else x
         with torch.no_grad():
-            logits = torch.cat([self.model(xb) for xb in x.split(self.batch_size)])
-        targets = top_targets(logits, y, kw.pop("restarts"))
+            logits = torch.cat([self.model(xb) for xb in at.split(self.batch_size)])
+        targets = top_targets(logits, y, kw.pop("restarts") + spec.skip_targets)[:, spec.skip_targets:]
         return apgd(self.model, TargetedDifferenceOfLogitsRatio(reduction="none"), x, y, start=start,
                     targets=targets, restarts=targets.shape[1], **kw)
 

@@ -27,7 +27,7 @@ RESERVED_COLUMNS = ("sample_id", "path", "label", "label_name", "condition", "ch
 # crash a join or be overwritten without a word (`severity`), so it is renamed META_PREFIX + name.
 INTERNAL_COLUMNS = ("artifact", "aspect", "attack", "brightness", "clean_prediction", "consistent", "contrast",
                     "corruption", "dhash", "eps", "exif_orientation", "fgsm_correct", "fill", "flipped", "height",
-                    "intervention", "min_eps", "norm", "pixel_hash", "severity", "sharpness", "toward_associated",
+                    "intervention", "margin", "min_eps", "norm", "pixel_hash", "severity", "sharpness", "toward_associated",
                     "width", "was_right")
 META_PREFIX = "meta_"
 

@@ -34,6 +34,7 @@ import torch
 from ... import aggregate
 from ...attacks import ATTACKS, AttackRunner, AttackSpec
 from ...attacks.ball import check_bounds
+from ...attacks.escalate import clean_spread, scaled_margin, escalate
 from ...attacks.eot import with_draws
 from ...budgets import eps_label
 from ...data.sampling import seeded_subset
@@ -42,7 +43,7 @@ from ...report.images import amplify, to_data_uri
 from ..base import Check, CheckResult
 from ..registry import register
 from ...findings import Finding
-from .options import THOROUGH, AdversarialOptions
+from .options import NEAR_MARGIN, THOROUGH, AdversarialOptions
 from .rules import MIN_ROBUST_ACCURACY
 from .sanity import (SANITY_SUBSET, gradient_free_check, masking_findings, masking_verdict, monotone_checks,
                      sanity_checks)
@@ -136,8 +137,10 @@ class AdversarialCheck(Check):
         # two classes have no DLR (it needs a third logit): both losses are the logit margin (attacks/losses.py)
         summary["losses"] = {name: type(fn).__name__ for name, fn in runner.losses.items()}
         clean_accuracy = aggregate.accuracy(inputs["clean"].rows)["accuracy"]
+        summary["escalation"] = {"rounds": [{"attack": r.attack.name, "below_margin": r.below}
+                                            for r in opts.escalation()], "near_boundary_margin": NEAR_MARGIN}
         findings.extend(masking_findings(masking, sanity) + budget_findings(summary, grid, clean_accuracy)
-                        + _saved_findings(summary))
+                        + _saved_findings(summary) + near_boundary_findings(summary))
         return CheckResult(self.name, rows, summary, findings=findings,
                            report={"gallery": gallery,
                                    "kpis": _kpis(summary, grid)})
@@ -187,6 +190,7 @@ class AdversarialCheck(Check):
 
         def attack_pool(batch):
             x, y = batch.x.to(ctx.device), batch.y.to(ctx.device)
+            spread = clean_spread(runner.model, x, ctx.config.batch_size)
             out, candidates = [], []
             for norm, eps_list in grid.items():
                 broken = torch.zeros(len(x), dtype=torch.bool, device=x.device)
@@ -210,8 +214,10 @@ class AdversarialCheck(Check):
                         t = torch.as_tensor(now, device=x.device)
                         cols = _predict(runner.model, ctx.config.batch_size, x_best[t], y[t])
                         saved = _predict(runner.model, ctx.config.batch_size, saved_8bit(x_best[t]), y[t])
+                        margin, _ = scaled_margin(runner.model, x_best[t], y[t], spread[t], ctx.config.batch_size)
                         out.append(pd.DataFrame({"sample_id": np.asarray(batch.sample_ids)[now], "norm": norm,
                                                  "eps": eps, "first": first[now], **cols,
+                                                 "margin": margin.cpu().numpy().astype(np.float64),
                                                  "correct_8bit": cols["correct"] | saved["correct"]}))
                         if norm == next(iter(grid)) and eps == eps_list[-1]:
                             candidates.extend(_gallery_entry(ctx, batch.sample_ids[i], norm, eps, x[i], x_best[i], y[i],
@@ -229,7 +235,7 @@ class AdversarialCheck(Check):
         key = ["sample_id", "norm", "eps"]
         at = pd.MultiIndex.from_frame(rows[key]).get_indexer(pd.MultiIndex.from_frame(upd[key]))
         rows = rows.copy()
-        for col in ("prediction", "correct", "confidence", "loss", "correct_8bit"):
+        for col in ("prediction", "correct", "confidence", "loss", "correct_8bit", "margin"):
             rows.iloc[at, rows.columns.get_loc(col)] = upd[col].to_numpy()
         rows.iloc[at, rows.columns.get_loc("prediction_name")] = [ctx.classes[p] for p in upd["prediction"]]
         rows.iloc[at, rows.columns.get_loc("attack")] = attack.name
@@ -243,16 +249,21 @@ class AdversarialCheck(Check):
     def _attack_batch(self, ctx, runner, cascade, sample_ids, x, y, norm, eps_list, gallery) -> list[pd.DataFrame]:
         """Rows for one batch and norm; appends examples at the largest eps to `gallery` unless it is None."""
         n = len(x)
+        width = ctx.config.batch_size
         broken = torch.zeros(n, dtype=torch.bool, device=x.device)
         found_by = np.array([""] * n, dtype=object)
         first_eps = np.full(n, np.nan)
-        x_best = x.clone()  # the adversarial example of broken samples; last attempt for survivors
+        x_best = x.clone()  # the adversarial example of broken samples; the lowest-margin point of survivors
+        m_best = torch.zeros(n, device=x.device)
+        spread = clean_spread(runner.model, x, width)  # the unit of each sample's margin
         seed = ctx.config.seed
+        rounds = self.opts.escalation()
+        ids = np.asarray(sample_ids)
         out = []
         fgsm_all = runner.fgsm(x, y, eps_list=eps_list, norm=norm, seed=seed)
         for eps in eps_list:
             fgsm_adv = check_bounds(fgsm_all[eps], x, eps, norm)
-            fgsm_correct = _predict(runner.model, ctx.config.batch_size, fgsm_adv, y)["correct"]
+            fgsm_correct = _predict(runner.model, width, fgsm_adv, y)["correct"]
             for k, attack in enumerate(cascade):
                 alive = (~broken).nonzero()[:, 0]
                 if not len(alive):
@@ -261,21 +272,33 @@ class AdversarialCheck(Check):
                     x_att = fgsm_adv[alive]
                 else:
                     x_att = check_bounds(runner.run(attack, x[alive], y[alive], eps=eps, norm=norm, seed=seed + k,
-                                                    ids=np.asarray(sample_ids)[alive.cpu().numpy()],
-                                                    start=x_best[alive]),
+                                                    ids=ids[alive.cpu().numpy()], start=x_best[alive]),
                                          x[alive], eps, norm)
-                still = torch.as_tensor(_predict(runner.model, ctx.config.batch_size, x_att, y[alive])["correct"],
-                                        device=x.device)
-                x_best[alive] = x_att
-                new = alive[~still]
+                m_att, hit = scaled_margin(runner.model, x_att, y[alive], spread[alive], width)
+                # keep each survivor's lowest-margin point: the next stage starts there, escalation ranks by it
+                keep = hit | (m_att < m_best[alive]) if k else torch.ones_like(hit)
+                x_best[alive[keep]] = x_att[keep]
+                m_best[alive[keep]] = m_att[keep]
+                new = alive[hit]
                 broken[new] = True
                 new_np = new.cpu().numpy()
                 found_by[new_np] = attack.name
                 first_eps[new_np] = eps
-            cols = _predict(runner.model, ctx.config.batch_size, x_best, y)
-            saved = _predict(runner.model, ctx.config.batch_size, saved_8bit(x_best), y)
+            alive = (~broken).nonzero()[:, 0]
+            if rounds and len(alive):
+                esc = escalate(runner, rounds, x[alive], y[alive], x_best[alive], spread[alive], eps=eps, norm=norm,
+                               seed=seed, ids=ids[alive.cpu().numpy()])
+                x_best[alive], m_best[alive] = esc["x_best"], esc["margin"]
+                new = alive[esc["broken"]]
+                broken[new] = True
+                new_np = new.cpu().numpy()
+                found_by[new_np] = esc["found_by"][esc["broken"].cpu().numpy()]
+                first_eps[new_np] = eps
+            cols = _predict(runner.model, width, x_best, y)
+            saved = _predict(runner.model, width, saved_8bit(x_best), y)
             out.append(pd.DataFrame({"sample_id": sample_ids, "norm": norm, "eps": eps, "attack": found_by.copy(),
                                      "fgsm_correct": fgsm_correct, **cols,
+                                     "margin": m_best.cpu().numpy().astype(np.float64),
                                      "correct_8bit": cols["correct"] | saved["correct"]}))
             if gallery is not None and eps == eps_list[-1]:
                 # this batch's candidates; _gallery picks from all batches' in order
@@ -290,7 +313,7 @@ class AdversarialCheck(Check):
     def _assemble_rows(self, ctx, clean: pd.DataFrame, parts, grid) -> pd.DataFrame:
         attacked = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
             columns=["sample_id", "norm", "eps", "attack", "fgsm_correct", "prediction", "correct", "confidence",
-                     "loss", "min_eps", "correct_8bit"])
+                     "loss", "min_eps", "correct_8bit", "margin"])
         wrong = clean[~clean["correct"].astype(bool)]
         frames = [attacked]
         for norm, eps_list in grid.items():
@@ -299,7 +322,8 @@ class AdversarialCheck(Check):
                     "sample_id": wrong.index.to_numpy(), "norm": norm, "eps": eps, "attack": "clean_error",
                     "fgsm_correct": False, "prediction": wrong["prediction"].to_numpy(), "correct": False,
                     "correct_8bit": False,
-                    "confidence": wrong["confidence"].to_numpy(), "loss": wrong["loss"].to_numpy(), "min_eps": 0.0}))
+                    "confidence": wrong["confidence"].to_numpy(), "loss": wrong["loss"].to_numpy(), "min_eps": 0.0,
+                    "margin": np.nan}))
         res = pd.concat([f for f in frames if len(f)], ignore_index=True)
         res["correct"] = res["correct"].astype(bool)
         res["fgsm_correct"] = res["fgsm_correct"].astype(bool)
@@ -313,6 +337,7 @@ class AdversarialCheck(Check):
         rows["prediction_name"] = [ctx.classes[p] for p in res["prediction"]]
         for col in ("correct", "confidence", "loss", "fgsm_correct", "correct_8bit"):
             rows[col] = res[col].to_numpy()
+        rows["margin"] = res["margin"].to_numpy(dtype=float)
         return rows
 
     def _sanity(self, ctx, runner, correct_ids, grid, opts, summary, cascade) -> list[dict]:
@@ -393,6 +418,38 @@ def budget_findings(summary, grid, clean_accuracy: float) -> list[Finding]:
     return out
 
 
+def near_boundary(sel: pd.DataFrame, result: dict) -> dict:
+    """How sure the worst-case number is: the samples still standing after the last attack whose margin is under
+    NEAR_MARGIN, and the robust accuracy if a stronger attack broke all of them."""
+    near = int((sel["correct"].astype(bool) & (sel["margin"] < NEAR_MARGIN)).sum())
+    n = max(int(result["n"]), 1)
+    lo, hi = result["robust_accuracy_ci"]
+    return {"n_near_boundary": near, "near_boundary_margin": NEAR_MARGIN,
+            "robust_accuracy_if_near_broken": result["robust_accuracy"] - near / n,
+            "near_boundary_exceeds_ci": bool(near / n > (hi - lo) / 2)}
+
+
+def near_boundary_findings(summary) -> list[Finding]:
+    """A warning for every budget where the near-boundary survivors could move robust accuracy by more than
+    half its interval's width: the number is less certain than its interval says."""
+    out = []
+    for r in summary["results"]:
+        if r["attack"] != "worst_case" or not r.get("near_boundary_exceeds_ci"):
+            continue
+        lo, hi = r["robust_accuracy_ci"]
+        out.append(Finding(
+            "warn", "adversarial", "near_boundary", f"{r['norm']} {r['eps_label']}",
+            f"Robust accuracy at {r['norm']} eps {r['eps_label']} may be optimistic: {r['n_near_boundary']} robust "
+            f"samples sit near the decision boundary",
+            f"{r['n_near_boundary']} of {r['n']} samples survived every attack with a margin under "
+            f"{r['near_boundary_margin']:g} (in units of their clean logits' spread); a stronger attack breaking them "
+            f"would take robust accuracy from {100 * r['robust_accuracy']:.1f}% to "
+            f"{100 * r['robust_accuracy_if_near_broken']:.1f}%, more than its interval's half-width of "
+            f"{100 * (hi - lo) / 2:.1f} points",
+            effect=r["robust_accuracy"] - r["robust_accuracy_if_near_broken"], evidence="#adversarial"))
+    return out
+
+
 def summarize_adversarial(rows: pd.DataFrame, grid, classes, attributes) -> dict:
     results, per_class, per_group = [], [], []
     for norm, eps_list in grid.items():
@@ -408,6 +465,8 @@ def summarize_adversarial(rows: pd.DataFrame, grid, classes, attributes) -> dict
             if "correct_8bit" in sel:  # the worst case once its examples are saved as 8-bit images
                 saved = aggregate.accuracy(sel.assign(correct=sel["correct_8bit"]))
                 results[-1]["robust_accuracy_8bit"] = saved["accuracy"]
+            if "margin" in sel:  # robust samples a stronger attack would most likely break
+                results[-1].update(near_boundary(sel, results[-1]))
             where = {"norm": norm, "eps": eps}
             per_class.extend({**where, "class": r.pop("label_name"), **r}
                              for r in aggregate.accuracy_by(sel, ["label_name"], prefix="robust_"))

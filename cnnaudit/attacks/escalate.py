@@ -17,8 +17,8 @@ Procedure (`escalate`), per budget, on the samples the cascade left standing:
   own start (output-diversified for the restarts, Tashiro et al. 2020, or Square's stripes). A sample
   leaves the escalation when it breaks, or when a round lowered its margin by less than `stall` of
   its value (the margin stopped falling: further rounds are unlikely to break it). Thresholds shrink
-  from round to round, so the most expensive attacks (Square with AutoAttack's 5,000 queries) run on
-  the hardest few only.
+  from round to round, so the most expensive attack (Square, whose cost is one pass per query however
+  few samples it has) runs on the hardest few only.
 Every attack keeps its per-sample seeding, so a sample's escalation depends only on (seed, sample id,
 its own margins): not on its batch, pool or process.
 """
@@ -73,7 +73,7 @@ def escalate(runner, rounds, x: torch.Tensor, y: torch.Tensor, x_best: torch.Ten
     x_best = x_best.clone()
     m, broken = scaled_margin(runner.model, x_best, y, spread, width)
     found_by = np.array([""] * len(x), dtype=object)
-    found_by[broken.cpu().numpy()] = "cascade"
+    found_by[broken.cpu().numpy()] = "cascade"  # a randomized model's fresh draws can break a survivor here
     active = ~broken
     attacked = []
     for k, rnd in enumerate(rounds):

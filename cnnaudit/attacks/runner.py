@@ -73,14 +73,15 @@ class AttackRunner:
         return apgd(self.model, self.losses[spec.loss], x, y, start=start, **kw)
 
     def apgd_targeted(self, spec: AttackSpec, x, y, *, start, **kw) -> torch.Tensor:
-        """APGD-T: one run per target class (the `restarts` highest-scoring wrong classes on the clean image).
+        """APGD-T: one run per target class (the `restarts` highest-scoring wrong classes on the clean image, or at
+        the start point when spec.rank_at is "start").
         Two classes have one wrong class, which the untargeted attacks already aim at: x is returned."""
-        if self.num_classes < 3 + spec.skip_targets:
+        if self.num_classes < 3:
             return x.clone()
         at = start if spec.rank_at == "start" and start is not None else x
         with torch.no_grad():
             logits = torch.cat([self.model(xb) for xb in at.split(self.batch_size)])
-        targets = top_targets(logits, y, kw.pop("restarts") + spec.skip_targets)[:, spec.skip_targets:]
+        targets = top_targets(logits, y, kw.pop("restarts"))
         return apgd(self.model, TargetedDifferenceOfLogitsRatio(reduction="none"), x, y, start=start,
                     targets=targets, restarts=targets.shape[1], **kw)
 

@@ -19,7 +19,6 @@ class AttackSpec:
     restarts: int = 1  # for apgd_t: the number of target classes, one run each
     start: str = "given"  # given: the caller's start point if any (APGD's first restart); odi: output-diversified
     rank_at: str = "clean"  # apgd_t: rank the target classes on the clean image, or at the start point
-    skip_targets: int = 0  # apgd_t: leave out this many top-ranked targets (attacked before)
 
 
 # Defaults follow the literature: PGD with 10 steps of 2.5*eps/10 (Madry et al. 2018), APGD with its own

@@ -36,6 +36,11 @@ class LoadedModel:
     batch_hint: int | None = None  # a static batch size the file declares (export, ONNX)
     # what the file says about its input (channels, input_size, mean, std): defaults for flags not given
     preprocessing: dict = field(default_factory=dict)
+    gradients: bool = True  # False for query-only models (model/query.py): forward passes, no gradients
+    layout: str = "nchw"  # the input layout the model file takes (an NHWC one is fed through a permute)
+    # what was said while loading (a fallback taken, a converter's warnings): shown as notes in the report
+    notes: list[str] = field(default_factory=list)
+    backend: dict = field(default_factory=dict)  # a query-only backend's description (model/query.py)
 
 
 def _needs_extra(what: str, extra: str, exc: ImportError) -> AuditError:

@@ -6,7 +6,7 @@
     result.summary["clean"]["accuracy"]; result.samples.head(); result.write("audit-out/")
 """
 
-__version__ = "0.5.0"
+__version__ = "0.6.0"
 
 
 def audit(model, data, *, unsafe_pickle: bool = False, **settings):
@@ -14,9 +14,11 @@ def audit(model, data, *, unsafe_pickle: bool = False, **settings):
 
     Parameters
     ----------
-    model : str, Path or torch.nn.Module
+    model : str, Path, torch.nn.Module or callable
         A model file (TorchScript, torch.export, full pickle with ``unsafe_pickle``, state dict with
-        ``arch``, ONNX, timm, Hugging Face folder) or a module in memory.
+        ``arch``, ONNX, TFLite, Keras 3, timm, Hugging Face folder), an Open Inference Protocol endpoint's
+        URL (``http://HOST:PORT/v2/models/NAME``), a module in memory, or a function from a float32 numpy
+        batch (N x C x H x W) to scores, audited without gradients (``query_only=True`` audits any model so).
     data : str or Path
         A dataset folder (``DATA/<class>/<image>``, or a folder with ``metadata.csv``).
     unsafe_pickle : bool

@@ -144,6 +144,26 @@ def _add_model_and_data_options(p: argparse.ArgumentParser) -> None:
                         "is read as a sigmoid probability, any other single output as a logit)")
     m.add_argument("--positive-class", metavar="NAME", help="for a single-output (binary) model: the class its "
                    "logit or probability means (default: the second class in class order)")
+    m.add_argument("--layout", default="auto", choices=("auto", "nchw", "nhwc"),
+                   help="the model's input layout (default: read from an ONNX/TFLite/Keras file's static input shape; "
+                        "nhwc is channels-last, as tf2onnx exports Keras models)")
+    m.add_argument("--query-only", action="store_true",
+                   help="audit the model as an attacker who can only query it: no gradients, the adversarial check "
+                        "runs the gradient-free Square attack alone (an upper bound on robust accuracy)")
+    m.add_argument("--model-fn", metavar="MODULE:FUNCTION", help="audit a Python function (a float32 numpy batch "
+                   "N x C x H x W, pixels in [0, 1] unless --mean/--std are given, to scores N x classes) instead of "
+                   "a model file; give DATA only")
+    e = p.add_argument_group("inference endpoint (MODEL is http://HOST:PORT/v2/models/NAME, Open Inference Protocol)")
+    e.add_argument("--request-batch", type=int, default=32, help="images per request (default: %(default)s)")
+    e.add_argument("--request-timeout", type=float, default=30.0, help="seconds before a request is retried "
+                   "(default: %(default)s)")
+    e.add_argument("--request-retries", type=int, default=3, help="retries of a failed request, with exponential "
+                   "backoff (default: %(default)s)")
+    e.add_argument("--request-concurrency", type=int, default=4, help="requests in flight at once "
+                   "(default: %(default)s)")
+    e.add_argument("--header", action="append", default=[], metavar="NAME=ENV_VAR",
+                   help="send header NAME with the value of environment variable ENV_VAR (e.g. "
+                        "Authorization=MY_TOKEN); repeatable; values are never logged")
     d = p.add_argument_group("data")
     d.add_argument("--classes", help="class names file, one per line in model output order "
                    "(default: DATA/classes.txt, else sorted folder names)")
@@ -164,11 +184,13 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="audit MODEL on the images in DATA",
                          description="Audit MODEL on DATA and write report.html, summary.json and samples.csv.",
                          epilog=EXIT_CODES_HELP)
-    run.add_argument("model", help="TorchScript file, torch.export program (.pt2), ONNX file (.onnx; extra 'onnx'), "
-                     "Hugging Face save_pretrained folder (extra 'hf'), state dict in torch or safetensors format "
-                     "(with --arch), or pickled module (with --unsafe-pickle)")
-    run.add_argument("data", help="folder: DATA/<class>/<image>, optionally with metadata.csv and classes.txt; "
-                     "or metadata.csv with path and label columns")
+    run.add_argument("model", nargs="?", help="TorchScript file, torch.export program (.pt2), ONNX file (.onnx; extra "
+                     "'onnx'), TFLite file (.tflite; extra 'tflite'), Keras 3 file (.keras; extra 'keras'), Hugging "
+                     "Face save_pretrained folder (extra 'hf'), state dict in torch or safetensors format (with "
+                     "--arch), pickled module (with --unsafe-pickle), or an inference endpoint's URL "
+                     "(http://HOST:PORT/v2/models/NAME); left out with --model-fn")
+    run.add_argument("data", nargs="?", help="folder: DATA/<class>/<image>, optionally with metadata.csv and "
+                     "classes.txt; or metadata.csv with path and label columns")
     _add_model_and_data_options(run)
     _add_audit_options(run)
 
@@ -227,6 +249,10 @@ def _config_from_args(args) -> "AuditConfig":
         classes_file=getattr(args, "classes", None), arch=getattr(args, "arch", None),
         num_classes=getattr(args, "num_classes", None), output_kind=getattr(args, "output_kind", "auto"),
         positive_class=getattr(args, "positive_class", None), device=args.device, limit=args.limit, seed=args.seed,
+        layout=getattr(args, "layout", "auto"), query_only=getattr(args, "query_only", False),
+        model_fn=getattr(args, "model_fn", None), request_batch=getattr(args, "request_batch", 32),
+        request_timeout=getattr(args, "request_timeout", 30.0), request_retries=getattr(args, "request_retries", 3),
+        request_concurrency=getattr(args, "request_concurrency", 4), headers=tuple(getattr(args, "header", ())),
         train_data=getattr(args, "train_data", None),
         batch_size=args.batch_size, max_pixels=getattr(args, "max_pixels", None) or DEFAULT_MAX_PIXELS,
         workers=args.workers, quiet=args.quiet, options=_check_options(args)).validated(cli=True)
@@ -445,6 +471,17 @@ def _run_compare(args) -> int:
     return EXIT_PASS if gate is None or gate["passed"] else EXIT_GATE_FAILED
 
 
+def _model_and_data(args) -> None:
+    """`run MODEL DATA`, or `run --model-fn MODULE:FUNCTION DATA` (one positional: the data)."""
+    if args.model_fn and args.data is None:
+        args.model, args.data = None, args.model
+    if args.data is None:
+        raise AuditError("cnnaudit run needs MODEL and DATA (or --model-fn MODULE:FUNCTION and DATA); "
+                         "see cnnaudit run --help.")
+    if args.model_fn and args.model is not None:
+        raise AuditError("--model-fn names the model; give DATA only (cnnaudit run --model-fn pkg.mod:fn DATA).")
+
+
 def _run(args) -> int:
     if args.command == "gate":
         return _run_gate(args)
@@ -454,6 +491,8 @@ def _run(args) -> int:
         return _run_diff(args)
     import json
     from .pipeline import run_audit
+    if args.command == "run":
+        _model_and_data(args)
     config = _config_from_args(args)
     rules, baseline = _load_gate_inputs(args)
     _check_extra_outputs(args)

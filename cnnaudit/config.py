@@ -62,6 +62,23 @@ class AuditConfig:
     num_classes: int | None = option(None, flag="--num-classes", parse=integer, minimum=1,
                                      expects="expected a whole number", help="outputs for --arch")
     output_kind: str = option("auto", flag="--output-kind", choices=OUTPUT_KINDS, help="what the model returns")
+    layout: str = option("auto", flag="--layout", choices=("auto", "nchw", "nhwc"),
+                         help="the model's input layout (auto: read from the file's static input shape)")
+    # audit the model as an attacker who can only query it: no gradients, Square is the only attack
+    query_only: bool = option(False, flag="--query-only", help="audit without gradients")
+    model_fn: str | None = option(None, flag="--model-fn", parse=text, expects="expected package.module:function",
+                                  help="a Python function from a numpy batch to scores")
+    # an inference endpoint's requests (model/endpoint.py)
+    request_batch: int = option(32, flag="--request-batch", parse=integer, minimum=1,
+                                expects="expected a whole number of images", help="images per request")
+    request_timeout: float = option(30.0, flag="--request-timeout", parse=finite, positive=True,
+                                    expects="expected seconds", help="seconds before a request times out")
+    request_retries: int = option(3, flag="--request-retries", parse=integer, minimum=0,
+                                  expects="expected a whole number", help="retries of a failed request")
+    request_concurrency: int = option(4, flag="--request-concurrency", parse=integer, minimum=1,
+                                      expects="expected a whole number", help="requests in flight at once")
+    # NAME=ENV_VAR: the header's value is read from the environment (and never recorded)
+    headers: tuple[str, ...] = option((), flag="--header", many=True, help="request headers, NAME=ENV_VAR")
     # the class a single-output (binary) model's logit means; default: the second
     positive_class: str | None = option(None, flag="--positive-class", help="positive class of a binary head")
     device: str = option("auto", flag="--device", parse=device_name, expects="expected auto, cpu, cuda or cuda:N",

@@ -25,7 +25,7 @@ from .data.images import image_size
 from .distributed import device_for_rank, join, leave
 from .errors import AuditError, first_line
 from .findings import Finding, rank, sentence
-from .model.loading import from_module, load_model
+from .model.sources import open_model
 from .model.outputs import SINGLE
 from .model.wrapper import build_audited_model, resolve_device
 from .progress import log
@@ -137,9 +137,9 @@ def _prepare(model, data, config: AuditConfig, device, shard, unsafe_pickle):
     for message in plugin_errors():  # a broken third-party check is skipped, and said so
         log(message, quiet=config.quiet)
     check_options = {name: registry()[name].options_from(config) for name in names}
-    loaded = (from_module(model) if isinstance(model, nn.Module)
-              else load_model(model, arch=config.arch, num_classes=config.num_classes, unsafe_pickle=unsafe_pickle,
-                              channels=config.channels))
+    loaded = open_model(model, config, device, unsafe_pickle=unsafe_pickle)
+    for note in loaded.notes:
+        log(note, quiet=config.quiet)
     dataset = open_dataset(data, config.classes_file)
     table = dataset.table if config.limit is None else stratified_subset(dataset.table, config.limit, config.seed)
     sample_ids = table["sample_id"].to_numpy()
@@ -215,7 +215,27 @@ def _model_section(ctx, size, device) -> dict:
             "positive_class": classes[audited.positive_index] if audited.output_kind in SINGLE else None,
             "preprocessing_from_file": {k: (list(v) if isinstance(v, tuple) else v)
                                         for k, v in loaded.preprocessing.items()},
-            **ctx.results["clean"].summary.get("randomness", {}), "device": str(device)}
+            **ctx.results["clean"].summary.get("randomness", {}), "device": str(device),
+            "gradients": loaded.gradients, "layout": loaded.layout, "backend": loaded.backend or None,
+            "queries": queries(audited), "notes": loaded.notes + converter_warnings(loaded.module)}
+
+
+def queries(audited) -> dict | None:
+    """How many images and calls a query-only model answered in the audit (its cost over an endpoint)."""
+    from .model.query import QueryModule
+    inner = audited.model
+    if not isinstance(inner, QueryModule):
+        return None
+    return {"images": inner.images, "calls": inner.calls,
+            **{k: getattr(inner.backend, k) for k in ("requests", "retried", "failed_requests")
+               if hasattr(inner.backend, k)}}
+
+
+def converter_warnings(module) -> list[str]:
+    """The warnings a converted model (onnx2torch) raised while the audit ran, once each with its count."""
+    from .model.onnxfile import QuietModule
+    return [f"The model converter warned {n} time(s): {message}" for m in module.modules() if isinstance(m, QuietModule)
+            for message, n in sorted(m.warned.items())]
 
 
 def _data_section(ctx) -> dict:
@@ -255,7 +275,8 @@ def _wrap_model(loaded, config: AuditConfig, dataset, sample_ids, size, device):
         loaded.module.to(device), channels=config.channels or declared.get("channels"), input_size=size,
         mean=config.mean if config.mean is not None else declared.get("mean"),
         std=config.std if config.std is not None else declared.get("std"), device=device,
-        output_kind=config.output_kind, batch_hint=loaded.batch_hint, real_images=real_images)
+        output_kind=config.output_kind, batch_hint=loaded.batch_hint, real_images=real_images,
+        gradients=loaded.gradients)
     classes = dataset.classes
     if audited.output_kind in SINGLE:
         if len(classes) != 2:

@@ -14,12 +14,27 @@ from .. import aggregate
 from ..errors import AuditError
 from ..findings import ALPHA, Finding, fmt_p
 from ..gate.rules import NUMBER, RuleKind, result
+from ..model.query import QueryError
 from ..model.randomness import probe_randomness
 from ..predict import predict
 from ..report.images import to_data_uri
 from ..stats import reliability_bins
 from .base import Check, CheckResult
 from .registry import register
+
+
+def _one_by_one(model, batch):
+    """A batch a query-only model failed, one image at a time: (ids, prediction columns, [(id, why)] for the
+    images it still fails on). They are listed with the unreadable files, never dropped silently; a later
+    check whose queries fail after their retries fails as a whole (the others still report)."""
+    ids, parts, failed = [], [], []
+    for i, sid in enumerate(batch.sample_ids):
+        try:
+            parts.append(predict(model, batch.x[i:i + 1], batch.y[i:i + 1]))
+            ids.append(sid)
+        except QueryError as exc:
+            failed.append((sid, str(exc)[:200]))
+    return ids, (aggregate.stack_columns(parts) if parts else None), failed
 
 
 def _judge_accuracy(rule, clean: dict) -> dict:
@@ -46,8 +61,15 @@ class CleanCheck(Check):
     def run(self, ctx, inputs) -> CheckResult:
         def evaluate(batch):
             skipped = [{"path": ctx.dataset.path_of(sid), "reason": reason} for sid, reason in batch.skipped]
-            cols = predict(ctx.model, batch.x, batch.y) if len(batch.sample_ids) else None
-            return batch.sample_ids, cols, skipped, batch.clipped, batch.exif_orientation
+            ids, cols = batch.sample_ids, None
+            if len(ids):
+                try:
+                    cols = predict(ctx.model, batch.x, batch.y)
+                except QueryError:  # an endpoint failed the batch after its retries: find the images it fails on
+                    ids, cols, failed = _one_by_one(ctx.model, batch)
+                    skipped.extend({"path": ctx.dataset.path_of(sid), "reason": f"the model failed on it ({why})"}
+                                   for sid, why in failed)
+            return ids, cols, skipped, batch.clipped, batch.exif_orientation
 
         parts, skipped_all, clipped_all = [], list(ctx.skipped), []  # ctx.skipped: files excluded before decoding
         for ids, cols, skipped, clipped, oriented in ctx.map_batches(evaluate, ctx.sample_ids, desc="clean"):

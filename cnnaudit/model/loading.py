@@ -13,7 +13,6 @@ import hashlib
 import importlib
 import inspect
 import json
-import re
 import struct
 import warnings
 import zipfile
@@ -75,9 +74,18 @@ def _is_safetensors(path: Path) -> bool:
 
 
 def sniff_format(path: Path) -> str:
-    """torchscript, export, onnx, safetensors or torch_save, from the file's contents (ONNX by extension)."""
+    """torchscript, export, onnx, tflite, keras, keras_h5, safetensors or torch_save, from the file's contents
+    (ONNX, which has no magic number, by extension)."""
     if path.suffix.lower() == ".onnx":
         return "onnx"
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head[4:8] == b"TFL3":  # a TFLite flatbuffer's file identifier
+        return "tflite"
+    if head == b"\x89HDF\r\n\x1a\n":  # HDF5: a legacy Keras .h5 model
+        return "keras_h5"
+    if zipfile.is_zipfile(path) and {"config.json", "metadata.json"} <= set(zipfile.ZipFile(path).namelist()):
+        return "keras"  # a Keras 3 .keras archive (config.json, metadata.json, model.weights.h5)
     if _is_safetensors(path):
         return "safetensors"
     if not zipfile.is_zipfile(path):
@@ -168,36 +176,6 @@ def _static_hints(shape: list | None) -> tuple[int | None, dict]:
     return batch, pre
 
 
-def _load_onnx(path: Path, digest: str) -> LoadedModel:
-    try:
-        import onnx
-        from onnx2torch import convert
-    except ImportError as exc:
-        raise _needs_extra("ONNX models", "onnx", exc) from None
-    try:
-        proto = onnx.load(str(path))
-    except Exception as exc:
-        raise AuditError(f"Model file {str(path)!r} is not a readable ONNX model ({exc}); export it again with "
-                         "torch.onnx.export.") from None
-    initializers = {i.name for i in proto.graph.initializer}
-    inputs = [i for i in proto.graph.input if i.name not in initializers]
-    shape = None
-    if inputs:
-        dims = inputs[0].type.tensor_type.shape.dim
-        shape = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in dims]
-    try:
-        module = convert(proto)
-    except NotImplementedError as exc:  # onnx2torch: "Converter is not implemented (OperationDescription(...))"
-        op = re.search(r"operation_type='([^']*)', version=(\d+)", str(exc))
-        what = f"the operator {op.group(1)} (opset {op.group(2)})" if op else f"an operator ({exc})"
-        raise AuditError(f"Model file {str(path)!r} uses {what}, which onnx2torch cannot convert to torch; "
-                         "re-export with another opset (e.g. torch.onnx.export(..., opset_version=17)) or "
-                         "save the model with torch.jit.save or torch.export.save.") from None
-    batch, pre = _static_hints(shape)
-    return LoadedModel(module.eval(), str(path), "onnx", digest, supports_hooks=True, batch_hint=batch,
-                       preprocessing=pre)
-
-
 def _json_config(file: Path) -> dict | None:
     """A Hugging Face folder's JSON file (config.json, preprocessor_config.json), None when absent."""
     if not file.is_file():
@@ -269,16 +247,25 @@ def _load_huggingface(folder: Path) -> LoadedModel:
 
 
 def load_model(path: str | Path, *, arch: str | None = None, num_classes: int | None = None,
-               unsafe_pickle: bool = False, channels: int | None = None) -> LoadedModel:
+               unsafe_pickle: bool = False, channels: int | None = None, layout: str | None = None,
+               query_only: bool = False) -> LoadedModel:
     path = Path(path)
     if path.is_dir():
         return _load_huggingface(path)
     if not path.is_file():
-        raise AuditError(f"Model file {str(path)!r} does not exist; pass the path of a saved model.")
+        raise AuditError(f"Model file {str(path)!r} does not exist; pass the path of a saved model, or an inference "
+                         "endpoint's URL (http://HOST:PORT/v2/models/NAME).")
     fmt = sniff_format(path)
     digest = sha256_of(path)
     if fmt == "onnx":
-        return _load_onnx(path, digest)
+        from .onnxfile import load_onnx
+        return load_onnx(path, digest, layout=layout, query_only=query_only)
+    if fmt == "tflite":
+        from .tflite import load_tflite
+        return load_tflite(path, digest)
+    if fmt in ("keras", "keras_h5"):
+        from .keras import load_keras
+        return load_keras(path, digest)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notice is not the user's problem
         if fmt == "torchscript":

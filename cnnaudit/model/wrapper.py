@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ..errors import AuditError, first_line
+from .query import QueryError
 from .outputs import SINGLE, VALUE_KINDS, detect_kind, num_outputs, to_logits, unwrap
 
 # Probe batch sizes: 3 first because a static export is usually traced at 1, 2 or a power of two; the rest
@@ -46,6 +47,7 @@ class AuditedModel(nn.Module):
         self.pad_single = False  # the model mishandles a batch of one (see the module docstring)
         self.output_shape: tuple[int, ...] | None = None  # one image's output shape, learned on the probe
         self.input_dtype = input_dtype
+        self.gradients = True  # False for a query-only model (model/query.py): forward passes only
         mean = torch.as_tensor(mean if mean is not None else [0.0] * self.channels, dtype=torch.float32)
         std = torch.as_tensor(std if std is not None else [1.0] * self.channels, dtype=torch.float32)
         self.register_buffer("mean", mean.reshape(1, -1, 1, 1), persistent=False)
@@ -136,7 +138,8 @@ def _input_dtype(module: nn.Module) -> torch.dtype:
 
 def build_audited_model(module: nn.Module, *, channels: int | None, input_size: tuple[int, int],
                         mean, std, device: torch.device, output_kind: str | None = None,
-                        batch_hint: int | None = None, real_images=None) -> tuple[AuditedModel, int]:
+                        batch_hint: int | None = None, real_images=None,
+                        gradients: bool = True) -> tuple[AuditedModel, int]:
     """Wrap `module` and learn its channels, static batch size (if any), output container and kind and
     number of classes from probe batches.
 
@@ -155,6 +158,7 @@ def build_audited_model(module: nn.Module, *, channels: int | None, input_size: 
                                  f"give 1 or {c} values.")
         wrapped = AuditedModel(module, mean=_expand(mean, c, 0.0), std=_expand(std, c, 1.0), channels=c,
                                input_size=input_size, input_dtype=dtype).to(device)
+        wrapped.gradients = gradients
         probe = _probe(wrapped, c, input_size, device, batch_hint)
         if isinstance(probe, str):
             errors.append(f"{c} channels: {probe}")
@@ -167,8 +171,11 @@ def build_audited_model(module: nn.Module, *, channels: int | None, input_size: 
         if real_images is not None:
             x = real_images(c)
             if x is not None and len(x):
-                with torch.no_grad():
-                    out = torch.cat([out.float(), wrapped.raw(x.to(device)).float()])
+                try:
+                    with torch.no_grad():
+                        out = torch.cat([out.float(), wrapped.raw(x.to(device)).float()])
+                except QueryError:  # an endpoint failing on these images: the clean pass lists them, one by one
+                    pass
         kind = output_kind if output_kind not in (None, "auto") else detect_kind(out)
         if kind in SINGLE and out[0].numel() != 1:
             raise AuditError(f"--output-kind {kind} needs a model with one output per image; this one returns "

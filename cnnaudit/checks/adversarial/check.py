@@ -98,7 +98,10 @@ class AdversarialCheck(Check):
         draws = inputs["clean"].summary["randomness"]["eot_draws"] or 1  # > 1: a randomized model, EOT
         runner = AttackRunner(with_draws(ctx.model, draws), num_classes=len(ctx.classes),
                               batch_size=ctx.config.batch_size, backend=opts.backend)
-        cascade = opts.cascade()
+        query_only = not ctx.model.gradients
+        # a model that answers queries only (model/query.py) gets the gradient-free attack alone
+        cascade = [query_attack(opts)] if query_only else opts.cascade()
+        rounds = () if query_only else opts.escalation()
         clean = ctx.clean_rows.set_index("sample_id")
         correct_ids = clean.index[clean["correct"].astype(bool)].to_numpy()
         size, n_classes = ctx.config.gallery_size, len(ctx.classes)
@@ -109,7 +112,7 @@ class AdversarialCheck(Check):
             parts, candidates = [], []
             full = len(seen) >= size
             for norm, eps_list in grid.items():
-                parts.extend(self._attack_batch(ctx, runner, cascade, batch.sample_ids, x, y, norm, eps_list,
+                parts.extend(self._attack_batch(ctx, runner, cascade, rounds, batch.sample_ids, x, y, norm, eps_list,
                                                 candidates if norm == gallery_norm and not full else None))
             seen[:] = _gallery(seen + candidates, size, n_classes)
             # one frame per batch: a small frame costs kilobytes, and there are budgets × batches of them
@@ -121,15 +124,22 @@ class AdversarialCheck(Check):
         gallery = _gallery([g for _, candidates in done for g in candidates], size, n_classes)
         rows = self._assemble_rows(ctx, clean, parts, grid)
         summary = self.summarize(rows, {}, ctx.classes, ctx.dataset.attributes)
-        sanity = self._sanity(ctx, runner, correct_ids, grid, opts, summary, cascade)
         extra: list[dict] = []
-        rows, summary, sanity, square_info, findings = self._adaptive(ctx, runner, rows, summary, sanity, grid,
-                                                                      cascade, pool, extra)
+        if query_only:
+            sanity = monotone_checks(grid, summary["results"]) + not_applicable(grid)
+            square_info = {"queries": cascade[0].steps, "automatic": False}
+            findings = [query_only_note(cascade[0].steps)]
+        else:
+            sanity = self._sanity(ctx, runner, correct_ids, grid, opts, summary, cascade)
+            rows, summary, sanity, square_info, findings = self._adaptive(ctx, runner, rows, summary, sanity, grid,
+                                                                          cascade, pool, extra)
         gallery = _gallery(gallery + extra, size, n_classes)
         summary["sanity"] = sanity
         masking = masking_verdict(sanity)
         summary["gradient_masking"] = masking
-        summary["gradient_masking_suspected"] = masking != "none"  # kept for summary readers before 0.3.0
+        summary["gradient_masking_suspected"] = masking not in ("none", "not_applicable")  # for readers before 0.3.0
+        # gradients: every attack ran; query_only: Square alone, so robust accuracy is an upper bound (since 0.6.0)
+        summary["threat_model"] = "query_only" if query_only else "gradients"
         summary["attack_strength"] = opts.attack_strength
         summary["cascade"] = [s.name for s in cascade]
         summary["square"] = square_info
@@ -138,7 +148,7 @@ class AdversarialCheck(Check):
         summary["losses"] = {name: type(fn).__name__ for name, fn in runner.losses.items()}
         clean_accuracy = aggregate.accuracy(inputs["clean"].rows)["accuracy"]
         summary["escalation"] = {"rounds": [{"attack": r.attack.name, "below_margin": r.below}
-                                            for r in opts.escalation()], "near_boundary_margin": NEAR_MARGIN}
+                                            for r in rounds], "near_boundary_margin": NEAR_MARGIN}
         findings.extend(masking_findings(masking, sanity) + budget_findings(summary, grid, clean_accuracy)
                         + _saved_findings(summary) + near_boundary_findings(summary))
         return CheckResult(self.name, rows, summary, findings=findings,
@@ -246,7 +256,8 @@ class AdversarialCheck(Check):
         rows["correct_8bit"] = rows["correct_8bit"].astype(bool)
         return rows, candidates
 
-    def _attack_batch(self, ctx, runner, cascade, sample_ids, x, y, norm, eps_list, gallery) -> list[pd.DataFrame]:
+    def _attack_batch(self, ctx, runner, cascade, rounds, sample_ids, x, y, norm, eps_list,
+                      gallery) -> list[pd.DataFrame]:
         """Rows for one batch and norm; appends examples at the largest eps to `gallery` unless it is None."""
         n = len(x)
         width = ctx.config.batch_size
@@ -257,18 +268,19 @@ class AdversarialCheck(Check):
         m_best = torch.zeros(n, device=x.device)
         spread = clean_spread(runner.model, x, width)  # the unit of each sample's margin
         seed = ctx.config.seed
-        rounds = self.opts.escalation()
         ids = np.asarray(sample_ids)
         out = []
-        fgsm_all = runner.fgsm(x, y, eps_list=eps_list, norm=norm, seed=seed)
+        with_fgsm = cascade[0].name == "fgsm"  # always, except on a query-only model (no gradients)
+        fgsm_all = runner.fgsm(x, y, eps_list=eps_list, norm=norm, seed=seed) if with_fgsm else None
         for eps in eps_list:
-            fgsm_adv = check_bounds(fgsm_all[eps], x, eps, norm)
-            fgsm_correct = _predict(runner.model, width, fgsm_adv, y)["correct"]
+            if with_fgsm:
+                fgsm_adv = check_bounds(fgsm_all[eps], x, eps, norm)
+                fgsm_correct = _predict(runner.model, width, fgsm_adv, y)["correct"]
             for k, attack in enumerate(cascade):
                 alive = (~broken).nonzero()[:, 0]
                 if not len(alive):
                     break
-                if k == 0:
+                if k == 0 and with_fgsm:
                     x_att = fgsm_adv[alive]
                 else:
                     x_att = check_bounds(runner.run(attack, x[alive], y[alive], eps=eps, norm=norm, seed=seed + k,
@@ -297,7 +309,7 @@ class AdversarialCheck(Check):
             cols = _predict(runner.model, width, x_best, y)
             saved = _predict(runner.model, width, saved_8bit(x_best), y)
             out.append(pd.DataFrame({"sample_id": sample_ids, "norm": norm, "eps": eps, "attack": found_by.copy(),
-                                     "fgsm_correct": fgsm_correct, **cols,
+                                     **({"fgsm_correct": fgsm_correct} if with_fgsm else {}), **cols,
                                      "margin": m_best.cpu().numpy().astype(np.float64),
                                      "correct_8bit": cols["correct"] | saved["correct"]}))
             if gallery is not None and eps == eps_list[-1]:
@@ -325,8 +337,11 @@ class AdversarialCheck(Check):
                     "confidence": wrong["confidence"].to_numpy(), "loss": wrong["loss"].to_numpy(), "min_eps": 0.0,
                     "margin": np.nan}))
         res = pd.concat([f for f in frames if len(f)], ignore_index=True)
+        if len(attacked) and "fgsm_correct" not in attacked:  # a query-only model: no FGSM ran
+            res = res.drop(columns="fgsm_correct")
         res["correct"] = res["correct"].astype(bool)
-        res["fgsm_correct"] = res["fgsm_correct"].astype(bool)
+        if "fgsm_correct" in res:
+            res["fgsm_correct"] = res["fgsm_correct"].astype(bool)
         res["correct_8bit"] = res["correct_8bit"].astype(bool)
         res = res.sort_values(["norm", "eps", "sample_id"], kind="stable").reset_index(drop=True)
         rows = ctx.base_rows(res["sample_id"])
@@ -336,7 +351,8 @@ class AdversarialCheck(Check):
             rows[col] = res[col].to_numpy()
         rows["prediction_name"] = [ctx.classes[p] for p in res["prediction"]]
         for col in ("correct", "confidence", "loss", "fgsm_correct", "correct_8bit"):
-            rows[col] = res[col].to_numpy()
+            if col in res:
+                rows[col] = res[col].to_numpy()
         rows["margin"] = res["margin"].to_numpy(dtype=float)
         return rows
 
@@ -347,6 +363,27 @@ class AdversarialCheck(Check):
         y = torch.cat([b.y for b in batches]).to(ctx.device) if batches else None
         return sanity_checks(runner.model, runner, x, y, grid, summary["results"], opts, ctx.config.seed, ids=subset,
                              cascade=cascade)
+
+
+def query_attack(opts: AdversarialOptions) -> AttackSpec:
+    """The attack on a query-only model: Square, with AutoAttack's 5,000 queries at thorough, else 1,000."""
+    return THOROUGH["square_thorough"] if opts.attack_strength == "thorough" else ATTACKS["square"]
+
+
+def not_applicable(grid) -> list[dict]:
+    """The gradient sanity checks on a model without gradients: listed, marked not applicable (never passed)."""
+    why = "not applicable: the model answers queries only, so no gradient attack ran"
+    names = [f"{c}_{norm}" for norm in grid for c in ("iterative_beats_single_step", "large_eps_reaches_zero")]
+    return [{"check": name, "passed": None, "applicable": False, "detail": why}
+            for name in (*names, "attack_self_test", "gradients_usable")]
+
+
+def query_only_note(queries: int) -> Finding:
+    return Finding("info", "adversarial", "note", "query-only",
+                   "Robust accuracy is an upper bound: the model answers queries only",
+                   f"Without gradients the only attack is Square (gradient-free) with {queries} queries per sample and "
+                   "budget; a white-box attacker with the weights may break more, so read these numbers as what an "
+                   "attacker with query access alone achieves, at most.", evidence="#adversarial")
 
 
 def _predict(model, size: int, x: torch.Tensor, y: torch.Tensor) -> dict[str, np.ndarray]:
@@ -456,6 +493,8 @@ def summarize_adversarial(rows: pd.DataFrame, grid, classes, attributes) -> dict
         for eps in eps_list:
             sel = rows[(rows["norm"] == norm) & (rows["eps"] == eps)]
             for attack, col in (("fgsm", "fgsm_correct"), ("worst_case", "correct")):
+                if col not in sel:  # no FGSM on a query-only model
+                    continue
                 acc = aggregate.accuracy(sel.assign(correct=sel[col]))
                 results.append({"attack": attack, "norm": norm, "eps": eps, "eps_label": eps_label(norm, eps),
                                 "robust_accuracy": acc["accuracy"], "robust_accuracy_ci": acc["accuracy_ci"],

@@ -27,10 +27,16 @@ def judge_robust_accuracy(rule, adv: dict) -> dict:
     detail = (f"{attack} robust accuracy {r['robust_accuracy']:.4f} at {r['norm']} {r['eps_label']} "
               f"(minimum {p['threshold']})")
     passed = r["robust_accuracy"] >= p["threshold"]
-    if passed and adv.get("gradient_masking_suspected"):  # the number may be inflated: no evidence it holds
-        masking = adv.get("gradient_masking", "suspected")
+    # summaries before 0.3.0 have only the boolean; later ones the verdict (the boolean may go)
+    masking = adv.get("gradient_masking") or ("suspected" if adv.get("gradient_masking_suspected") else "none")
+    if passed and masking in ("suspected", "confirmed"):  # the number may be inflated: no evidence it holds
         return without_evidence(rule, metric, r["robust_accuracy"], p["threshold"],
                                 detail + f"; gradient masking {masking}, so the attacks may overstate it")
+    if passed and adv.get("threat_model") == "query_only":  # Square alone: an upper bound, not evidence it holds
+        queries = (adv.get("square") or {}).get("queries")
+        return without_evidence(rule, metric, r["robust_accuracy"], p["threshold"],
+                                detail + f"; the model answers queries only, so this is an upper bound from Square "
+                                         f"with {queries} queries, which a white-box attack may lower")
     return result(rule, metric, r["robust_accuracy"], p["threshold"], passed, detail)
 
 

@@ -72,6 +72,8 @@ def monotone_checks(grid, results) -> list[dict]:
     for norm in grid:
         for attack in ("fgsm", "worst_case"):
             accs = [r["robust_accuracy"] for r in results if r["norm"] == norm and r["attack"] == attack]
+            if not accs:  # no FGSM curve on a query-only model
+                continue
             rises = [(a, b) for a, b in zip(accs, accs[1:]) if b is not None and a is not None and b > a + 1e-9]
             checks.append({"check": f"monotone_in_eps_{attack}_{norm}", "passed": not rises,
                            "detail": f"{attack} robust accuracy by eps: {', '.join(f'{a:.3f}' for a in accs)}"})
@@ -110,8 +112,11 @@ def gradient_free_check(rows: pd.DataFrame, grid) -> dict:
 
 
 def masking_verdict(sanity: list[dict]) -> str:
-    """none | suspected (a sanity check failed) | confirmed (Square beat the gradient attacks above noise)."""
-    failed = {s["check"] for s in sanity if not s["passed"]}
+    """none | suspected (a sanity check failed) | confirmed (Square beat the gradient attacks above noise) |
+    not_applicable (a query-only model: the gradient checks are not applicable, and are not passed either)."""
+    if sanity and all(s.get("applicable", True) is False for s in sanity if not s["check"].startswith("monotone")):
+        return "not_applicable"  # a query-only model: no gradient attack ran that could be masked
+    failed = {s["check"] for s in sanity if s["passed"] is False}
     if "gradient_free_beats_gradient" in failed:
         return "confirmed"
     return "suspected" if failed else "none"
@@ -126,7 +131,7 @@ def masking_findings(masking: str, sanity: list[dict]) -> list[Finding]:
                         "attack broke samples the gradient attacks could not", check["detail"],
                         effect=check.get("share"), ci=check.get("share_ci"), evidence="#adversarial-sanity")]
     if masking == "suspected":
-        failed = [s["check"] for s in sanity if not s["passed"]]
+        failed = [s["check"] for s in sanity if s["passed"] is False]
         return [Finding("warn", "adversarial", "masking", "gradients", "Possible gradient masking: robust accuracy "
                         "may be overestimated", f"sanity check(s) failed: {', '.join(failed)}",
                         evidence="#adversarial-sanity")]

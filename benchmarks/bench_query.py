@@ -7,8 +7,11 @@
    model uses torch's default threads.
 2. The time to write one request's JSON for 64x3x224x224 floats: EndpointQuery's numpy writer against
    json.dumps(x.tolist()).
+3. The ONNX fallback's cost: a ResNet-18 (random weights, 3x--onnx-size px) exported to ONNX, its clean
+   forward passes through onnx2torch (the default, gradients flow) and through onnxruntime (the fallback and
+   --query-only), images/s through cnnaudit's AuditedModel in the same run.
 
-    python benchmarks/bench_query.py [--images 2048] [--call 256] [--size 28] [--skip-encoding]
+    python benchmarks/bench_query.py [--images 2048] [--call 256] [--size 28] [--skip-encoding] [--skip-onnx]
 """
 
 from __future__ import annotations
@@ -48,6 +51,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=28)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-encoding", action="store_true")
+    parser.add_argument("--skip-onnx", action="store_true")
+    parser.add_argument("--onnx-size", type=int, default=112)
+    parser.add_argument("--onnx-images", type=int, default=256)
     args = parser.parse_args()
 
     torch.manual_seed(0)
@@ -89,6 +95,41 @@ def main() -> None:
         t_slow = time.perf_counter() - start
         print(f"JSON of 64x3x224x224 floats: numpy writer {t_fast:.2f} s ({len(fast) / 1e6:.0f} MB), "
               f"json.dumps(tolist) {t_slow:.2f} s ({len(slow) / 1e6:.0f} MB): {t_slow / t_fast:.1f}x")
+
+    if not args.skip_onnx:
+        onnx_fallback(args.onnx_size, args.onnx_images, args.repeats)
+
+
+def onnx_fallback(size: int, n: int, repeats: int) -> None:
+    import warnings
+
+    import torchvision
+
+    from cnnaudit.model.onnxfile import load_onnx
+    from cnnaudit.model.wrapper import build_audited_model
+    net = torchvision.models.resnet18(weights=None, num_classes=10).eval()
+    x = torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(0))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "resnet18.onnx"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(net, (x[:1],), str(path), dynamo=False, opset_version=17, input_names=["x"],
+                              dynamic_axes={"x": {0: "n"}})
+        rates, outs = {}, {}
+        for name, query_only in (("onnx2torch", False), ("onnxruntime", True)):
+            loaded = load_onnx(path, "", query_only=query_only)
+            model, _ = build_audited_model(loaded.module, channels=3, input_size=(size, size), mean=None, std=None,
+                                           device=torch.device("cpu"), gradients=loaded.gradients)
+
+            def forward(batch):
+                with torch.no_grad():
+                    return torch.cat([model(batch[s:s + 64]) for s in range(0, len(batch), 64)])
+            outs[name] = forward(x)
+            rates[name] = rate(forward, x, 64, repeats)
+        diff = float((outs["onnx2torch"] - outs["onnxruntime"]).abs().max())
+        print(f"ResNet-18 ONNX at 3x{size}x{size}, {n} images: onnx2torch {rates['onnx2torch']:.0f} images/s, "
+              f"onnxruntime {rates['onnxruntime']:.0f} images/s ({rates['onnxruntime'] / rates['onnx2torch']:.2f}x); "
+              f"largest logit difference {diff:.2g}")
 
 
 if __name__ == "__main__":

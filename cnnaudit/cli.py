@@ -184,12 +184,12 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="audit MODEL on the images in DATA",
                          description="Audit MODEL on DATA and write report.html, summary.json and samples.csv.",
                          epilog=EXIT_CODES_HELP)
-    run.add_argument("model", nargs="?", help="TorchScript file, torch.export program (.pt2), ONNX file (.onnx; extra "
+    run.add_argument("model", help="TorchScript file, torch.export program (.pt2), ONNX file (.onnx; extra "
                      "'onnx'), TFLite file (.tflite; extra 'tflite'), Keras 3 file (.keras; extra 'keras'), Hugging "
                      "Face save_pretrained folder (extra 'hf'), state dict in torch or safetensors format (with "
                      "--arch), pickled module (with --unsafe-pickle), or an inference endpoint's URL "
                      "(http://HOST:PORT/v2/models/NAME); left out with --model-fn")
-    run.add_argument("data", nargs="?", help="folder: DATA/<class>/<image>, optionally with metadata.csv and "
+    run.add_argument("data", help="folder: DATA/<class>/<image>, optionally with metadata.csv and "
                      "classes.txt; or metadata.csv with path and label columns")
     _add_model_and_data_options(run)
     _add_audit_options(run)
@@ -471,15 +471,15 @@ def _run_compare(args) -> int:
     return EXIT_PASS if gate is None or gate["passed"] else EXIT_GATE_FAILED
 
 
-def _model_and_data(args) -> None:
-    """`run MODEL DATA`, or `run --model-fn MODULE:FUNCTION DATA` (one positional: the data)."""
-    if args.model_fn and args.data is None:
-        args.model, args.data = None, args.model
-    if args.data is None:
-        raise AuditError("cnnaudit run needs MODEL and DATA (or --model-fn MODULE:FUNCTION and DATA); "
-                         "see cnnaudit run --help.")
-    if args.model_fn and args.model is not None:
-        raise AuditError("--model-fn names the model; give DATA only (cnnaudit run --model-fn pkg.mod:fn DATA).")
+# `run --model-fn MODULE:FUNCTION DATA` has one positional: this stands in for MODEL (argparse cannot leave a
+# leading positional out without mis-assigning positionals given after options)
+FUNCTION_MODEL = "<--model-fn>"
+
+
+def _with_function_model(argv: list[str]) -> list[str]:
+    if argv[:1] == ["run"] and any(a == "--model-fn" or a.startswith("--model-fn=") for a in argv):
+        return ["run", FUNCTION_MODEL, *argv[1:]]
+    return argv
 
 
 def _run(args) -> int:
@@ -491,8 +491,6 @@ def _run(args) -> int:
         return _run_diff(args)
     import json
     from .pipeline import run_audit
-    if args.command == "run":
-        _model_and_data(args)
     config = _config_from_args(args)
     rules, baseline = _load_gate_inputs(args)
     _check_extra_outputs(args)
@@ -550,7 +548,9 @@ def _run(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_with_function_model(list(sys.argv[1:] if argv is None else argv)))
+    if getattr(args, "model", None) == FUNCTION_MODEL:
+        args.model = None
     from .io import COMMITTED
     COMMITTED.clear()  # what this call writes, not an earlier main() in the same process
     try:

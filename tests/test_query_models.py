@@ -84,12 +84,13 @@ def test_weights_in_constant_nodes_are_folded_and_match_the_eager_model(tmp_path
     assert any("8 Constant node(s)" in n for n in s["model"]["notes"])
     pd.testing.assert_series_equal(predictions(out), reference)
     # onnxruntime, the reference runtime, reads the same file to the same predictions
-    proc = run_cli("run", path, digits_dir, "--checks", "none", "--limit", "60", "--out", tmp_path / "ort",
-                   "--quiet", "--query-only")
+    proc = run_cli("run", path, digits_dir, "--limit", "60", "--out", tmp_path / "ort", "--quiet", "--query-only",
+                   "--norms", "linf", "--eps-linf", "8/255")  # every default check, without gradients
     assert proc.returncode == 0, proc.stderr
     s = read_summary(tmp_path / "ort")
     assert s["model"]["gradients"] is False and s["model"]["backend"]["runtime"] == "onnxruntime"
-    assert s["model"]["queries"]["images"] >= 60
+    assert s["model"]["queries"]["images"] >= 60 and s["complete"]
+    assert s["adversarial"]["threat_model"] == "query_only"
     pd.testing.assert_series_equal(predictions(tmp_path / "ort"), reference)
 
 
@@ -201,7 +202,7 @@ def test_a_python_function_is_audited_with_model_fn(tmp_path, eager_model, digit
     proc = run_cli("run", "--model-fn", "mymodel:nope", digits_dir, "--out", tmp_path / "x", env=env)
     assert proc.returncode == 2 and "cannot import 'nope' from 'mymodel'" in proc.stderr
     proc = run_cli("run", "--model-fn", "mymodel:predict", "model.pt", digits_dir, "--out", tmp_path / "x", env=env)
-    assert proc.returncode == 2 and "give DATA only" in proc.stderr
+    assert proc.returncode == 2 and "unrecognized arguments" in proc.stderr  # MODEL and --model-fn: one too many
 
 
 # --- a live Open Inference Protocol endpoint ----------------------------------------------------------------

@@ -262,10 +262,10 @@ def load_model(path: str | Path, *, arch: str | None = None, num_classes: int | 
         return load_onnx(path, digest, layout=layout, query_only=query_only)
     if fmt == "tflite":
         from .tflite import load_tflite
-        return load_tflite(path, digest)
+        return load_tflite(path, digest, layout=layout)
     if fmt in ("keras", "keras_h5"):
         from .keras import load_keras
-        return load_keras(path, digest)
+        return load_keras(path, digest, layout=layout)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notice is not the user's problem
         if fmt == "torchscript":

@@ -18,6 +18,8 @@ The runtime is `ai-edge-litert` (`pip install 'cnnaudit[tflite]'`), else `tflite
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 from pathlib import Path
 
@@ -49,6 +51,24 @@ def interpreter_class():
     except ImportError:
         from .loading import _needs_extra
         raise _needs_extra("TFLite models", "tflite", first) from None
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """File descriptor 2 pointed at /dev/null for the duration: the runtime's C++ logging writes there, under
+    --quiet too, where Python's sys.stderr cannot catch it. Errors still surface as Python exceptions."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no file descriptor 2 (an embedded interpreter): nothing to silence
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def is_tflite(path: Path) -> bool:
@@ -101,8 +121,9 @@ class TFLiteQuery(QueryBackend):
 
     # --- batch size ---------------------------------------------------------------------------------------
     def _new_interpreter(self):
-        interpreter = self.Interpreter(model_path=self.path, num_threads=max(1, torch.get_num_threads()))
-        interpreter.allocate_tensors()
+        with _native_stderr_silenced():  # LiteRT's C++ "INFO: Created TensorFlow Lite XNNPACK delegate" line
+            interpreter = self.Interpreter(model_path=self.path, num_threads=max(1, torch.get_num_threads()))
+            interpreter.allocate_tensors()
         return interpreter
 
     def _reset(self) -> None:

@@ -81,7 +81,7 @@ def test_weights_in_constant_nodes_are_folded_and_match_the_eager_model(tmp_path
     assert proc.returncode == 0, proc.stderr
     s = read_summary(out)
     assert s["model"]["gradients"] is True and s["model"]["layout"] == "nchw"
-    assert any("8 Constant node(s)" in n for n in s["model"]["notes"])
+    assert any("8 Constant or Identity node(s)" in n for n in s["model"]["notes"])
     pd.testing.assert_series_equal(predictions(out), reference)
     # onnxruntime, the reference runtime, reads the same file to the same predictions
     proc = run_cli("run", path, digits_dir, "--limit", "60", "--out", tmp_path / "ort", "--quiet", "--query-only",
@@ -272,3 +272,33 @@ def test_images_an_endpoint_always_fails_on_are_listed_not_dropped(tmp_path, ser
     assert s["data"]["n_samples"] == 38 and s["data"]["n_skipped"] == 2
     assert all("the model failed on it" in r["reason"] and "HTTP 500" in r["reason"] for r in s["data"]["skipped"])
     assert s["model"]["queries"]["retried"] >= 1
+
+
+def test_identical_weights_exported_as_identity_nodes_are_folded(tmp_path):
+    """torch's exporter writes identical initializers once (here two zero biases, as in any fresh network with
+    batch norm folded) and the copy as an Identity node, which onnx2torch cannot read: a ResNet-18 exported at
+    random initialization failed so. Folded, it converts, with gradients, and agrees with onnxruntime."""
+    import onnx
+    from onnx2torch import convert
+
+    from cnnaudit.model.onnxfile import OnnxRuntimeQuery, load_onnx
+    from cnnaudit.model.query import QueryModule
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(),
+                        nn.Flatten(), nn.Linear(4 * 32 * 32, 10)).eval()
+    with torch.no_grad():
+        net[0].bias.zero_()
+        net[2].bias.zero_()
+    path = zoo.save_onnx(net, tmp_path / "tied.onnx", dynamic=True)
+    proto = onnx.load(str(path))
+    assert any(n.op_type == "Identity" for n in proto.graph.node)
+    with pytest.raises(KeyError):
+        convert(proto)
+    loaded = load_onnx(path, "")
+    assert loaded.gradients and loaded.notes
+    x = torch.rand(5, 1, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        got = loaded.module(x)
+    ref = QueryModule(OnnxRuntimeQuery(str(path), "nchw", str(path)))(x)
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got, net(x), atol=1e-5, rtol=1e-5)

@@ -359,3 +359,58 @@ def test_keras_on_another_backend_is_refused(tmp_path):
     unset = _python(code)
     assert unset.returncode == 0, unset.stderr
     assert unset.stdout.strip().endswith("torch")
+
+
+# --- from the command line, with the default checks -------------------------------------------------------
+@pytest.fixture(scope="module")
+def digits8_dir(tmp_path_factory, digits8) -> Path:
+    """The last 300 digits (8 x 8) as DATA/<class>/<image>.png."""
+    import pandas as pd
+
+    from cnnaudit.demo import write_image_folder
+    x, y = digits8
+    root = tmp_path_factory.mktemp("digits8") / "data"
+    write_image_folder(root, x[-300:], y[-300:], pd.DataFrame(index=range(300)), [str(d) for d in range(10)])
+    return root
+
+
+def _summary(out: Path) -> dict:
+    return json.loads((out / "summary.json").read_text())
+
+
+@pytest.mark.slow
+def test_an_int8_tflite_file_is_audited_with_the_default_checks_and_nothing_on_the_terminal(tflite_files, digits8_dir,
+                                                                                          tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "cnnaudit", "run", str(tflite_files["int8"]), str(digits8_dir),
+                           "--out", str(out), "--quiet", "--limit", "100", "--norms", "linf", "--eps-linf", "8/255"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""  # LiteRT's C++ "Created TensorFlow Lite XNNPACK delegate" line included
+    s = _summary(out)
+    assert s["complete"] and s["model"]["format"] == "tflite" and s["model"]["gradients"] is False
+    assert s["model"]["layout"] == "nhwc" and s["model"]["input_shape"] == [1, 8, 8]
+    assert s["clean"]["accuracy"] > 0.85 and s["adversarial"]["threat_model"] == "query_only"
+
+
+@pytest.mark.slow
+def test_a_keras_file_is_attacked_with_gradients_from_the_command_line(keras, tmp_path, digits8, digits8_dir):
+    model = _keras_cnn(keras)
+    x, y = digits8
+    model.compile(optimizer=keras.optimizers.Adam(1e-2),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x[:1400].permute(0, 2, 3, 1).numpy(), y[:1400], epochs=5, batch_size=64, verbose=0)
+    model.save(tmp_path / "cnn.keras")
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "cnnaudit", "run", str(tmp_path / "cnn.keras"), str(digits8_dir),
+                           "--out", str(out), "--quiet", "--limit", "100", "--checks", "adversarial", "--norms",
+                           "linf", "--eps-linf", "2/255,8/255"], capture_output=True, text=True, cwd=ROOT, timeout=600,
+                          env={k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"})
+    assert proc.returncode == 0, proc.stderr
+    s = _summary(out)
+    assert s["model"]["format"] == "keras" and s["model"]["gradients"] is True and s["clean"]["accuracy"] > 0.8
+    a = s["adversarial"]
+    assert a["threat_model"] == "gradients" and "pgd" in a["cascade"] and a["gradient_masking"] == "none"
+    fgsm = {r["eps_label"]: r["robust_accuracy"] for r in a["results"] if r["attack"] == "fgsm"}
+    worst = {r["eps_label"]: r["robust_accuracy"] for r in a["results"] if r["attack"] == "worst_case"}
+    assert worst["8/255"] <= fgsm["8/255"] and worst["8/255"] < s["clean"]["accuracy"]

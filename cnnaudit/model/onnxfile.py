@@ -2,9 +2,10 @@
 can (gradients flow, every attack runs), else run by onnxruntime as a query-only model (model/query.py).
 
 What other exporters do that torch's does not, and what is done about it:
-- Paddle2ONNX and several converters store weights as `Constant` nodes instead of initializers, which
-  onnx2torch does not read (KeyError on the first weight): the constants of the main graph are folded into
-  initializers before conversion (`fold_constants`).
+- Paddle2ONNX and several converters store weights as `Constant` nodes instead of initializers, and torch's
+  exporter stores identical initializers once, the copies as `Identity` nodes; onnx2torch reads neither
+  (KeyError on the first such weight): both are folded into initializers before conversion
+  (`fold_constants`).
 - tf2onnx keeps Keras' channels-last input `[N, H, W, C]`: the layout is read from the graph's static input
   shape (`query.static_layout`), or given with `--layout`, and the audit's NCHW images are permuted to it.
 - onnx2torch's converters warn on every forward pass (hundreds of lines under --quiet): the warnings are
@@ -37,7 +38,8 @@ _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tenso
 
 
 def fold_constants(graph) -> int:
-    """Move the main graph's `Constant` nodes into initializers (in place); returns how many were moved."""
+    """Move the main graph's `Constant` nodes, and `Identity` nodes of an initializer, into initializers (in
+    place); returns how many were moved."""
     from onnx import helper, numpy_helper
     keep, moved = [], 0
     for node in graph.node:
@@ -61,9 +63,22 @@ def fold_constants(graph) -> int:
         tensor.name = node.output[0]
         graph.initializer.append(tensor)
         moved += 1
+    # torch's exporter writes one copy of identical initializers (a fresh model's zero biases, tied weights)
+    # and the others as Identity nodes of it, which onnx2torch does not read either: each gets its own copy
+    stored = {i.name: i for i in graph.initializer}
+    rest = []
+    for node in keep:
+        if node.op_type == "Identity" and len(node.input) == 1 and node.input[0] in stored:
+            tensor = type(stored[node.input[0]]).FromString(stored[node.input[0]].SerializeToString())
+            tensor.name = node.output[0]
+            graph.initializer.append(tensor)
+            stored[tensor.name] = tensor
+            moved += 1
+        else:
+            rest.append(node)
     if moved:
         del graph.node[:]
-        graph.node.extend(keep)
+        graph.node.extend(rest)
     return moved
 
 
@@ -163,8 +178,9 @@ def load_onnx(path: Path, digest: str, *, layout: str | None = None, query_only:
     notes = []
     folded = fold_constants(proto.graph)
     if folded:
-        notes.append(f"{folded} Constant node(s) (weights stored as constants, as Paddle2ONNX and some other "
-                     "exporters do) were folded into initializers before conversion.")
+        notes.append(f"{folded} Constant or Identity node(s) holding weights (as Paddle2ONNX, torch's exporter for "
+                     "identical weights and other exporters write them) were folded into initializers before "
+                     "conversion.")
     try:
         proto = onnx.shape_inference.infer_shapes(proto)
     except Exception as exc:  # noqa: BLE001 - shapes are a convenience for the converter, not required

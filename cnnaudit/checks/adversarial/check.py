@@ -128,7 +128,7 @@ class AdversarialCheck(Check):
         if query_only:
             sanity = monotone_checks(grid, summary["results"]) + not_applicable(grid)
             square_info = {"queries": cascade[0].steps, "automatic": False}
-            findings = [query_only_note(cascade[0].steps)]
+            findings = [query_only_note(cascade[0].steps, ignored=opts.attacks)]
         else:
             sanity = self._sanity(ctx, runner, correct_ids, grid, opts, summary, cascade)
             rows, summary, sanity, square_info, findings = self._adaptive(ctx, runner, rows, summary, sanity, grid,
@@ -378,12 +378,14 @@ def not_applicable(grid) -> list[dict]:
             for name in (*names, "attack_self_test", "gradients_usable")]
 
 
-def query_only_note(queries: int) -> Finding:
+def query_only_note(queries: int, ignored=None) -> Finding:
     return Finding("info", "adversarial", "note", "query-only",
                    "Robust accuracy is an upper bound: the model answers queries only",
                    f"Without gradients the only attack is Square (gradient-free) with {queries} queries per sample and "
                    "budget; a white-box attacker with the weights may break more, so read these numbers as what an "
-                   "attacker with query access alone achieves, at most.", evidence="#adversarial")
+                   "attacker with query access alone achieves, at most."
+                   + (f" The attacks given with --attacks ({', '.join(ignored)}) need gradients and did not run."
+                      if ignored else ""), evidence="#adversarial")
 
 
 def _predict(model, size: int, x: torch.Tensor, y: torch.Tensor) -> dict[str, np.ndarray]:
@@ -523,6 +525,7 @@ def _kpis(summary, grid) -> list[dict]:
     for norm, eps_list in grid.items():
         r = next(r for r in summary["results"] if r["norm"] == norm and r["eps"] == max(eps_list)
                  and r["attack"] == "worst_case")
+        bound = ", at most (query-only: Square)" if summary.get("threat_model") == "query_only" else ""
         out.append({"value": f"{100 * r['robust_accuracy']:.1f}%",
-                    "label": f"robust accuracy, {norm} eps {r['eps_label']}"})
+                    "label": f"robust accuracy, {norm} eps {r['eps_label']}{bound}"})
     return out

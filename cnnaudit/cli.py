@@ -207,8 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "comparison.json, report.html and each model's own outputs in baseline/ and candidate/. "
                           "--policy applies to the candidate. Use it when the old model is at hand; --baseline "
                           "SUMMARY on `run` compares unpaired numbers when it is not.", epilog=EXIT_CODES_HELP)
-    comp.add_argument("baseline_model", metavar="BASELINE", help="the released model (file)")
-    comp.add_argument("candidate_model", metavar="CANDIDATE", help="the model to release (file)")
+    comp.add_argument("baseline_model", metavar="BASELINE", help="the released model (a file, as for run, or an endpoint URL)")
+    comp.add_argument("candidate_model", metavar="CANDIDATE", help="the model to release (a file, as for run, or an endpoint URL)")
     comp.add_argument("data", help="the images both are audited on (as for run)")
     _add_model_and_data_options(comp)  # the same loading options apply to both models
     _add_audit_options(comp)

@@ -90,6 +90,9 @@ def _run_audit(model, data, config: AuditConfig, device, shard, unsafe_pickle, r
     ctx, names, check_options, size = _prepare(model, data, config, device, shard, unsafe_pickle)
     timing = {"load": time.perf_counter() - t0}
     checkpoints = None
+    if resume_dir is not None and not ctx.loaded.sha256:
+        log("--resume: this model has no file to fingerprint (an endpoint or a function), so nothing is checkpointed "
+            "or reused", quiet=config.quiet)
     if resume_dir is not None and ctx.loaded.sha256:
         from .resume import Checkpoints, data_fingerprint
         data_key = data_fingerprint(ctx.dataset, ctx.sample_ids)

@@ -319,3 +319,30 @@ def test_shipped_workflow_and_policy_work_on_a_first_and_a_second_release(tmp_pa
             assert all(x["severity"] == "warn" and "no baseline" in x["detail"] for x in regression)
         else:
             assert all(x["passed"] for x in regression)  # the same model: no regression
+
+
+def test_robustness_rules_never_pass_on_a_query_only_upper_bound():
+    """Square alone gives an upper bound: min_robust_accuracy has no evidence for a pass; a regression rule
+    across a white-box baseline and a query-only candidate compares attacks, not models; a summary without the
+    deprecated boolean still fails a model whose masking is confirmed (0.5's gate read only the boolean)."""
+    query = copy.deepcopy(SUMMARY)
+    query["adversarial"].update(threat_model="query_only", gradient_masking="not_applicable",
+                                gradient_masking_suspected=True, square={"queries": 1000})
+    query["adversarial"]["results"] = [r for r in query["adversarial"]["results"] if r["attack"] == "worst_case"]
+    rule = {"kind": "min_robust_accuracy", "norm": "linf", "eps": "8/255", "threshold": 0.3}
+    r = one(rule, summary=query)
+    assert not r["passed"] and "upper bound from Square with 1000 queries" in r["detail"]
+    assert one({**rule, "on_masking": "pass"}, summary=query)["passed"]
+    with pytest.raises(AuditError, match="needs gradients"):
+        one({**rule, "attack": "fgsm"}, summary=query)
+    white = copy.deepcopy(SUMMARY)
+    white["adversarial"].update(threat_model="gradients", gradient_masking="none")
+    white["adversarial"]["results"][0]["robust_accuracy"] = 0.2  # the candidate "improves" by 20 points
+    regression = {"kind": "max_regression", "metric": "adversarial.worst_case.linf.8/255", "threshold": 0.0}
+    r = one(regression, summary=query, baseline=white)
+    assert not r["passed"] and "do not compare" in r["detail"]
+    assert one(regression, summary=white, baseline=white)["passed"]
+    confirmed = copy.deepcopy(SUMMARY)
+    confirmed["adversarial"] = {k: v for k, v in confirmed["adversarial"].items() if k != "gradient_masking_suspected"}
+    confirmed["adversarial"]["gradient_masking"] = "confirmed"
+    assert not one(rule, summary=confirmed)["passed"]

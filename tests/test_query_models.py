@@ -265,13 +265,28 @@ def test_images_an_endpoint_always_fails_on_are_listed_not_dropped(tmp_path, ser
     root = tmp_path / "data"
     write_image_folder(root, imgs, y[idx], meta.iloc[idx].reset_index(drop=True), CLASSES)
     out = tmp_path / "out"
-    proc = run_cli("run", server.url("poisoned"), root, "--checks", "none", "--out", out, "--quiet",
-                   "--request-retries", "1")
+    url = server.url("poisoned").replace("http://", "http://alice:pa55word@") + "?key=qs3cret"
+    proc = run_cli("run", url, root, "--checks", "none", "--out", out, "--quiet", "--request-retries", "1")
     assert proc.returncode == 0, proc.stderr
     s = read_summary(out)
     assert s["data"]["n_samples"] == 38 and s["data"]["n_skipped"] == 2
     assert all("the model failed on it" in r["reason"] and "HTTP 500" in r["reason"] for r in s["data"]["skipped"])
     assert s["model"]["queries"]["retried"] >= 1
+    (warning,) = [f for f in s["findings"] if f["subject"] == "model failures"]
+    k = round(s["clean"]["accuracy"] * 38)
+    assert f"{100 * k / 40:.1f}% with those counted as errors" in warning["title"]
+    for f in out.iterdir():  # the URL's password and query are in no output: the path is the cleaned URL
+        text = f.read_text(errors="replace")
+        assert "pa55word" not in text and "qs3cret" not in text, f.name
+    assert s["model"]["path"] == server.url("poisoned")
+
+
+def test_a_header_given_its_value_instead_of_a_variable_never_echoes_it():
+    from cnnaudit.errors import AuditError
+    from cnnaudit.model.sources import resolve_headers
+    with pytest.raises(AuditError) as err:
+        resolve_headers(["Authorization=Bearer zz-secret-tok"])
+    assert "zz-secret-tok" not in str(err.value) and "name of an environment variable" in str(err.value)
 
 
 def test_identical_weights_exported_as_identity_nodes_are_folded(tmp_path):

@@ -23,6 +23,10 @@ from .base import Check, CheckResult
 from .registry import register
 
 
+MODEL_FAILED = "the model failed on it"
+GIVE_UP = 3  # images in a row failing on their own, none answered yet: the endpoint is down, not these images
+
+
 def _one_by_one(model, batch):
     """A batch a query-only model failed, one image at a time: (ids, prediction columns, [(id, why)] for the
     images it still fails on). They are listed with the unreadable files, never dropped silently; a later
@@ -34,6 +38,8 @@ def _one_by_one(model, batch):
             ids.append(sid)
         except QueryError as exc:
             failed.append((sid, str(exc)[:200]))
+            if not ids and len(failed) >= GIVE_UP:
+                raise
     return ids, (aggregate.stack_columns(parts) if parts else None), failed
 
 
@@ -67,7 +73,7 @@ class CleanCheck(Check):
                     cols = predict(ctx.model, batch.x, batch.y)
                 except QueryError:  # an endpoint failed the batch after its retries: find the images it fails on
                     ids, cols, failed = _one_by_one(ctx.model, batch)
-                    skipped.extend({"path": ctx.dataset.path_of(sid), "reason": f"the model failed on it ({why})"}
+                    skipped.extend({"path": ctx.dataset.path_of(sid), "reason": f"{MODEL_FAILED} ({why})"}
                                    for sid, why in failed)
             return ids, cols, skipped, batch.clipped, batch.exif_orientation
 
@@ -128,9 +134,17 @@ class CleanCheck(Check):
                             f"of their range). Clean accuracy is one draw; attacks average gradients over "
                             f"{randomness['eot_draws']} draws (EOT) and count an example as broken only when most "
                             "of that many fresh draws misclassify it."))
-        if outputs["skipped"]:
-            out.append(Finding("warn", self.name, "data", "unreadable files", f"{len(outputs['skipped'])} file(s) "
+        failed = [s for s in outputs["skipped"] if s["reason"].startswith(MODEL_FAILED)]
+        unreadable = len(outputs["skipped"]) - len(failed)
+        if unreadable:
+            out.append(Finding("warn", self.name, "data", "unreadable files", f"{unreadable} file(s) "
                                "could not be read and were skipped (listed under Data).", evidence="#data"))
+        if failed:  # an endpoint that fails on hard images must not look better for it
+            n, k = summary["n"], round(summary["accuracy"] * summary["n"])
+            out.append(Finding("warn", self.name, "data", "model failures", f"The model failed to answer on "
+                               f"{len(failed)} image(s) (listed under Data); clean accuracy counts the {n} it answered: "
+                               f"{100 * k / n:.1f}%, or {100 * k / (n + len(failed)):.1f}% with those counted as "
+                               "errors.", evidence="#data"))
         if outputs["clipped"]:
             out.append(Finding("info", self.name, "data", "clipped values", f"{len(outputs['clipped'])} image(s) had "
                                "pixel values outside [0, 1] that were clipped.", evidence="#data",

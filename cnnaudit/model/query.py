@@ -80,12 +80,14 @@ class TorchQuery(QueryBackend):
     kind = "torch (query-only)"
 
     def __init__(self, module: nn.Module, device: torch.device | str = "cpu"):
+        from .wrapper import _input_dtype
         self.module, self.device = module, torch.device(device)
+        self.dtype = _input_dtype(module)  # an fp16/bf16/fp64 model gets its inputs in its own dtype
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         from .outputs import unwrap
         with torch.no_grad():
-            out = unwrap(self.module(torch.from_numpy(x).to(self.device)))[0]
+            out = unwrap(self.module(torch.from_numpy(x).to(self.device, self.dtype)))[0]
         return out.float().cpu().numpy()
 
 

@@ -5,6 +5,7 @@ API), `--model-fn package.module:function`, or an inference endpoint's URL (mode
 from __future__ import annotations
 
 import os
+import re
 
 from torch import nn
 
@@ -28,6 +29,9 @@ def resolve_headers(specs) -> dict[str, str]:
         if not sep or not name.strip() or not var.strip():
             raise AuditError(f"--header {spec!r} must look like NAME=ENV_VAR (e.g. Authorization=MY_TOKEN, with "
                              "MY_TOKEN='Bearer ...' in the environment).")
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", var.strip()):  # never echo what may be the token itself
+            raise AuditError(f"--header {name.strip()}=...: after '=' give the name of an environment variable that "
+                             "holds the value (e.g. Authorization=MY_TOKEN), never the value itself.")
         value = os.environ.get(var.strip())
         if value is None:
             raise AuditError(f"--header {name.strip()}: the environment variable {var.strip()!r} is not set; export "
@@ -52,7 +56,7 @@ def open_model(model, config, device, *, unsafe_pickle: bool = False) -> LoadedM
         backend = EndpointQuery(model, batch=config.request_batch, timeout=config.request_timeout,
                                 retries=config.request_retries, concurrency=config.request_concurrency,
                                 headers=resolve_headers(config.headers), layout=layout)
-        loaded = _query(backend, model, "endpoint")
+        loaded = _query(backend, backend.url, "endpoint")  # without user, password or query: they may be secrets
     else:
         loaded = load_model(model, arch=config.arch, num_classes=config.num_classes, unsafe_pickle=unsafe_pickle,
                             channels=config.channels, layout=layout, query_only=config.query_only)

@@ -122,7 +122,7 @@ class AdversarialCheck(Check):
         done = ctx.map_batches(attack, correct_ids, desc="adversarial", batches_per_call=pool)
         parts = [batch_rows for batch_rows, _ in done]
         gallery = _gallery([g for _, candidates in done for g in candidates], size, n_classes)
-        rows = self._assemble_rows(ctx, clean, parts, grid)
+        rows = self._assemble_rows(ctx, clean, parts, grid, fgsm=not query_only)
         summary = self.summarize(rows, {}, ctx.classes, ctx.dataset.attributes)
         extra: list[dict] = []
         if query_only:
@@ -137,7 +137,8 @@ class AdversarialCheck(Check):
         summary["sanity"] = sanity
         masking = masking_verdict(sanity)
         summary["gradient_masking"] = masking
-        summary["gradient_masking_suspected"] = masking not in ("none", "not_applicable")  # for readers before 0.3.0
+        # for readers before 0.3.0: true unless the number is known to be honest (a query-only upper bound is not)
+        summary["gradient_masking_suspected"] = masking != "none"
         # gradients: every attack ran; query_only: Square alone, so robust accuracy is an upper bound (since 0.6.0)
         summary["threat_model"] = "query_only" if query_only else "gradients"
         summary["attack_strength"] = opts.attack_strength
@@ -322,7 +323,7 @@ class AdversarialCheck(Check):
             df["min_eps"] = first_eps
         return out
 
-    def _assemble_rows(self, ctx, clean: pd.DataFrame, parts, grid) -> pd.DataFrame:
+    def _assemble_rows(self, ctx, clean: pd.DataFrame, parts, grid, fgsm: bool = True) -> pd.DataFrame:
         attacked = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
             columns=["sample_id", "norm", "eps", "attack", "fgsm_correct", "prediction", "correct", "confidence",
                      "loss", "min_eps", "correct_8bit", "margin"])
@@ -337,7 +338,7 @@ class AdversarialCheck(Check):
                     "confidence": wrong["confidence"].to_numpy(), "loss": wrong["loss"].to_numpy(), "min_eps": 0.0,
                     "margin": np.nan}))
         res = pd.concat([f for f in frames if len(f)], ignore_index=True)
-        if len(attacked) and "fgsm_correct" not in attacked:  # a query-only model: no FGSM ran
+        if not fgsm:  # a query-only model: no FGSM ran
             res = res.drop(columns="fgsm_correct")
         res["correct"] = res["correct"].astype(bool)
         if "fgsm_correct" in res:

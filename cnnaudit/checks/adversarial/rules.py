@@ -17,6 +17,9 @@ def judge_robust_accuracy(rule, adv: dict) -> dict:
     p = rule.params
     eps, attack = parse_eps(p["eps"]), p.get("attack", "worst_case")
     match = [r for r in adv["results"] if r["norm"] == p["norm"] and r["attack"] == attack and _same_eps(r["eps"], eps)]
+    if not match and attack == "fgsm" and adv.get("threat_model") == "query_only":
+        raise AuditError(f"rule {rule.name!r} asks for FGSM robust accuracy, which needs gradients; the model was "
+                         "audited query-only (Square alone), so use attack = \"worst_case\".")
     if not match:
         have = ", ".join(sorted({f"{r['norm']} {r['eps_label']}" for r in adv["results"]}))
         raise AuditError(f"rule {rule.name!r} asks for {attack} robust accuracy at {p['norm']} {p['eps']}, which "

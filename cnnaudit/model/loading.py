@@ -78,12 +78,13 @@ def sniff_format(path: Path) -> str:
     (ONNX, which has no magic number, by extension)."""
     if path.suffix.lower() == ".onnx":
         return "onnx"
-    with open(path, "rb") as f:
-        head = f.read(8)
-    if head[4:8] == b"TFL3":  # a TFLite flatbuffer's file identifier
+    from .keras import HDF5_MAGIC
+    from .tflite import is_tflite
+    if is_tflite(path):
         return "tflite"
-    if head == b"\x89HDF\r\n\x1a\n":  # HDF5: a legacy Keras .h5 model
-        return "keras_h5"
+    with open(path, "rb") as f:
+        if f.read(8) == HDF5_MAGIC:  # a legacy Keras .h5 model
+            return "keras_h5"
     if zipfile.is_zipfile(path) and {"config.json", "metadata.json"} <= set(zipfile.ZipFile(path).namelist()):
         return "keras"  # a Keras 3 .keras archive (config.json, metadata.json, model.weights.h5)
     if _is_safetensors(path):

@@ -145,9 +145,12 @@ class QuietModule(nn.Module):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             out = self.inner(*args)
+        self.record(caught)
+        return out
+
+    def record(self, caught) -> None:
         for w in caught:
             self.warned[f"{w.category.__name__}: {first_line(w.message, 200)}"] += 1
-        return out
 
 
 def _has_ort() -> bool:
@@ -224,8 +227,8 @@ def load_onnx(path: Path, digest: str, *, layout: str | None = None, query_only:
                          "another opset (e.g. torch.onnx.export(..., opset_version=17)), or save the model with "
                          "torch.jit.save or torch.export.save.") from None
     quiet = QuietModule(module.eval())
-    for w in caught:
-        quiet.warned[f"{w.category.__name__}: {first_line(w.message, 200)}"] += 1
+    quiet.record(caught)  # the conversion's own warnings count with those of the forward passes
+
     wrapped = ChannelsLast(quiet) if layout == "nhwc" else quiet
     disagreement = _disagreement(wrapped, proto, layout, to_nchw(shape, layout)) if _has_ort() else None
     if disagreement is not None:

@@ -27,11 +27,11 @@ def _add_audit_options(p: argparse.ArgumentParser) -> None:
                    f"{', '.join(available()) or 'none yet'}); 'none' runs only the clean evaluation")
     _add_check_flags(p)
     _add_gate_outputs(p)
-    p.add_argument("--limit", type=int, help="audit a seeded, class-stratified subset of N images")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=64, help="images per batch (default: %(default)s)")
+    p.add_argument("--limit", help="audit a seeded, class-stratified subset of N images")
+    p.add_argument("--seed", default=0, help="random seed (default: %(default)s)")
+    p.add_argument("--batch-size", default=64, help="images per batch (default: %(default)s)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
-    p.add_argument("--workers", type=int, default=2, help="image-decoding threads (default: %(default)s)")
+    p.add_argument("--workers", default=2, help="image-decoding threads (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--model-card", metavar="PATH", help="also write a Markdown model card (Mitchell et al. 2019 "
                    "sections, Hugging Face model-index header) filled with the measured evidence; TODO marks what "
@@ -129,7 +129,7 @@ def _add_model_and_data_options(p: argparse.ArgumentParser) -> None:
     m = p.add_argument_group("model")
     m.add_argument("--arch", help="architecture for a state dict: torchvision:NAME, timm:NAME (extra 'timm') or "
                    "package.module:factory")
-    m.add_argument("--num-classes", type=int, help="number of outputs for --arch")
+    m.add_argument("--num-classes", help="number of outputs for --arch")
     m.add_argument("--unsafe-pickle", action="store_true",
                    help="allow loading a fully pickled nn.Module (this runs code from the file)")
     m.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"),
@@ -154,12 +154,12 @@ def _add_model_and_data_options(p: argparse.ArgumentParser) -> None:
                    "N x C x H x W, pixels in [0, 1] unless --mean/--std are given, to scores N x classes) instead of "
                    "a model file; give DATA only")
     e = p.add_argument_group("inference endpoint (MODEL is http://HOST:PORT/v2/models/NAME, Open Inference Protocol)")
-    e.add_argument("--request-batch", type=int, default=32, help="images per request (default: %(default)s)")
-    e.add_argument("--request-timeout", type=float, default=30.0, help="seconds before a request is retried "
+    e.add_argument("--request-batch", default=32, help="images per request (default: %(default)s)")
+    e.add_argument("--request-timeout", default=30.0, help="seconds before a request is retried "
                    "(default: %(default)s)")
-    e.add_argument("--request-retries", type=int, default=3, help="retries of a failed request, with exponential "
+    e.add_argument("--request-retries", default=3, help="retries of a failed request, with exponential "
                    "backoff (default: %(default)s)")
-    e.add_argument("--request-concurrency", type=int, default=4, help="requests in flight at once "
+    e.add_argument("--request-concurrency", default=4, help="requests in flight at once "
                    "(default: %(default)s)")
     e.add_argument("--header", action="append", default=[], metavar="NAME=ENV_VAR",
                    help="send header NAME with the value of environment variable ENV_VAR (e.g. "
@@ -167,7 +167,7 @@ def _add_model_and_data_options(p: argparse.ArgumentParser) -> None:
     d = p.add_argument_group("data")
     d.add_argument("--classes", help="class names file, one per line in model output order "
                    "(default: DATA/classes.txt, else sorted folder names)")
-    d.add_argument("--max-pixels", type=int, help="skip images larger than this many pixels "
+    d.add_argument("--max-pixels", help="skip images larger than this many pixels "
                    "(decompression-bomb guard; default: 89478485)")
     d.add_argument("--train-data", metavar="DIR", help="the training set (same layouts and metadata rules as DATA): "
                    "enables the training check (leakage, representation, out-of-distribution images); its images "

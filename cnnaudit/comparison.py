@@ -1,10 +1,10 @@
 """Release comparison: a candidate model against a baseline on the same images, paired.
 
 Both models are audited with the same images, seed and options (the corruptions are the same draws per
-sample: they are keyed by seed and sample id; attacks run per model). Per condition (clean; each
-adversarial budget's worst case; each corruption and severity; worst-of-k shifts; each class and each metadata
-group, clean) the two
-models' per-sample outcomes are paired: `n_improved` (wrong under the baseline, right under the
+sample: they are keyed by seed and sample id; attacks run per model). Per condition of every check that
+declares per-image outcomes (Check.outcomes: clean; each adversarial budget's worst case; each corruption
+and severity; worst-of-k shifts; a plugin's conditions), and per class and metadata group on clean images,
+the two models' per-sample outcomes are paired: `n_improved` (wrong under the baseline, right under the
 candidate), `n_regressed` (the reverse), the accuracy delta with Newcombe's interval for paired
 proportions (stats.newcombe_paired_ci), and an exact McNemar p-value on the discordant pairs,
 Holm-adjusted across all conditions. Two models that make the same decisions have no discordant pairs,
@@ -20,14 +20,12 @@ import numpy as np
 import pandas as pd
 
 from . import aggregate
+from .checks.outcomes import outcome_rows
 from .gate.metrics import diff_findings
 from .results import CRASH_LOG, REPORT
-from .stats import holm, mcnemar_exact, newcombe_paired_ci, proportion
+from .stats import ALPHA, holm, mcnemar_exact, newcombe_paired_ci, proportion
 
-PAIRED_CHECKS = ("clean", "adversarial", "corruption", "shift")  # checks whose rows say right or wrong per image
 VERSION = "1.0"  # comparison.json's layout; bumped when a key changes
-ALPHA = 0.05
-GALLERY = 12
 COMPARISON = "comparison.json"
 FILES = (COMPARISON, REPORT, CRASH_LOG)  # what a comparison writes (or removes) in OUT, beside baseline/, candidate/
 
@@ -49,15 +47,9 @@ def _outcomes(result) -> dict[tuple[str, str], pd.DataFrame]:
     """(check, condition) -> per-sample rows indexed by sample id (correct, prediction_name, confidence,
     label_name, path), from a result's rows."""
     out = {}
-    for r in result.results:
-        if r.summary.get("failed") or not len(r.rows) or "correct" not in r.rows:
-            continue
-        if r.name not in PAIRED_CHECKS:
-            continue
-        cols = [c for c in ("correct", "prediction_name", "confidence", "label_name", "path") if c in r.rows]
-        for condition, g in r.rows.groupby("condition", sort=False):
-            frame = g.set_index("sample_id")[cols]
-            out[(r.name, str(condition))] = frame.assign(correct=frame["correct"].astype(bool))
+    for name, condition, rows in outcome_rows(result.results, reference=True,
+                                              columns=["prediction_name", "confidence", "label_name", "path"]):
+        out[(name, condition)] = rows.drop(columns="condition").set_index("sample_id")
     return out
 
 
@@ -91,7 +83,7 @@ def _paired_frames(baseline, candidate) -> list[tuple[str, str, pd.DataFrame, pd
     return out
 
 
-def _conditions_and_galleries(baseline, candidate) -> tuple[list[dict], list[dict]]:
+def _conditions_and_galleries(baseline, candidate, size: int) -> tuple[list[dict], list[dict]]:
     """The paired conditions sorted by adjusted p, and a gallery of regressed samples for each condition
     that regressed and is shown: clean, every metadata group, every significant regression."""
     frames = _paired_frames(baseline, candidate)
@@ -106,7 +98,7 @@ def _conditions_and_galleries(baseline, candidate) -> tuple[list[dict], list[dic
         r = rows[i]
         if not r["n_regressed"] or not (r["check"] in ("clean", "subgroups") or (r["significant"] and r["delta"] < 0)):
             continue
-        samples, label = _regressed(*frames[i][2:]), f"{r['check']} · {r['condition']}"
+        samples, label = _regressed(*frames[i][2:], size), f"{r['check']} · {r['condition']}"
         first = seen.setdefault(tuple(s["sample_id"] for s in samples), label)  # class 9's are clean's: said once
         galleries.append({"check": r["check"], "condition": r["condition"], "n_regressed": r["n_regressed"],
                           "significant": r["significant"], "p_adjusted": r["p_adjusted"], "samples": samples,
@@ -114,11 +106,11 @@ def _conditions_and_galleries(baseline, candidate) -> tuple[list[dict], list[dic
     return [rows[i] for i in order], galleries
 
 
-def _regressed(a: pd.DataFrame, b: pd.DataFrame) -> list[dict]:
+def _regressed(a: pd.DataFrame, b: pd.DataFrame, size: int) -> list[dict]:
     """Samples right under the baseline and wrong under the candidate, the candidate's most confident errors
     first (ties by sample id)."""
     ids = a.index[a["correct"].to_numpy() & ~b["correct"].to_numpy()]
-    worst = b.loc[ids].assign(sid=ids).sort_values(["confidence", "sid"], ascending=[False, True]).head(GALLERY)
+    worst = b.loc[ids].assign(sid=ids).sort_values(["confidence", "sid"], ascending=[False, True]).head(size)
     return [{"sample_id": int(i), "path": r["path"], "label": r["label_name"],
              "baseline": a.loc[i, "prediction_name"], "candidate": r["prediction_name"]} for i, r in worst.iterrows()]
 
@@ -197,7 +189,8 @@ def compare_results(base, cand, *, data=None) -> Comparison:
     (the audited folder or CSV), the report shows the regressed samples' thumbnails."""
     from .gate.metrics import diff
     seed = base.summary["seed"]
-    rows, galleries = _conditions_and_galleries(base, cand)
+    # galleries as large as the audits' (config.gallery_size)
+    rows, galleries = _conditions_and_galleries(base, cand, int(cand.summary["config"].get("gallery_size", 12)))
     comparison = {
         "version": VERSION,
         "baseline": _model(base.summary), "candidate": _model(cand.summary),
@@ -219,7 +212,7 @@ def _thumbnails(data, summary: dict, ids) -> dict[int, str]:
     """Data URIs of the gallery's images, decoded the way the audit decoded them."""
     from .data import open_dataset
     from .data.loader import iter_batches
-    from .report.images import thumbnail_uri
+    from .datauri import thumbnail_uri
     if not ids:
         return {}
     config, (channels, *size) = summary["config"], summary["model"]["input_shape"]  # as the model saw them

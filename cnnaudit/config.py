@@ -6,13 +6,12 @@ loaded, not a crash after the clean pass. Errors name the setting from Python an
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import asdict, dataclass
 
 from .data.images import DEFAULT_MAX_PIXELS
 from .model.outputs import VALUE_KINDS
-from .options import OptionError, normalized, option, specs
+from .options import OptionError, option, specs, validate
 
 # numpy's legacy seeding (np.random.seed) and every seeded generator here take 32-bit seeds
 SEED_MAX = 2**32 - 1
@@ -78,7 +77,7 @@ class AuditConfig:
     request_concurrency: int = option(4, flag="--request-concurrency", parse=integer, minimum=1,
                                       expects="expected a whole number", help="requests in flight at once")
     # NAME=ENV_VAR: the header's value is read from the environment (and never recorded)
-    headers: tuple[str, ...] = option((), flag="--header", many=True, help="request headers, NAME=ENV_VAR")
+    headers: tuple[str, ...] = option((), flag="--header", many=True, allow_empty=True, help="request headers, NAME=ENV_VAR")
     # the class a single-output (binary) model's logit means; default: the second
     positive_class: str | None = option(None, flag="--positive-class", help="positive class of a binary head")
     device: str = option("auto", flag="--device", parse=device_name, expects="expected auto, cpu, cuda or cuda:N",
@@ -101,25 +100,24 @@ class AuditConfig:
     # per-check settings, e.g. {"adversarial": {...}}, validated by each check's options class
     options: dict = option(default_factory=dict, help="per-check options")
 
+    def check(self) -> None:
+        """What one field's declaration cannot say (options.validate calls it on the new instance)."""
+        if self.input_size is not None and len(self.input_size) != 2:
+            raise OptionError("input_size", self.input_size, "give two numbers, height and width")
+        for name in ("mean", "std"):  # recorded as JSON lists
+            if getattr(self, name) is not None:
+                setattr(self, name, list(getattr(self, name)))
+
     def validated(self, *, cli: bool = False) -> "AuditConfig":
-        """A copy with every field checked and normalized (sequences as tuples); an OptionError names the
-        setting ("the audit setting 'seed'") or, with `cli`, its flag ("--seed")."""
-        values = {}
-        for name, spec in specs(AuditConfig).items():
-            value = getattr(self, name)
-            try:
-                values[name] = value if spec.parse is None and not spec.choices else normalized(name, spec, value)
-                if name == "input_size" and value is not None and len(values[name]) != 2:
-                    raise OptionError(name, value, "give two numbers, height and width")
-            except OptionError as exc:
-                exc.where = spec.flag if cli and spec.flag else f"the audit setting {name!r}"
-                raise
-        if values["input_size"] is not None:
-            values["input_size"] = tuple(values["input_size"])
-        for name in ("mean", "std"):
-            if values[name] is not None:
-                values[name] = list(values[name])
-        return dataclasses.replace(self, **values)
+        """A copy with every field checked and normalized by the validator every check's options go through
+        (options.validate); an OptionError names the setting ("the audit setting 'seed'") or, with `cli`,
+        its flag ("--seed")."""
+        try:
+            return validate("audit", AuditConfig, self)
+        except OptionError as exc:
+            spec = specs(AuditConfig).get(exc.option)
+            exc.where = spec.flag if cli and spec is not None and spec.flag else f"the audit setting {exc.option!r}"
+            raise
 
     def recorded(self) -> dict:
         d = asdict(self)

@@ -20,10 +20,17 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from .stats import ALPHA  # one significance level for every test
+
 SEVERITIES = ("fail", "warn", "info")
-KINDS = ("weak_class", "confusion", "corruption_cliff", "robustness_budget", "subgroup_gap", "slice", "shortcut",
-         "masking", "stochastic", "data", "check_failed", "note", "shift_sensitivity", "near_boundary")
-ALPHA = 0.05
+# kinds any check (or the pipeline) may report; each check declares its own (Check.finding_kinds)
+GENERIC_KINDS = ("data", "check_failed", "note")
+
+
+def kinds() -> tuple[str, ...]:
+    """Every finding kind: the generic ones and those each registered check declares, in registry order."""
+    from .checks import registry
+    return tuple(dict.fromkeys([*GENERIC_KINDS, *(k for c in registry().values() for k in c.finding_kinds)]))
 
 
 @dataclass

@@ -17,14 +17,15 @@ from torch import nn
 
 from . import __version__
 from .checks import CheckResult, available, registry, run_order
-from .checks.registry import plugin_errors
+from .checks.registry import plugin_errors, reads_after
 from .config import AuditConfig
 from .context import AuditContext
 from .data import iter_batches, open_dataset, stratified_subset
 from .data.images import image_size
 from .distributed import device_for_rank, join, leave
 from .errors import AuditError, first_line
-from .findings import Finding, rank, sentence
+from .compat import add_deprecated
+from .findings import Finding, rank
 from .model.sources import open_model
 from .model.outputs import SINGLE
 from .model.wrapper import build_audited_model, resolve_device
@@ -108,13 +109,13 @@ def _run_audit(model, data, config: AuditConfig, device, shard, unsafe_pickle, r
     for r in results:
         summary[r.name] = r.summary
     summary["findings"] = rank([f for r in results for f in r.findings])
-    summary["finding_sentences"] = [sentence(f) for f in summary["findings"]]  # the 0.3 shape, for one release
     summary["errors"] = [{"check": e["check"], "error": e["error"]} for e in errors]
     summary["complete"] = not errors
     summary["timing"] = {k: round(v, 3) for k, v in timing.items()}
     if resume_dir is not None:
         summary["timing"]["resumed"] = resumed
     summary["timing"]["processes"] = shard.world_size
+    add_deprecated(summary)  # keys kept one release beside their successors (compat.py)
     if os.environ.get("CNNAUDIT_VALIDATE_SUMMARY"):  # the test suite checks every summary it produces
         from .schema import validate
         validate(summary)
@@ -128,7 +129,7 @@ STRIP_FINDINGS, STRIP_IMAGES = 20, 6  # thumbnails for the first findings only: 
 
 def _thumbnails(ctx, findings: list[dict]) -> dict[int, str]:
     """The example images of the leading findings, decoded once, as data URIs for the report."""
-    from .report.images import thumbnail_uri
+    from .datauri import thumbnail_uri
     ids = list(dict.fromkeys(s for f in findings[:STRIP_FINDINGS] for s in f["sample_ids"][:STRIP_IMAGES]))
     return {sid: thumbnail_uri(x) for sid, x in ctx.decoded(ids).items()}
 
@@ -189,9 +190,9 @@ def _run_checks(ctx, names, check_options, checkpoints, timing) -> tuple[list, l
             resumed.append(name)
             log(f"{name}: reused from an earlier run (--resume)", quiet=config.quiet)
         else:
-            inputs = {n: ctx.results[n] for n in (*check.requires, *check.after) if n in ctx.results}
+            given = {n: ctx.results[n] for n in (*check.requires, *reads_after(check)) if n in ctx.results}
             try:
-                result = check(check_options[name]).run(ctx, inputs)
+                result = check(check_options[name]).run(ctx, given)
             except Exception as exc:
                 if name == "clean":  # every other check reads the clean rows: nothing can be audited without them
                     raise
@@ -214,7 +215,7 @@ def _model_section(ctx, size, device) -> dict:
     audited, loaded, classes = ctx.model, ctx.loaded, ctx.dataset.classes
     return {"path": loaded.path, "sha256": loaded.sha256, "format": loaded.format,
             "num_classes": audited.num_classes, "input_shape": [audited.channels, *size],
-            "outputs_probabilities": audited.outputs_probabilities, **audited.describe(),
+            **audited.describe(),
             "positive_class": classes[audited.positive_index] if audited.output_kind in SINGLE else None,
             "preprocessing_from_file": {k: (list(v) if isinstance(v, tuple) else v)
                                         for k, v in loaded.preprocessing.items()},

@@ -18,7 +18,7 @@ from torch import nn
 
 from cnnaudit.data import decode_image, open_dataset
 from cnnaudit.data.images import image_size
-from cnnaudit.report.images import MAX_SIDE, thumbnail_uri, to_data_uri
+from cnnaudit.datauri import MAX_SIDE, thumbnail_uri, to_data_uri
 from tests.conftest import read_summary, run_cli
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import cnnaudit
-from cnnaudit.bias.groups import gap, judge
+from cnnaudit.bias.groups import gap, holm_verdicts
 from cnnaudit.io import STAGE_DELAY_ENV, STAGING_PREFIX, OutputSet
 from cnnaudit.options import OptionError
 from tests.conftest import interrupt_at, read_summary, run_cli
@@ -150,7 +150,7 @@ def test_p_values_are_written_to_significant_digits_not_rounded_to_zero():
     groups = [{"value": "A", "n": 100, "accuracy": 0.95, "insufficient": False},
               {"value": "B", "n": 100, "accuracy": 0.45, "insufficient": False}]
     entry = gap(groups, seed=0)
-    judge([entry])
+    holm_verdicts([entry])
     assert 0 < entry["p_value"] < 1e-10 and 0 < entry["p_adjusted"] < 1e-10
     assert entry["p_value"] == float(f"{entry['p_value']:.6g}")
     assert json.loads(json.dumps(entry))["p_value"] > 0

@@ -3,8 +3,11 @@ contract every registered check (the example plugin included) must meet."""
 
 from __future__ import annotations
 
-import json
+import os
+import subprocess
 import sys
+from pathlib import Path
+from typing import TypedDict
 
 import pandas as pd
 import pytest
@@ -12,31 +15,20 @@ import pytest
 import cnnaudit
 from cnnaudit.checks import Check, CheckResult, register, registry, run_order
 from cnnaudit.errors import AuditError
-from cnnaudit.resume import Checkpoints
 from cnnaudit.cli import _declared_flags, build_parser
-from cnnaudit.config import AuditConfig
 from cnnaudit.options import specs, validate as validate_options
-from cnnaudit.schema import validate
+from cnnaudit.testing import parametrize_with_checks
 from tests.conftest import PLUGIN, read_summary, run_cli
 
 sys.path.insert(0, str(PLUGIN))
 from cnnaudit_example_plugin import ColourCastCheck  # noqa: E402
 
 register(ColourCastCheck)  # in this process; the CLI test below finds it through its entry point
-BUILT_IN = ["clean", "adversarial", "corruption", "shift", "subgroups", "shortcuts", "label_issues", "training"]
-SMALL = {"adversarial": {"eps": {"linf": [0.1]}, "norms": ("linf",)},
-         "corruption": {"corruptions": ["low_light"], "severities": [3]}}
-STANDARD_COLUMNS = {"sample_id", "path", "label", "label_name", "check", "condition"}
-# checks whose summary is more than aggregates of their rows (summarize() not declared): the subgroups
-# check's group tables come from the clean rows and metadata, the shortcuts check's verdicts from rows plus
-# the annotation counts; both are tested against their own numbers in test_subgroups / test_shortcuts
-# the shortcuts check's verdicts from rows plus the annotation counts, the training check's from the training
-# set; each is tested against its own numbers in test_subgroups / test_shortcuts / test_training
-NOT_ROW_DERIVED = {"subgroups", "shortcuts", "training"}
+BUILT_IN = [name for name, check in registry().items() if check.__module__.startswith("cnnaudit.")]
 
 
 def test_built_in_checks_register_in_order():
-    assert list(registry())[:len(BUILT_IN)] == BUILT_IN
+    assert BUILT_IN[0] == "clean" and list(registry())[:len(BUILT_IN)] == BUILT_IN and len(BUILT_IN) >= 8
     assert run_order(["shortcuts", "adversarial"]) == ["clean", "adversarial", "shortcuts"]
     # subgroups reads adversarial and corruption rows when they run: they go first whatever the order asked
     assert run_order(["subgroups", "corruption"]) == ["clean", "corruption", "subgroups"]
@@ -47,7 +39,7 @@ def test_a_check_must_declare_itself():
         class Incomplete(Check):  # noqa: F841
             name = "incomplete"
 
-            def run(self, ctx, inputs):
+            def run(self, ctx, results):
                 return None
 
 
@@ -56,19 +48,19 @@ def test_requirements_are_added_and_cycles_refused():
         name, title, template = "needs_adv", "Needs adversarial", "sections/failed.html.j2"
         requires = ("clean", "adversarial")
 
-        def run(self, ctx, inputs):
-            return CheckResult(self.name, pd.DataFrame(), {"saw": sorted(inputs)})
+        def run(self, ctx, results):
+            return CheckResult(self.name, pd.DataFrame(), {"saw": sorted(results)})
 
     class A(Check):
         name, title, template, requires = "cyc_a", "A", "x", ("cyc_b",)
 
-        def run(self, ctx, inputs):
+        def run(self, ctx, results):
             return None
 
     class B(Check):
         name, title, template, requires = "cyc_b", "B", "x", ("cyc_a",)
 
-        def run(self, ctx, inputs):
+        def run(self, ctx, results):
             return None
 
     reg = registry()
@@ -85,54 +77,87 @@ def test_requirements_are_added_and_cycles_refused():
             reg.pop(name, None)
 
 
-@pytest.fixture(scope="module")
-def audits(eager_model, digits_dir):
-    """One audit per registered check (with what it requires), on 40 digits."""
-    out = {}
-    for name in [n for n in registry() if n != "clean"] + ["clean"]:
-        checks = [] if name == "clean" else [name]
-        out[name] = cnnaudit.audit(eager_model, digits_dir, checks=checks, limit=40,
-                                   train_data=digits_dir if name == "training" else None,
-                                   **{k: v for k, v in SMALL.items() if k in checks})
-    return out
+@parametrize_with_checks()  # every registered check (the example plugin's included) x every zoo model
+def test_contract(case):
+    case.run()
 
 
-@pytest.mark.parametrize("name", BUILT_IN + ["example_plugin"])
-def test_contract(name, audits, tmp_path):
-    result = audits[name]
-    mine = next(r for r in result.results if r.name == name)
-    assert not mine.summary.get("failed"), mine.summary
-    # tidy rows: the standard columns, this check's name, only audited samples
-    assert STANDARD_COLUMNS <= set(mine.rows.columns), STANDARD_COLUMNS - set(mine.rows.columns)
-    assert (mine.rows["check"] == name).all()
-    assert set(mine.rows["sample_id"]) <= set(result.samples.query("check == 'clean'")["sample_id"])
-    # the section is plain JSON in the summary, findings are sentences
-    assert json.loads(json.dumps(result.summary[name])) == result.summary[name]
-    # findings are records matching the published schema (the whole summary is validated with them)
-    validate(result.summary)
-    assert all(f["check"] == name for f in mine.findings)
-    # the template renders under StrictUndefined (render_report's environment) with the section in it
-    assert f'<section id="{name}">' in result.html()
-    # its gate metrics (if any) are named after it and are numbers
+class InvertedCondition(TypedDict):
+    condition: str
+    accuracy: float
+
+
+class InvertedSection(TypedDict):
+    """The new check's section: accuracy per condition."""
+    conditions: list[InvertedCondition]
+
+
+class InvertedCheck(Check):
+    """A check written here, declared like a plugin: each image inverted (1 - x) or darkened; it declares
+    its per-image outcomes and its section type, and nothing else in cnnaudit names it."""
+    name, title, template = "inverted", "Inverted images", "inverted.html.j2"
+    template_dir = str(Path(__file__).parent / "data" / "templates")
+    outcomes = ("correct",)
+    section = InvertedSection
+
+    @staticmethod
+    def metrics(section):
+        return {f"inverted.accuracy.{c['condition']}": c["accuracy"] for c in section["conditions"]}
+
+    def run(self, ctx, results):
+        from cnnaudit.predict import predict
+
+        def evaluate(batch):
+            parts = []
+            for condition, x in (("inverted", 1 - batch.x), ("dark", batch.x * 0.3)):
+                parts.append(pd.DataFrame({"sample_id": batch.sample_ids, "condition": condition,
+                                           **predict(ctx.model, x.to(ctx.device), batch.y.to(ctx.device))}))
+            return pd.concat(parts, ignore_index=True)
+
+        res = pd.concat(ctx.map_batches(evaluate, desc="inverted"), ignore_index=True)
+        rows = ctx.base_rows(res["sample_id"]).assign(check=self.name)
+        for col in ("condition", "prediction", "confidence", "correct"):
+            rows[col] = res[col].to_numpy()
+        rows["correct"] = rows["correct"].astype(bool)
+        rows["prediction_name"] = [ctx.classes[int(p)] for p in rows["prediction"]]
+        conditions = [{"condition": c, "accuracy": round(float(g["correct"].mean()), 6)}
+                      for c, g in rows.groupby("condition", sort=False)]
+        return CheckResult(self.name, rows, {"conditions": conditions})
+
+
+def test_a_new_check_reaches_every_reader_by_declaration_alone(eager_model, digits_dir):
+    """Registered, a new check with declared outcomes and section type is in the summary, the generated
+    schema, the report, the sample explorer, robustness disparity, the paired comparison, the gate's
+    metrics and the model card, and it meets the contract suite, without a line changed elsewhere."""
+    from cnnaudit.comparison import compare_results
     from cnnaudit.gate.metrics import catalog
-    assert all(isinstance(v, (int, float)) for k, v in catalog(result.summary).items() if k.startswith(name + "."))
-    # its summary's aggregates are derivable from the rows: recomputed from them, they are the same
-    check = registry()[name]
-    opts = check.options_from(AuditConfig(options={k: v for k, v in SMALL.items() if k == name}))
-    derived = check(opts).summarize(mine.rows, {r.name: r for r in result.results}, result.summary["data"]["classes"],
-                                    result.summary["data"]["attributes"])
-    assert (derived is None) == (name in NOT_ROW_DERIVED), name
-    for key, value in (derived or {}).items():
-        assert json.loads(json.dumps(value)) == result.summary[name][key], key
-    # what the check returns survives a checkpoint round trip unchanged
-    cp = Checkpoints(tmp_path, model_sha256="m", data="d", config={})
-    cp.save(name, "k" * 40, mine)
-    back = cp.load(name, "k" * 40)
-    pd.testing.assert_frame_equal(back.rows.reset_index(drop=True), mine.rows.reset_index(drop=True),
-                                  check_dtype=False)
-    assert back.summary == json.loads(json.dumps(mine.summary)) and back.findings == mine.findings
-    assert json.dumps(back.outputs, sort_keys=True, default=str) == json.dumps(mine.outputs, sort_keys=True,
-                                                                                default=str)
+    from cnnaudit.report.explorer import explorer as explore
+    from cnnaudit.schema import generate
+    from cnnaudit.testing import cases
+    reg = registry()
+    register(InvertedCheck)
+    try:
+        result = cnnaudit.audit(eager_model, digits_dir, checks=["inverted", "subgroups"], limit=60, seed=0)
+        s = result.summary
+        assert [c["condition"] for c in s["inverted"]["conditions"]] == ["inverted", "dark"]
+        assert s["inverted"]["conditions"][0]["accuracy"] < 0.5 < s["clean"]["accuracy"]  # inversion breaks it
+        schema = generate(plugins=True)
+        assert "inverted" in schema["properties"] and "inverted_section" in schema["$defs"]
+        html = result.html()
+        assert '<section id="inverted">' in html
+        explorer = [r for r in explore(result.results, s)["rows"] if r["condition"] == "inverted"]
+        assert explorer and all(r["prediction"] != r["label"] for r in explorer)  # images inversion broke
+        disparity = {(d["check"], d["condition"], d["attribute"]) for d in s["subgroups"]["disparity"]}
+        assert {("inverted", "inverted", "scanner"), ("inverted", "dark", "scanner")} <= disparity
+        paired = compare_results(result, result).comparison["conditions"]
+        assert {(r["check"], r["condition"]) for r in paired} >= {("inverted", "inverted"), ("inverted", "dark")}
+        assert catalog(s)["inverted.accuracy.dark"] == s["inverted"]["conditions"][1]["accuracy"]
+        card = result.model_card()
+        assert "### Inverted images" in card and "inverted.accuracy.inverted" in card
+        for case in cases(["inverted"], models=["logits"]):
+            case.run()
+    finally:
+        reg.pop("inverted", None)
 
 
 @pytest.mark.parametrize("name", BUILT_IN + ["example_plugin"])
@@ -187,6 +212,10 @@ def test_plugin_installs_and_runs_from_the_command_line(tmp_path, torchscript_pa
     assert "example_plugin" in listed.stdout and "--colour-casts" in listed.stdout
     bad = run_cli("run", torchscript_path, digits_dir, "--out", out, "--colour-casts", "red", env=env)
     assert bad.returncode == 2 and "--colour-casts has 'red': choose from warm, cool" in bad.stderr, bad.stderr
+    # the plugin's own contract suite (examples/plugin-check/tests, cnnaudit.testing), as its author runs it
+    suite = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(PLUGIN / "tests")],
+                           capture_output=True, text=True, cwd=PLUGIN, env={**os.environ, **env}, timeout=900)
+    assert suite.returncode == 0 and "5 passed" in suite.stdout, suite.stdout[-2000:] + suite.stderr[-2000:]
     worst = max(c["flip_rate"] for c in s["example_plugin"]["casts"])
     for threshold, code in ((1.0, 0), (0.0, 1 if worst > 0 else 0)):
         policy = tmp_path / "gate.toml"

@@ -11,7 +11,7 @@ from fairlearn.metrics import MetricFrame
 from sklearn.metrics import accuracy_score, recall_score
 
 import cnnaudit
-from cnnaudit.bias.groups import gap, group_metrics, judge
+from cnnaudit.bias.groups import gap, group_metrics, holm_verdicts
 from cnnaudit.demo import write_image_folder
 
 from .conftest import CLASSES, read_summary, run_cli
@@ -65,7 +65,7 @@ def test_random_attribute_is_not_significant_in_95_percent_of_trials(planted_aud
     for trial in range(200):
         rows = clean.assign(tag=np.random.default_rng(trial).choice(["a", "b", "c"], size=len(clean)))
         entry = {**{"groups": (g := group_metrics(rows, "tag", CLASSES, 30))}, **gap(g, seed=trial)}
-        judge([entry])
+        holm_verdicts([entry])
         false_alarms += entry["significant"]
     assert false_alarms <= 10, false_alarms  # at most 5% of 200 seeded trials
 
@@ -158,7 +158,7 @@ def test_the_p_value_tests_the_pair_the_finding_names():
     alone = fisher_exact([[850, 150], [22, 8]]).pvalue
     assert abs(alone - 0.116) < 0.01 and g["p_value"] == pytest.approx(min(1.0, 3 * alone), abs=1e-6)
     entries = [{"attribute": "site", **g}]
-    judge(entries)
+    holm_verdicts(entries)
     assert entries[0]["verdict"] == "not significant"
     assert g["gap_ci"][0] < g["gap"] < g["gap_ci"][1]
 

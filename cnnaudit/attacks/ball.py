@@ -5,9 +5,9 @@ Tensors are images in [0, 1] of shape (N, C, H, W) on the model's device; eps is
 
 from __future__ import annotations
 
-import hashlib
-
 import torch
+
+from ..seeds import sample_seed
 
 
 def _per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -39,13 +39,6 @@ def ascent_direction(grad: torch.Tensor, norm: str) -> torch.Tensor:
     peak = grad.flatten(1).abs().amax(dim=1)
     g = grad / _per_sample(torch.where(peak > 0, peak, torch.ones_like(peak)), grad)
     return g / _per_sample(g.flatten(1).norm(dim=1).clamp_min(1e-12), g)
-
-
-def sample_seed(seed: int, sample_id: int, salt: str = "") -> int:
-    """A generator seed that depends only on (seed, sample id, salt): a sample gets the same random start
-    whatever its batch, position or process (sharded runs must agree with single-process ones)."""
-    digest = hashlib.blake2b(f"{seed}:{int(sample_id)}:{salt}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & (2**63 - 1)
 
 
 def random_start(x: torch.Tensor, eps: float, norm: str, *, seed: int, ids, salt: str) -> torch.Tensor:

@@ -30,7 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .ball import project, random_start, sample_seed
+from ..seeds import sample_seed
+from .ball import project, random_start
 
 INNER = 8
 PASS_SHARE = 0.95

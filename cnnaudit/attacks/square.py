@@ -32,7 +32,8 @@ import math
 import numpy as np
 import torch
 
-from .ball import project, sample_seed
+from ..seeds import sample_seed
+from .ball import project
 from .eot import vote
 from .losses import margin
 

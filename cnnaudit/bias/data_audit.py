@@ -20,7 +20,7 @@ from scipy.stats import chi2_contingency
 
 from .. import aggregate
 from ..stats import fisher_vs_rest, holm, p_value
-from .groups import ALPHA
+from ..stats import ALPHA
 
 NEAR_BITS = 3
 NEAR_THUMB_MAD = 4.0  # mean absolute difference of 16 x 16 thumbnails, in 0-255 grey levels

@@ -17,10 +17,8 @@ import numpy as np
 import pandas as pd
 
 from .. import aggregate
-from ..stats import (bootstrap_ratio_ci, expected_calibration_error, fisher_pair, fisher_vs_rest, holm, p_value,
+from ..stats import (ALPHA, bootstrap_ratio_ci, expected_calibration_error, fisher_pair, fisher_vs_rest, holm, p_value,
                      newcombe_difference_ci)
-
-ALPHA = 0.05
 
 
 present = aggregate.present  # the one rule for a missing value, shared with the other checks' group tables
@@ -77,7 +75,7 @@ def gap(groups: list[dict], *, seed: int, measure: str = "accuracy") -> dict:
                          f"Bonferroni-adjusted for the {pairs} pair(s) it was chosen from"}
 
 
-def judge(entries: list[dict]) -> None:
+def holm_verdicts(entries: list[dict]) -> None:
     """Holm-adjust the p-values of a family of gap tests in place and give each a verdict."""
     tested = [e for e in entries if e["p_value"] is not None]
     for e, p in zip(tested, holm([e["p_value"] for e in tested])):

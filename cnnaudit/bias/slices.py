@@ -25,14 +25,13 @@ from scipy.stats import fisher_exact
 from sklearn.decomposition import PCA
 from sklearn.mixture import GaussianMixture
 
-from ..stats import holm, newcombe_difference_ci, proportion, wilson_ci
+from ..stats import ALPHA, holm, newcombe_difference_ci, proportion, wilson_ci
 
 ERROR_WEIGHT = 1.5
 MAX_COMPONENTS = 16
 K_MAX = 8
 MIN_GAP = 0.05
 MIN_MEMBERS = 5
-ALPHA = 0.05
 
 
 def reduce(features: np.ndarray, seed: int) -> np.ndarray:

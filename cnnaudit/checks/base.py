@@ -2,7 +2,8 @@
 
 A check declares itself where it is defined (`@register`, checks/registry.py): its name, title and
 template, the checks whose results it reads (`requires`, and `after` for ones it reads when they ran),
-extra data it needs (`inputs`) and its options class. The pipeline runs them in an order computed from
+extra data it needs (`inputs`), its options class, its per-image `outcomes` and its summary section's type
+(`section`, a TypedDict: summary.schema.json is generated from these). The pipeline runs them in an order computed from
 those declarations (clean first: every check needs it, e.g. attacks skip samples the model already gets
 wrong), hands each the results it declared, and checkpoints whatever it returns. Aggregates in `summary`
 must be derivable from `rows`; reporting and gating only read them.
@@ -43,8 +44,16 @@ class Check:
     template_dir: ClassVar[str | None] = None  # a plugin's own templates folder (None: cnnaudit's)
     requires: ClassVar[tuple[str, ...]] = ("clean",)  # checks whose results run() reads; they run first
     after: ClassVar[tuple[str, ...]] = ()  # checks whose results run() reads when they ran (not run for it)
-    inputs: ClassVar[tuple[str, ...]] = ()  # data besides the audited set it needs (none of the built-ins yet)
+    # Per-image outcomes: boolean columns of its rows, one row per image and `condition`, True where the model
+    # got the image right under that condition (clean's: right on the image as it is). Declaring them is all a
+    # check does to reach the sample explorer (images it broke), robustness disparity (which group loses
+    # more), the paired release comparison and the model card; none of them lists checks by name.
+    outcomes: ClassVar[tuple[str, ...]] = ()
+    finding_kinds: ClassVar[tuple[str, ...]] = ()  # the kinds of its findings, besides findings.GENERIC_KINDS
+    reads_outcomes: ClassVar[bool] = False  # run() reads the rows of every check that declares outcomes and ran
+    inputs: ClassVar[tuple[str, ...]] = ()  # data besides the audited set it needs, e.g. ("train_data",)
     options_type: ClassVar[type | None] = None  # a dataclass of option() fields (cnnaudit/options.py)
+    section: ClassVar[type | None] = None  # its summary section's type (a TypedDict): the schema is generated from it
     reads_options: ClassVar[tuple[str, ...]] = ()  # other checks' options this one depends on (for --resume)
     lower_is_better: ClassVar[tuple[str, ...]] = ()  # prefixes of its gate metrics where smaller is better
     rule_kinds: ClassVar[tuple] = ()  # gate rule kinds judging its section (gate/rules.py: RuleKind)
@@ -54,6 +63,12 @@ class Check:
         """Its gateable numbers under flat names `<check>.<...>`, from its summary section (gate/metrics.py:
         regression rules and `cnnaudit diff`)."""
         return {}
+
+    @classmethod
+    def card_metrics(cls, section: dict) -> list[dict]:
+        """Its headline numbers for the model card's `model-index` header (report/model_card.py), as
+        {type, name, value}; by default every gate metric (`metrics`) under its own name."""
+        return [{"type": key, "name": key, "value": value} for key, value in cls.metrics(section).items()]
 
     @staticmethod
     def verdicts(section: dict) -> dict[str, str]:
@@ -94,14 +109,14 @@ class Check:
                 exc.check, exc.where = cls.name, f"the {cls.name} option {exc.option!r}"
                 raise
 
-    def summarize(self, rows: pd.DataFrame, inputs: dict[str, CheckResult], classes: list[str],
+    def summarize(self, rows: pd.DataFrame, results: dict[str, CheckResult], classes: list[str],
                   attributes: list[str]) -> dict | None:
         """The aggregates of its summary section computed from its rows alone (and the rows of what it
         requires): run() uses it, and the contract test recomputes them from a finished result's rows.
         None: not declared (its summary is not only row aggregates)."""
         return None
 
-    def run(self, ctx: "AuditContext", inputs: dict[str, CheckResult]) -> CheckResult:
-        """The check on ctx's model and data; `inputs` holds the results of `requires` (and of `after`
-        where they ran), by name."""
+    def run(self, ctx: "AuditContext", results: dict[str, CheckResult]) -> CheckResult:
+        """The check on ctx's model and data; `results` holds the results of `requires` (and of `after`,
+        and with `reads_outcomes` of the checks that declare outcomes, where they ran), by name."""
         raise NotImplementedError

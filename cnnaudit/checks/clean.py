@@ -8,16 +8,20 @@ matrix and the expected calibration error, all derived from the rows.
 
 from __future__ import annotations
 
+from typing import Any, TypedDict
+
 import pandas as pd
 
 from .. import aggregate
+from ..schema import CI, Share
 from ..errors import AuditError
-from ..findings import ALPHA, Finding, fmt_p
-from ..gate.rules import NUMBER, RuleKind, result
+from ..findings import Finding, fmt_p
+from ..stats import ALPHA
+from ..rules import NUMBER, RuleKind, result
 from ..model.query import QueryError
 from ..model.randomness import probe_randomness
 from ..predict import predict
-from ..report.images import to_data_uri
+from ..datauri import to_data_uri
 from ..stats import reliability_bins
 from .base import Check, CheckResult
 from .registry import register
@@ -48,11 +52,45 @@ def _judge_accuracy(rule, clean: dict) -> dict:
     return result(rule, "clean.accuracy", v, t, v >= t, f"clean accuracy {v:.4f} (minimum {t})")
 
 
+# --- summary.json's `clean` section (Check.section: the published schema is generated from it) ---
+# "class" is a Python keyword, so this one is spelt the functional way
+WeakClass = TypedDict("WeakClass", {
+    "class": Any, "recall": Any, "n": Any, "rest_accuracy": Any, "gap": Any, "gap_ci": Any, "p_value": Any,
+    "p_adjusted": Any})
+WeakClass.__doc__ = """A class's recall against the accuracy on every other class: the gap with its interval and a
+Fisher exact p-value, Holm-adjusted across classes."""
+
+
+class Confusion(TypedDict):
+    """One of the largest confusion pairs: how many images of class `true` are read as `predicted`, as a
+    share of the class with its interval, and the most confident such errors."""
+    true: Any
+    predicted: Any
+    count: Any
+    n: Any
+    share: Any
+    share_ci: Any
+    sample_ids: Any
+
+
+class CleanSection(TypedDict):
+    """Clean performance: accuracy on the data as it is, per class, weak classes and confusions."""
+    accuracy: Share
+    accuracy_ci: CI
+    n: Any
+    per_class: Any
+    weak_classes: list[WeakClass]
+    confusions: list[Confusion]
+
+
 @register
 class CleanCheck(Check):
     name = "clean"
     title = "Clean performance"
     template = "sections/clean.html.j2"
+    section = CleanSection
+    outcomes = ("correct",)  # right on the image as it is: the reference every other outcome is compared with
+    finding_kinds = ("weak_class", "confusion", "stochastic")
     requires = ()  # the one check every other requires
     lower_is_better = ("clean.ece",)
     rule_kinds = (RuleKind("min_clean_accuracy", _judge_accuracy, required={"threshold": NUMBER}),)
@@ -61,10 +99,20 @@ class CleanCheck(Check):
     def metrics(section: dict) -> dict[str, float]:
         return {f"clean.{key}": section[key] for key in ("accuracy", "ece") if section.get(key) is not None}
 
-    def summarize(self, rows, inputs, classes, attributes) -> dict:
+    @staticmethod
+    def card_metrics(section) -> list[dict]:
+        out = []
+        if section.get("accuracy") is not None:
+            out.append({"type": "accuracy", "name": "Clean accuracy", "value": section["accuracy"]})
+        if section.get("ece") is not None:
+            out.append({"type": "expected_calibration_error", "name": "Expected calibration error (15 bins)",
+                        "value": section["ece"]})
+        return out
+
+    def summarize(self, rows, results, classes, attributes) -> dict:
         return summarize_clean(rows, classes)
 
-    def run(self, ctx, inputs) -> CheckResult:
+    def run(self, ctx, results) -> CheckResult:
         def evaluate(batch):
             skipped = [{"path": ctx.dataset.path_of(sid), "reason": reason} for sid, reason in batch.skipped]
             ids, cols = batch.sample_ids, None
@@ -95,7 +143,7 @@ class CleanCheck(Check):
             rows.drop(columns="sample_id"))
         rows.insert(rows.columns.get_loc("prediction") + 1, "prediction_name",
                     [ctx.classes[p] for p in rows["prediction"]])
-        summary = self.summarize(rows, inputs, ctx.classes, ctx.dataset.attributes)
+        summary = self.summarize(rows, results, ctx.classes, ctx.dataset.attributes)
         # a model property, measured here because it needs the clean predictions; every rank uses rank 0's answer
         summary["randomness"] = ctx.shard.broadcast(probe_randomness(ctx, rows) if ctx.shard.is_main else None)
         outputs = {"skipped": skipped_all, "clipped": [int(c) for c in clipped_all],

@@ -14,6 +14,8 @@ ImageNet-C's corruption error (unnormalised: cnnaudit has no AlexNet baseline; c
 
 from __future__ import annotations
 
+from typing import Any, TypedDict
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,12 +24,13 @@ import pandas as pd
 from .. import aggregate
 from ..corruptions import CORRUPTIONS, DEFAULT, GROUPS, SEVERITIES, corrupt, levels
 from ..errors import AuditError
-from ..findings import ALPHA, Finding, fmt_p
-from ..gate.rules import NUMBER, RuleKind, result
+from ..findings import Finding, fmt_p
+from ..stats import ALPHA
+from ..rules import NUMBER, RuleKind, result
 from ..stats import holm, mcnemar_exact, newcombe_paired_ci
 from ..options import option
 from ..predict import predict
-from ..report.images import to_data_uri
+from ..datauri import to_data_uri
 from .base import Check, CheckResult
 from .registry import register
 
@@ -71,11 +74,38 @@ def _plan_drop(rule, opts, attributes) -> None:
                          f"({', '.join(opts.corruptions)}); add it with --corruptions or fix the rule.")
 
 
+# --- summary.json's `corruption` section (Check.section: the published schema is generated from it) ---
+class CorruptionResult(TypedDict):
+    """Accuracy under one corruption at one severity: its interval, the images it broke and fixed against
+    clean, and the Holm-adjusted p-value of that change."""
+    corruption: Any
+    severity: Any
+    accuracy: Any
+    accuracy_ci: Any
+    n: Any
+    n_broken: Any
+    n_fixed: Any
+    p_adjusted: Any
+
+
+class CorruptionSection(TypedDict):
+    """Corruption robustness: accuracy per corruption and severity, the mean over severities and the drop
+    relative to clean, per corruption."""
+    corruptions: Any
+    severities: Any
+    results: list[CorruptionResult]
+    mean: Any
+    relative_drop: Any
+
+
 @register
 class CorruptionCheck(Check):
     name = "corruption"
     title = "Corruption robustness"
     template = "sections/corruption.html.j2"
+    section = CorruptionSection
+    outcomes = ("correct",)  # right on the image under the corruption and severity (condition)
+    finding_kinds = ("corruption_cliff",)
     options_type = CorruptionOptions
     lower_is_better = ("corruption.relative_drop.",)
     rule_kinds = (RuleKind("max_corruption_drop", _judge_drop, plan=_plan_drop, required={"threshold": NUMBER},
@@ -90,10 +120,15 @@ class CorruptionCheck(Check):
             out["corruption.relative_drop.mean"] = round(sum(drops.values()) / len(drops), 6)
         return out
 
-    def summarize(self, rows, inputs, classes, attributes) -> dict:
-        return summarize_corruption(rows, inputs["clean"].rows, self.opts, classes, attributes)
+    @staticmethod
+    def card_metrics(section) -> list[dict]:
+        return [{"type": "corruption_accuracy", "name": f"Accuracy under {corruption} (mean over severities)",
+                 "value": value} for corruption, value in (section.get("mean") or {}).items()]
 
-    def run(self, ctx, inputs) -> CheckResult:
+    def summarize(self, rows, results, classes, attributes) -> dict:
+        return summarize_corruption(rows, results["clean"].rows, self.opts, classes, attributes)
+
+    def run(self, ctx, results) -> CheckResult:
         opts = self.opts
         seed = ctx.config.seed
         clean = ctx.clean_rows.set_index("sample_id")
@@ -113,9 +148,8 @@ class CorruptionCheck(Check):
             return aggregate.stack_columns(parts)
 
         rows = self._assemble_rows(ctx, ctx.map_batches(evaluate, desc="corruption"), conditions)
-        summary = self.summarize(rows, inputs, ctx.classes, ctx.dataset.attributes)
-        report = {"grid": self._grid(ctx, opts), "failures": self._failures(ctx, rows, opts),
-                  "kpis": _kpis(summary)}
+        summary = self.summarize(rows, results, ctx.classes, ctx.dataset.attributes)
+        report = {"grid": self._grid(ctx, opts), "failures": self._failures(ctx, rows, opts)}
         return CheckResult(self.name, rows, summary, report=report, findings=cliff_findings(summary, rows))
 
     def _assemble_rows(self, ctx, batches: list[dict], conditions: list[tuple[str, int]]) -> pd.DataFrame:
@@ -255,10 +289,3 @@ def _paired_drop_ci(result: dict) -> list[float] | None:
     n, broken, fixed = result["n"], result["n_broken"], result["n_fixed"]
     both = round(result["accuracy"] * n) - fixed
     return newcombe_paired_ci(both, broken, fixed, n - both - broken - fixed)
-
-
-def _kpis(summary) -> list[dict]:
-    worst = min(summary["mean"], key=lambda c: summary["mean"][c])
-    return [{"value": f"{100 * summary['mean'][worst]:.1f}%",
-             "label": f"accuracy under {worst.replace('_', ' ')} (mean over severities)"}]
-

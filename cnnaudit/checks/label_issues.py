@@ -10,6 +10,8 @@ clean accuracy *excluding* them as a sensitivity line beside (never instead of) 
 
 from __future__ import annotations
 
+from typing import Any, TypedDict
+
 import numpy as np
 import torch
 
@@ -19,7 +21,7 @@ from .. import aggregate
 from ..bias.label_issues import find_label_issues
 from ..findings import Finding
 from ..options import OptionError, option
-from ..report.images import thumbnail_uri
+from ..datauri import thumbnail_uri
 from .base import Check, CheckResult
 from .registry import register
 
@@ -39,23 +41,47 @@ class LabelIssueOptions:
             raise OptionError("split", "train", "checking training labels needs --train-data DIR")
 
 
+# --- summary.json's `label_issues` section (Check.section: the published schema is generated from it) ---
+class LabelIssue(TypedDict):
+    """An image whose given label looks wrong: the label the model suggests, and its score (the probability
+    of the given label: low means suspect)."""
+    path: Any
+    given_label: Any
+    suggested_label: Any
+    score: Any
+
+
+class LabelIssuesSection(TypedDict):
+    """Label issues found by confident learning, ranked by score, and clean accuracy without them."""
+    n: Any
+    n_flagged: Any
+    share_flagged: Any
+    accuracy_excluding_flagged: Any
+    issues: list[LabelIssue]
+
+
 @register
 class LabelIssueCheck(Check):
     name = "label_issues"
     title = "Label issues"
     template = "sections/label_issues.html.j2"
+    section = LabelIssuesSection
     options_type = LabelIssueOptions
 
     @staticmethod
     def metrics(section: dict) -> dict[str, float]:
         return {"label_issues.share_flagged": section["share_flagged"]} if "share_flagged" in section else {}
 
+    @staticmethod
+    def card_metrics(section) -> list[dict]:
+        return []  # not in the card's model-index header; the card's own part shows its evidence
+
     lower_is_better = ("label_issues.share_flagged",)
 
-    def summarize(self, rows, inputs, classes, attributes) -> dict:
+    def summarize(self, rows, results, classes, attributes) -> dict:
         flagged = rows[rows["is_label_issue"]].sort_values(["label_issue_score", "sample_id"], kind="stable")
         train = self.opts is not None and self.opts.split == "train"
-        clean = inputs["clean"].rows
+        clean = results["clean"].rows
         kept = clean[~clean["sample_id"].isin(flagged["sample_id"])]
         excluding = aggregate.accuracy(kept) if not train else {"accuracy": None, "accuracy_ci": None}
         return {"split": "train" if train else "eval", "caveat": IN_SAMPLE if train else None,
@@ -69,7 +95,7 @@ class LabelIssueCheck(Check):
                 "issues": [{"path": r.path, "given_label": r.label_name, "suggested_label": classes[int(r.suggested)],
                             "score": round(float(r.label_issue_score), 6)} for r in flagged.itertuples()]}
 
-    def run(self, ctx, inputs) -> CheckResult:
+    def run(self, ctx, results) -> CheckResult:
         def probabilities(batch):
             with torch.no_grad():
                 p = torch.softmax(ctx.model(batch.x.to(ctx.device)).float(), dim=1)
@@ -87,7 +113,7 @@ class LabelIssueCheck(Check):
         rows = base.assign(check=self.name, condition="label_issues_train" if train else "label_issues",
                            is_label_issue=issue, label_issue_score=np.round(score, 6), suggested=suggested)
         rows["suggested_label"] = np.array(ctx.classes, dtype=object)[suggested]
-        summary = self.summarize(rows, inputs, ctx.classes, ctx.dataset.attributes)
+        summary = self.summarize(rows, results, ctx.classes, ctx.dataset.attributes)
         top = rows[rows["is_label_issue"]].sort_values(["label_issue_score", "sample_id"], kind="stable").head(GALLERY)
         images = {s: thumbnail_uri(x, side=96) for s, x in ctx.decoded(top["sample_id"], dataset=dataset).items()}
         gallery = [{"image": images[int(r.sample_id)], "path": r.path, "given": r.label_name,

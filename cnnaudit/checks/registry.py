@@ -52,6 +52,21 @@ def available() -> list[str]:
     return [name for name in registry() if name != "clean"]
 
 
+def outcome_checks() -> list[str]:
+    """The checks that declare per-image outcomes (Check.outcomes), clean first, in registry order."""
+    return [name for name, check in registry().items() if check.outcomes]
+
+
+def reads_after(check: type[Check]) -> tuple[str, ...]:
+    """The checks whose results `check` reads when they ran: its `after`, and with `reads_outcomes` every
+    check that declares outcomes (but reads none itself, which would be a cycle)."""
+    if not check.reads_outcomes:
+        return check.after
+    reg = registry()
+    return tuple(dict.fromkeys([*check.after, *(n for n in outcome_checks() if n != check.name
+                                                 and n not in check.requires and not reg[n].reads_outcomes)]))
+
+
 def run_order(names) -> list[str]:
     """The checks to run for the requested names: clean, what they require (added), then an order in which
     every check runs after its `requires` and after those of its `after` that run; ties in registry order."""
@@ -73,7 +88,7 @@ def run_order(names) -> list[str]:
     while len(order) < len(wanted):
         ready = [n for n in reg if n in wanted and n not in placed
                  and all(d in placed for d in reg[n].requires)
-                 and all(d in placed or d not in wanted for d in reg[n].after)]
+                 and all(d in placed or d not in wanted for d in reads_after(reg[n]))]
         if not ready:
             stuck = sorted(wanted - placed)
             raise AuditError(f"checks {', '.join(stuck)} require each other in a cycle; fix their `requires`/`after`.")

@@ -17,12 +17,15 @@ with Wilson intervals, per class and per metadata group, all derived from the ro
 
 from __future__ import annotations
 
+from typing import Any, TypedDict
+
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from .. import aggregate
+from ..schema import Doc
 from ..corruptions import sample_keys
 from ..corruptions.geometry import border_fill, shift
 from ..corruptions.rng import uniform
@@ -81,11 +84,33 @@ def summarize_shift(rows, opts: ShiftOptions, attributes) -> dict:
     return out
 
 
+# --- summary.json's `shift` section (Check.section: the published schema is generated from it) ---
+@Doc("shift consistency (Zhang 2019) and worst-of-k changes (Azulay & Weiss 2019) under whole-pixel shifts")
+class ShiftSection(TypedDict):
+    """Shift consistency: the share of images whose prediction two random shifts agree on, the share that
+    any of k shifts changes, and accuracy under all k, with intervals, per class and per group."""
+    pixels: Any
+    k: Any
+    max_shift: Any
+    n: Any
+    consistency: Any
+    consistency_ci: Any
+    changed: Any
+    changed_ci: Any
+    worst_accuracy: Any
+    worst_accuracy_ci: Any
+    per_class: Any
+    per_group: Any
+
+
 @register
 class ShiftCheck(Check):
     name = "shift"
     title = "Shift consistency"
     template = "sections/shift.html.j2"
+    section = ShiftSection
+    outcomes = ("correct",)  # right on the image and under all k shifts (worst-of-k)
+    finding_kinds = ("shift_sensitivity",)
     options_type = ShiftOptions
     lower_is_better = ("shift.changed",)
 
@@ -94,10 +119,17 @@ class ShiftCheck(Check):
         return {f"shift.{key}": section[key] for key in ("consistency", "changed", "worst_accuracy")
                 if section.get(key) is not None}
 
-    def summarize(self, rows, inputs, classes, attributes) -> dict:
+    @staticmethod
+    def card_metrics(section) -> list[dict]:
+        if section.get("consistency") is None:
+            return []
+        return [{"type": "shift_consistency", "name": f"Shift consistency (two random shifts of at most "
+                 f"{section['max_shift']} px)", "value": section["consistency"]}]
+
+    def summarize(self, rows, results, classes, attributes) -> dict:
         return summarize_shift(rows, self.opts, attributes)
 
-    def run(self, ctx, inputs) -> CheckResult:
+    def run(self, ctx, results) -> CheckResult:
         opts, seed = self.opts, ctx.config.seed
         offsets, m = opts.offsets(), max(opts.pixels)
         clean = ctx.clean_rows.set_index("sample_id")
@@ -138,7 +170,7 @@ class ShiftCheck(Check):
         rows["changed_by"] = [str(offsets[j]) if j >= 0 else "" for j in (res["first_change"][order] if res else [])]
         for col in ("consistent", "changed", "correct"):
             rows[col] = rows[col].astype(bool)
-        summary = self.summarize(rows, inputs, ctx.classes, ctx.dataset.attributes)
+        summary = self.summarize(rows, results, ctx.classes, ctx.dataset.attributes)
         # the images a shift changed, most changes first: the gallery's and the finding's examples
         ranked = rows[rows["changed"]].sort_values(["n_changed", "sample_id"], ascending=[False, True])
         return CheckResult(self.name, rows, summary, report={"examples": self._examples(ctx, ranked)},
@@ -146,7 +178,7 @@ class ShiftCheck(Check):
 
     def _examples(self, ctx, ranked) -> list[dict]:
         """The first of the `ranked` changed images: clean and shifted side by side."""
-        from ..report.images import thumbnail_uri
+        from ..datauri import thumbnail_uri
         top = ranked.head(ctx.config.gallery_size)
         images = ctx.decoded(top["sample_id"].to_numpy())
         clean = ctx.clean_rows.set_index("sample_id")

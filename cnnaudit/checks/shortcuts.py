@@ -22,6 +22,8 @@ Outputs: rows per artifact image and intervention (conditions `remove_<name>_<fi
 
 from __future__ import annotations
 
+from typing import Literal, TypedDict
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,15 +35,15 @@ from ..data.images import image_size
 from ..data.sampling import seeded_subset
 from ..errors import AuditError
 from ..findings import Finding
-from ..gate.rules import RuleKind, result, selected, without_evidence
+from ..rules import RuleKind, result, selected, without_evidence
 from ..options import OptionError, option
 from ..predict import predict
-from ..report.images import to_data_uri
+from ..datauri import to_data_uri
+from ..seeds import sample_seed
 from ..shortcuts.fills import FILLS, fill
-from ..attacks.ball import sample_seed
 from ..shortcuts.regions import box_mask, control_mask, file_mask, parse_box
 from ..shortcuts.saliency import mass_inside, randomized_top_layer, saliency
-from ..stats import p_value, proportion, wilson_ci
+from ..stats import ALPHA, p_value, proportion, wilson_ci
 from .base import Check, CheckResult
 from .registry import register
 
@@ -52,7 +54,6 @@ MIN_ANNOTATED = 10  # fewer usable annotated images than this: inconclusive (one
 # removing the artifact must beat removing the same region elsewhere (control) by this much, and by an exact
 # one-sided McNemar test on the paired flips at ALPHA: a box over the object itself also flips predictions
 CONTROL_MARGIN = 0.10
-ALPHA = 0.05
 EMPTY_REGION = "artifact region empty at the model's input size (box outside the image?)"
 SCAN_SUBSET = 128  # images for the annotation-free scans
 SCAN_GRID = 4
@@ -104,11 +105,24 @@ def _plan_no_shortcut(rule, opts, attributes) -> None:
                          f"({', '.join(opts.artifacts)}); add --artifact {named} or fix the rule.")
 
 
+# --- summary.json's `shortcuts` section (Check.section: the published schema is generated from it) ---
+class ArtifactResult(TypedDict):
+    """The causal tests on one annotated artifact (remove it, add it) and their verdict."""
+    verdict: Literal["shortcut", "no evidence", "inconclusive"]
+
+
+class ShortcutsSection(TypedDict):
+    """Shortcuts: per annotated artifact (--artifact NAME), whether the model relies on it."""
+    artifacts: dict[str, ArtifactResult]
+
+
 @register
 class ShortcutCheck(Check):
     name = "shortcuts"
     title = "Shortcuts"
     template = "sections/shortcuts.html.j2"
+    section = ShortcutsSection
+    finding_kinds = ("shortcut",)
     options_type = ShortcutOptions
     lower_is_better = ("shortcuts.flip_rate.",)
     rule_kinds = (RuleKind("no_shortcut", _judge_no_shortcut, plan=_plan_no_shortcut,
@@ -125,7 +139,11 @@ class ShortcutCheck(Check):
         return {f"shortcuts.flip_rate.{name}": a["flip_rate"] for name, a in (section.get("artifacts") or {}).items()
                 if a.get("flip_rate") is not None}
 
-    def run(self, ctx, inputs) -> CheckResult:
+    @staticmethod
+    def card_metrics(section) -> list[dict]:
+        return []  # not in the card's model-index header; the card's own part shows its evidence
+
+    def run(self, ctx, results) -> CheckResult:
         opts = self.opts
         clean = ctx.clean_rows.set_index("sample_id", drop=False)
         parts, artifacts, report = [], {}, {"artifacts": {}}
@@ -140,8 +158,6 @@ class ShortcutCheck(Check):
         summary = {"artifacts": artifacts, "candidates": candidates, "sanity": sanity,
                    "thresholds": {"flip_shortcut": FLIP_SHORTCUT, "flip_floor": FLIP_FLOOR, "flip_none": FLIP_NONE}}
         report["candidates"] = cand_examples
-        report["kpis"] = [{"value": str(sum(a["verdict"] == "shortcut" for a in artifacts.values())),
-                           "label": f"of {len(artifacts)} annotated artifact(s) judged a shortcut"}] if artifacts else []
         findings = [_verdict_finding(n, a, rows) for n, a in artifacts.items() if a["verdict"] != "no evidence"]
         if sanity.get("passed") is False:
             findings.append(Finding("info", self.name, "note", "saliency", "Saliency maps barely change when the top "

@@ -17,6 +17,8 @@ Outputs: summary `subgroups` {attributes, data_audit, disparity}; nothing here r
 
 from __future__ import annotations
 
+from typing import Any, TypedDict
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,16 +26,17 @@ import pandas as pd
 
 from .. import aggregate
 from ..bias import data_audit, slices as slices_mod
-from ..bias.groups import gap, group_accuracy, group_metrics, judge, with_intersections
+from ..bias.groups import gap, group_accuracy, group_metrics, holm_verdicts, with_intersections
 from ..bias.properties import image_properties, thumbnails
 from ..model.embeddings import embed_batch, embedding_layer, stack
 from ..data.images import image_size
 from ..errors import AuditError
 from ..findings import Finding, fmt_p
-from ..gate.rules import NUMBER, RuleKind, result, selected, without_evidence
+from ..rules import NUMBER, RuleKind, result, selected, without_evidence
 from ..options import OptionError, option
-from ..report.images import thumbnail_uri, to_data_uri
+from ..datauri import thumbnail_uri, to_data_uri
 from .base import Check, CheckResult
+from .outcomes import outcome_rows
 from .registry import register
 
 def _pair(text: str) -> str:
@@ -114,12 +117,35 @@ def _plan_gap(rule, opts, attributes) -> None:
                          f"(metadata columns: {', '.join(attributes) or 'none'}); fix the rule.")
 
 
+# --- summary.json's `subgroups` section (Check.section: the published schema is generated from it) ---
+class DiscoveredSubgroup(TypedDict):
+    """A slice found from image features (no metadata needed) where the model does worse, confirmed (or
+    not) on images held out from its discovery."""
+    name: Any
+    n: Any
+    accuracy: Any
+    accuracy_ci: Any
+    rest_accuracy: Any
+    p_adjusted: Any
+    confirmed: Any
+    description: Any
+    paths: Any
+
+
+class SubgroupsSection(TypedDict):
+    """Bias: the accuracy gap between the groups of each metadata attribute, and discovered slices."""
+    attributes: Any
+    discovered: list[DiscoveredSubgroup]
+
+
 @register
 class SubgroupCheck(Check):
     name = "subgroups"
     title = "Bias: subgroups and data"
     template = "sections/subgroups.html.j2"
-    after = ("adversarial", "corruption")  # their rows, when they ran, give per-group robustness disparity
+    section = SubgroupsSection
+    reads_outcomes = True  # the outcomes of the checks that ran (Check.outcomes) give per-group robustness disparity
+    finding_kinds = ("subgroup_gap", "slice")
     options_type = SubgroupOptions
     rule_kinds = (RuleKind("max_subgroup_gap", _judge_gap, plan=_plan_gap, required={"threshold": NUMBER},
                            optional={"attribute": (str,), "only_significant": (bool,), "on_insufficient": (str,)},
@@ -139,7 +165,12 @@ class SubgroupCheck(Check):
         return {f"subgroups.gap.{attr}": e["gap"] for attr, e in (section.get("attributes") or {}).items()
                 if e.get("gap") is not None}
 
-    def run(self, ctx, inputs) -> CheckResult:
+    @staticmethod
+    def card_metrics(section) -> list[dict]:
+        return [{"type": "subgroup_accuracy_gap", "name": f"Largest accuracy gap by {attr}", "value": e["gap"]}
+                for attr, e in (section.get("attributes") or {}).items() if e.get("gap") is not None]
+
+    def run(self, ctx, results) -> CheckResult:
         opts = self.opts
         attrs = opts.check_data(ctx.dataset, ctx.config)
         seed, min_size = ctx.config.seed, int(opts.min_group_size)
@@ -151,7 +182,7 @@ class SubgroupCheck(Check):
         for i, attr in enumerate([*attrs, *inter]):
             groups = group_metrics(clean, attr, ctx.classes, min_size)
             attributes[attr] = {"groups": groups, **gap(groups, seed=seed + i)}
-        judge(list(attributes.values()))
+        holm_verdicts(list(attributes.values()))
         audited = ctx.dataset.table.set_index("sample_id").loc[ctx.sample_ids].reset_index()
         slices = data_audit.slices(clean, min_size)
         audit = {
@@ -166,11 +197,11 @@ class SubgroupCheck(Check):
                 {sid: i for i, sid in enumerate(rows["sample_id"])}).to_numpy()]),
             "slices": [{k: v for k, v in s.items() if k != "sample_ids"} for s in slices],
         }
-        disparity = self._disparity(ctx, inputs, [*attrs, *inter], opts, min_size)
+        disparity = self._disparity(ctx, results, [*attrs, *inter], opts, min_size)
         summary = {"min_group_size": min_size, "attributes": attributes, "data_audit": audit, "disparity": disparity,
                    "discovered": [{k: v for k, v in d.items() if k != "sample_ids"} for d in discovered],
                    "discovered_from": source}
-        report = {"slice_examples": self._slice_examples(ctx, clean, slices), "kpis": _kpis(attributes),
+        report = {"slice_examples": self._slice_examples(ctx, clean, slices),
                   "discovered_examples": self._discovered_examples(ctx, discovered)}
         return CheckResult(self.name, rows, summary, report=report, findings=_findings(summary, ctx.clean_rows, discovered))
 
@@ -223,7 +254,7 @@ class SubgroupCheck(Check):
         images = {sid: thumbnail_uri(x) for sid, x in decoded.items()}
         return {d["name"]: [images[s] for s in d["sample_ids"] if s in images] for d in discovered}
 
-    def _disparity(self, ctx, inputs, attrs, opts, min_size) -> list[dict]:
+    def _disparity(self, ctx, results, attrs, opts, min_size) -> list[dict]:
         """Per condition and attribute: which group *loses more* under the condition. Compared per image
         (paired): among each group's images the model gets right clean, the share it still gets right
         (`kept_rate`); a group that is only worse on clean images keeps as many and is not flagged."""
@@ -233,29 +264,24 @@ class SubgroupCheck(Check):
         clean_correct = ctx.clean_rows.set_index("sample_id")["correct"].astype(bool)
         for attr in attrs:
             clean_acc[attr] = base.groupby(aggregate.group_values(base[attr]))["correct"].mean().to_dict()
-        for name in ("adversarial", "corruption"):
-            result = inputs.get(name)
-            if result is None:
-                continue
-            # only the columns the groups need, and intersections one condition at a time: the corruption
-            # rows are conditions × images long
-            columns = dict.fromkeys(["sample_id", "condition", "correct", *(a for pair in opts.pairs() for a in pair),
-                                     *(a for a in attrs if a in result.rows.columns)])
-            for condition, cond_rows in result.rows[list(columns)].groupby("condition", sort=False):
-                cond_rows = with_intersections(cond_rows, opts.pairs())[0]
-                cond_rows["was_right"] = clean_correct.reindex(cond_rows["sample_id"]).to_numpy()
-                for attr in attrs:
-                    groups = []
-                    for g, rows_g in group_accuracy(cond_rows, attr, min_size):
-                        kept = rows_g.loc[rows_g["was_right"], "correct"]
-                        groups.append({**g, "drop": round(clean_acc[attr].get(g["value"], float("nan"))
-                                                          - float(rows_g["correct"].mean()), 6),
-                                       "kept_rate": round(float(kept.mean()), 6) if len(kept) else None,
-                                       "kept_rate_n": int(len(kept))})
-                    out.append({"check": name, "condition": condition, "attribute": attr, "groups": groups,
-                                "measure": "kept_rate",
-                                **gap(groups, seed=ctx.config.seed + len(out), measure="kept_rate")})
-        judge(out)
+        # every check with per-image outcomes (Check.outcomes), in run order; only the columns the groups
+        # need, and intersections one condition at a time: the corruption rows are conditions × images long
+        columns = [*(a for pair in opts.pairs() for a in pair), *attrs]
+        for name, condition, cond_rows in outcome_rows(results.values(), columns=columns):
+            cond_rows = with_intersections(cond_rows, opts.pairs())[0]
+            cond_rows["was_right"] = clean_correct.reindex(cond_rows["sample_id"]).to_numpy()
+            for attr in attrs:
+                groups = []
+                for g, rows_g in group_accuracy(cond_rows, attr, min_size):
+                    kept = rows_g.loc[rows_g["was_right"], "correct"]
+                    groups.append({**g, "drop": round(clean_acc[attr].get(g["value"], float("nan"))
+                                                      - float(rows_g["correct"].mean()), 6),
+                                   "kept_rate": round(float(kept.mean()), 6) if len(kept) else None,
+                                   "kept_rate_n": int(len(kept))})
+                out.append({"check": name, "condition": condition, "attribute": attr, "groups": groups,
+                            "measure": "kept_rate",
+                            **gap(groups, seed=ctx.config.seed + len(out), measure="kept_rate")})
+        holm_verdicts(out)
         return out
 
     def _slice_examples(self, ctx, clean, slices) -> list[dict]:
@@ -271,11 +297,6 @@ class SubgroupCheck(Check):
 
 
 PROPERTY_COLUMNS = ["brightness", "contrast", "sharpness", "dhash", "pixel_hash", "height", "width", "aspect"]
-
-
-def _kpis(attributes) -> list[dict]:
-    sig = [a for a, e in attributes.items() if e["significant"]]
-    return [{"value": str(len(sig)), "label": "attribute(s) with a significant accuracy gap"}]
 
 
 GAP_FAIL = 0.10  # a significant gap of 10 accuracy points or more is a `fail`; a smaller significant one a `warn`
@@ -319,4 +340,3 @@ def _findings(summary, clean: pd.DataFrame, discovered: list[dict]) -> list[Find
                                effect=s["rest_accuracy"] - s["accuracy"], p_adjusted=s.get("p_adjusted"),
                                evidence="#subgroups-data"))
     return out
-

@@ -15,6 +15,8 @@ ood}; findings for any leak, for under-represented groups that do worse, and for
 
 from __future__ import annotations
 
+from typing import Annotated, Any, Literal, TypedDict
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,12 +24,13 @@ import pandas as pd
 import torch
 
 from .. import aggregate
+from ..schema import Constraint, Count, Doc, NotRequired
 from ..bias import training as tr
 from ..bias.properties import grey_thumbnails, image_properties
 from ..findings import Finding, fmt_p
 from ..model.embeddings import embed_batch, embedding_layer, stack
 from ..options import OptionError, option
-from ..report.images import thumbnail_uri
+from ..datauri import thumbnail_uri
 from ..stats import fisher_pair, holm, proportion, wilson_ci
 from .base import Check, CheckResult
 from .registry import register
@@ -53,14 +56,71 @@ class TrainingOptions:
                               f"{', '.join(dataset.attributes) or 'none: no metadata.csv'})")
 
 
+# --- summary.json's `training` section (Check.section: the published schema is generated from it) ---
+class Leak(TypedDict):
+    """An evaluation image that is also in the training set: an exact or near copy, or one sharing a
+    group identifier (--group-id) with a training image."""
+    train_path: Any
+    eval_path: Any
+    kind: Literal["exact", "near", "group"]
+    distance: Any
+
+
+class Representation(TypedDict):
+    """One value of a metadata attribute: its count and share in each set, and accuracy on its images."""
+    value: Any
+    train_n: Any
+    train_share: Any
+    eval_n: Any
+    eval_share: Any
+    eval_accuracy: Any
+
+
+class NearCopyThreshold(TypedDict):
+    """The distance under which an evaluation image is a near copy of a training image."""
+    threshold: Annotated[float, Constraint(minimum=0)]
+    calibrated: bool
+    bound: float
+    floor: float
+    reference_distance: float | None
+    n_reference: Count
+
+
+class GroupIdBlank(TypedDict):
+    """Images of each set whose group identifier is blank."""
+    eval: Count
+    train: Count
+
+
+class TrainingSection(TypedDict):
+    """The training-set audit (--train-data): leakage into the evaluation set, how well each group is
+    represented in training, class balance and evaluation images unlike anything in training."""
+    leakage: list[Leak]
+    leakage_counts: Any
+    representation: dict[str, list[Representation]]
+    class_balance: Any
+    ood: Any
+    near_copy_threshold: Annotated[NearCopyThreshold, Doc(
+        "the near-copy distance, calibrated on the training set's own nearest-distinct-neighbour distances: "
+        "fraction x their reference_quantile quantile, clipped to [floor, bound]; bound when fewer than 20 such "
+        "distances exist (calibrated false)")]
+    group_id_blank: NotRequired[Annotated[GroupIdBlank, Doc(
+        "with --group-id: images of each set whose identifier is blank (never a shared group)")]]
+
+
 @register
 class TrainingCheck(Check):
     name = "training"
     title = "Training set"
     template = "sections/training.html.j2"
+    section = TrainingSection
     inputs = ("train_data",)
     options_type = TrainingOptions
     lower_is_better = ("training.",)
+
+    @staticmethod
+    def card_metrics(section) -> list[dict]:
+        return []  # not in the card's model-index header; the card's "Training data" section shows it
 
     @staticmethod
     def metrics(section: dict) -> dict[str, float]:
@@ -93,9 +153,9 @@ class TrainingCheck(Check):
                 "hash": [h for d in done for h in d[2]], "emb": emb, "source": source,
                 "predicted": np.concatenate([d[4] for d in done]) if predict_too and done else None}
 
-    def run(self, ctx, inputs) -> CheckResult:
+    def run(self, ctx, results) -> CheckResult:
         train_ds, seed = ctx.train_dataset, ctx.config.seed
-        clean = inputs["clean"].rows.reset_index(drop=True)
+        clean = results["clean"].rows.reset_index(drop=True)
         ev = self._scan(ctx, ctx.dataset, clean["sample_id"].to_numpy(), "training: evaluation images")
         tn = self._scan(ctx, train_ds, train_ds.table["sample_id"].to_numpy(), "training: training images",
                         predict_too=self.opts.train_eval)

@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from ..attacks.ball import sample_seed
+from ..seeds import sample_seed
 
 
 def _signed(v: int) -> int:

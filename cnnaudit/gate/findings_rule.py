@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 from ..errors import AuditError
-from ..findings import KINDS, SEVERITIES
-from .rules import NUMBER, RuleKind, result
+from ..findings import SEVERITIES, kinds as finding_kinds
+from ..rules import NUMBER, RuleKind, result
 
 LEVELS = ("fail", "warn")
 
@@ -22,13 +22,14 @@ def check_rule(rule) -> None:
         return
     if not kinds:
         raise AuditError(f"rule {rule.name!r}: kinds = [] counts no finding; list finding kinds or remove kinds.")
+    known = finding_kinds()
     for kind in kinds:
-        if kind not in KINDS:
+        if kind not in known:
             raise AuditError(f"rule {rule.name!r}: kinds has {kind!r}, which is not a finding kind; choose from "
-                             f"{', '.join(KINDS)}.")
+                             f"{', '.join(known)}.")
 
 
-def judge_findings(rule, summary: dict, baseline: dict | None = None, comparison: dict | None = None) -> dict:
+def judge_findings(rule, summary: dict) -> dict:
     p = rule.params
     level = p.get("severity_at_least", "fail")
     kinds = p.get("kinds")

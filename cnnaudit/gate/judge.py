@@ -4,15 +4,18 @@ a pass. Each kind's judgement lives with the check whose section it reads (Check
 
 from __future__ import annotations
 
+from ..compat import upgrade
 from ..errors import AuditError
 from .policy import rule_kinds
-from .rules import Rule, result
+from ..rules import Evidence, Rule, result
 
 
 def judge(rules: list[Rule], summary: dict, baseline: dict | None = None,
           comparison: dict | None = None) -> dict:
-    """`comparison`: a comparison.json (cnnaudit compare), for paired max_regression rules."""
+    """`comparison`: a comparison.json (cnnaudit compare), for paired max_regression rules. Summaries of
+    earlier releases are read in the current shape (compat.upgrade)."""
     kinds = rule_kinds()
+    summary, baseline = upgrade(summary), None if baseline is None else upgrade(baseline)
     results = [_judge(rule, kinds, summary, baseline, comparison) for rule in rules]
     passed = all(r["passed"] or r["severity"] == "warn" for r in results)
     return {"passed": passed, "n_failed": sum(not r["passed"] and r["severity"] == "fail" for r in results),
@@ -26,9 +29,8 @@ def _judge(rule: Rule, kinds: dict, summary: dict, baseline: dict | None, compar
     if section and (summary.get(section) or {}).get("failed"):
         return result(rule, section, None, rule.params.get("threshold"), False,
                       f"the {section} check failed ({summary[section]['error']}); nothing to judge")
-    if check is None:
-        return kind.judge(rule, summary, baseline, comparison)
-    if not summary.get(check):
+    if check is not None and not summary.get(check):
         raise AuditError(f"rule {rule.name!r} needs the {check} check, which this audit did not run; "
                          f"run it ({kind.needs or '--checks ' + check}) or remove the rule.")
-    return kind.judge(rule, summary[check])
+    section = summary if check is None else summary[check]
+    return kind.judge(rule, Evidence(section, summary=summary, baseline=baseline, comparison=comparison))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from xml.etree import ElementTree as ET
 
+from ..markdown import escape as _md
+
 
 def _fmt(v) -> str:
     return "n/a" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
@@ -32,20 +34,6 @@ def junit_xml(gate: dict, suite: str = "cnnaudit gate", findings: list[dict] | N
         ET.SubElement(ts, "system-out").text = "findings:\n" + "\n".join(
             f"[{f['severity']}] {f['title']} ({f['check']}, {f['kind']})" for f in shown)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
-
-
-_MD_SPECIAL = "\\`*_{}[]()#+-.!|~>"
-# inline only: emphasis, code, links, images, table cells; for text that never starts a line (the model card)
-MD_INLINE = "\\`*_[]|~"
-
-
-def _md(text, special: str = _MD_SPECIAL) -> str:
-    """Untrusted text (paths, class names, rule names) as inert Markdown: HTML escaped, every `special`
-    character backslash-escaped (by default all Markdown punctuation: no links, images, emphasis or table
-    breaks, wherever the text lands), @ as an entity (no mentions), one line."""
-    import html
-    out = html.escape(" ".join(str(text).split()), quote=False)
-    return "".join("\\" + ch if ch in special else ch for ch in out).replace("@", "&#64;")
 
 
 def markdown(gate: dict, summary: dict | None = None) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from ..errors import AuditError
 from .policy import rule_kinds
 from .regression import NO_BASELINE, NO_COMPARISON
-from .rules import Rule, evidence_mode
+from ..rules import Rule, evidence_mode
 
 
 def check_plan(rules: list[Rule], config, baseline: dict | None, attributes: list[str], *,

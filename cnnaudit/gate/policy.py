@@ -22,7 +22,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from ..errors import AuditError
-from .rules import EVIDENCE_MODES, Rule, RuleKind
+from ..rules import EVIDENCE_MODES, Rule, RuleKind
 
 COMMON = {"name": (str,), "kind": (str,), "severity": (str,)}
 

@@ -18,7 +18,7 @@ from fnmatch import fnmatchcase
 
 from ..errors import AuditError
 from .metrics import catalog, higher_is_better
-from .rules import NUMBER, RuleKind, evidence_mode, result, without_evidence
+from ..rules import NUMBER, RuleKind, evidence_mode, result, without_evidence
 
 NO_BASELINE = ("rule {name!r} compares against a baseline; give --baseline OLD/summary.json, or set "
                "on_missing_baseline = \"warn\" (or \"pass\") in the rule for a first release.")
@@ -44,7 +44,9 @@ def check_rule(rule) -> None:
                          "`cnnaudit diff OLD NEW`, or add paired = true to judge paired conditions.")
 
 
-def judge_regression(rule, summary: dict, baseline: dict | None, comparison: dict | None = None) -> dict:
+def judge_regression(rule, summary) -> dict:
+    """`summary`: the audit's summary as Evidence, with its baseline and comparison beside it."""
+    baseline, comparison = summary.baseline, summary.comparison
     if rule.params.get("paired"):
         if comparison is None:
             raise AuditError(NO_COMPARISON.format(name=rule.name))

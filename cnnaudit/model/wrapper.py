@@ -53,10 +53,6 @@ class AuditedModel(nn.Module):
         self.register_buffer("mean", mean.reshape(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", std.reshape(1, -1, 1, 1), persistent=False)
 
-    @property
-    def outputs_probabilities(self) -> bool:
-        return self.output_kind in ("probabilities", "single_probability")
-
     def call(self, x: torch.Tensor):
         """The user's model on normalized x in its own dtype: whatever it returns, for exactly this batch."""
         return self.model(((x - self.mean) / self.std).to(self.input_dtype))

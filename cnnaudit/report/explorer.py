@@ -1,7 +1,8 @@
 """The report's sample explorer: every misclassified or broken sample in one table, filterable by class,
 condition, group and discovered slice. It reads the checks' rows (presentation only, nothing is
-recomputed): clean rows that are wrong, and adversarial and corruption rows whose sample was right clean
-and is wrong under the condition (broken). Capped at MAX_ROWS (clean errors first, then by condition)
+recomputed): clean rows that are wrong, and the rows of every check that declares per-image outcomes
+(Check.outcomes: attacks, corruptions, shifts, a plugin's conditions) whose sample was right clean and is
+wrong under the condition (broken). Capped at MAX_ROWS (clean errors first, then by condition)
 so a 10,000-image report stays small; the caption says how many were left out.
 
 The filter is a small inline script, allowed by its hash in the report's Content-Security-Policy (no
@@ -15,6 +16,7 @@ import hashlib
 import pandas as pd
 
 from .. import aggregate
+from ..checks.outcomes import outcome_rows
 
 MAX_ROWS = 2000
 # Filters rows by the selects' values; a row's data-group lists its "attribute=value" pairs, "|"-separated.
@@ -40,11 +42,10 @@ def explorer(results, summary: dict) -> dict:
     attrs = aggregate.group_columns(clean, [a for a in summary["data"]["attributes"] if a in clean])
     was_right = clean.set_index("sample_id")["correct"].astype(bool)
     parts = [clean[~clean["correct"].astype(bool)]]
-    for name in ("adversarial", "corruption"):
-        if name in by_name and len(by_name[name].rows):
-            rows = by_name[name].rows
-            broken = rows[~rows["correct"].astype(bool) & was_right.reindex(rows["sample_id"]).to_numpy()]
-            parts.append(broken)
+    columns = ["path", "label_name", "prediction", "confidence", *attrs]
+    for _, condition, rows in outcome_rows(results, columns=columns):
+        broken = rows[~rows["correct"] & was_right.reindex(rows["sample_id"]).to_numpy()]
+        parts.append(broken.assign(condition=condition))
     slices = {}
     if "subgroups" in by_name and "slice" in by_name["subgroups"].rows:
         r = by_name["subgroups"].rows

@@ -16,9 +16,8 @@ from pathlib import Path
 
 import jinja2
 
-from ..gate.outputs import MD_INLINE
-from ..gate.outputs import _md as escape_markdown
-from .render import _pct
+from ..markdown import MD_INLINE, escape as escape_markdown
+from .render import _pct, _plugin_template_dirs
 from .templates import template_dir
 
 TEMPLATE = "model_card.md.j2"
@@ -29,7 +28,7 @@ def _ci(interval) -> str:
 
 
 def _md(text) -> str:
-    """Untrusted text as inert inline Markdown (gate/outputs.py's escaping, inline characters only): the
+    """Untrusted text as inert inline Markdown (markdown.py's escaping, inline characters only): the
     card's text never starts a line, where - # > and digits would matter, so numbers and sentences read
     as written."""
     return escape_markdown(text, MD_INLINE)
@@ -40,35 +39,45 @@ def _yaml(text) -> str:
 
 
 def model_index(summary: dict) -> list[dict]:
-    """The metrics of the `model-index` header: clean accuracy and ECE, each budget's worst-case robust
-    accuracy, each corruption's mean accuracy, the largest subgroup gap per attribute."""
-    from ..gate.metrics import catalog
-    metrics = catalog(summary)
+    """The metrics of the `model-index` header: each check's headline numbers (Check.card_metrics), in
+    registry order (clean's accuracy and ECE, each budget's worst-case robust accuracy, each corruption's
+    mean accuracy, shift consistency, the largest subgroup gap per attribute, a plugin's metrics)."""
+    from ..checks import registry
     out = []
-    if "clean.accuracy" in metrics:
-        out.append({"type": "accuracy", "name": "Clean accuracy", "value": metrics["clean.accuracy"]})
-    if "clean.ece" in metrics:
-        out.append({"type": "expected_calibration_error", "name": "Expected calibration error (15 bins)",
-                    "value": metrics["clean.ece"]})
-    for r in (summary.get("adversarial") or {}).get("results", []):
-        if r.get("attack") == "worst_case" and r.get("robust_accuracy") is not None:
-            out.append({"type": "robust_accuracy", "value": r["robust_accuracy"],
-                        "name": f"Robust accuracy, worst case, {r['norm']} eps {r['eps_label']}"})
-    for corruption, value in ((summary.get("corruption") or {}).get("mean") or {}).items():
-        out.append({"type": "corruption_accuracy", "name": f"Accuracy under {corruption} (mean over severities)",
-                    "value": value})
-    shift = summary.get("shift") or {}
-    if shift.get("consistency") is not None:
-        out.append({"type": "shift_consistency", "name": f"Shift consistency (two random shifts of at most "
-                    f"{shift['max_shift']} px)", "value": shift["consistency"]})
-    for attr, e in ((summary.get("subgroups") or {}).get("attributes") or {}).items():
-        if e.get("gap") is not None:
-            out.append({"type": "subgroup_accuracy_gap", "name": f"Largest accuracy gap by {attr}", "value": e["gap"]})
+    for name, check in registry().items():
+        section = summary.get(name) or {}
+        if section and not section.get("failed"):
+            out.extend(check.card_metrics(section))
     return out
 
 
+def parts(summary: dict) -> list[dict]:
+    """The checks that ran, after clean, for the card's quantitative analyses: each renders its own part
+    (reports/templates/card/<name>.md.j2) or, without one, the generic part listing its metrics."""
+    from ..checks import registry
+    out = []
+    for name, check in registry().items():
+        section = summary.get(name) or {}
+        if name != "clean" and section and not section.get("failed"):
+            out.append({"name": name, "title": check.title, "section": section, "metrics": check.metrics(section)})
+    return out
+
+
+def has_own_part(name: str) -> bool:
+    """Whether check `name` has a card part of its own (card/<name>.md.j2); without one the card shows the
+    generic part, its title and metrics."""
+    try:
+        _environment().get_template(f"card/{name}.md.j2")
+        return True
+    except jinja2.TemplateNotFound:
+        return False
+
+
 def _environment() -> jinja2.Environment:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(template_dir())), autoescape=False,
+    # cnnaudit's templates, then those of plugin checks that bring their own folder (and card part)
+    loader = jinja2.ChoiceLoader([jinja2.FileSystemLoader(str(template_dir())),
+                                  *(jinja2.FileSystemLoader(d) for d in _plugin_template_dirs())])
+    env = jinja2.Environment(loader=loader, autoescape=False,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
                              keep_trailing_newline=True)
     env.filters.update(md=_md, pct=_pct, ci=_ci, yaml=_yaml)
@@ -90,5 +99,6 @@ def model_card(summary: dict, *, data: str | Path | None = None, comparison: dic
         s=summary, sec=sections, ok=ok, ran=[check for check in ok if ok[check]],
         attrs=(sections.get("subgroups", {}).get("attributes") or {}) if ok.get("subgroups") else {},
         model=model, name=name, data_name=data_name, version=__version__, metrics=model_index(summary),
+        parts=parts(summary),
         failures=[f for f in findings if f["severity"] in ("fail", "warn")],
         notes=[f for f in findings if f["severity"] not in ("fail", "warn")], c=comparison)

@@ -44,9 +44,10 @@ def environment() -> jinja2.Environment:
 
 
 def render_report(summary: dict, results, thumbnails: dict | None = None) -> str:
+    from .views import view_of
     env = environment()
     sections = [{"name": r.name, "title": _title_of(r.name), "summary": r.summary, "report": r.report,
-                 "findings": r.findings,
+                 "view": view_of(r.name, r.summary, r.report), "findings": r.findings,
                  "template": env.get_template(FAILED if r.summary.get("failed") else _template_of(r.name))}
                 for r in results]
     from .explorer import SCRIPT, explorer, script_hash

@@ -27,11 +27,14 @@ and if it breaks clearly more of them than noise would (gradient_free_check), ma
 
 from __future__ import annotations
 
+from typing import Annotated, Any, Literal, TypedDict
+
 import numpy as np
 import pandas as pd
 import torch
 
 from ... import aggregate
+from ...schema import Count, Doc, NotRequired, Share
 from ...attacks import ATTACKS, AttackRunner, AttackSpec
 from ...attacks.ball import check_bounds
 from ...attacks.escalate import clean_spread, scaled_margin, escalate
@@ -39,7 +42,7 @@ from ...attacks.eot import with_draws
 from ...budgets import eps_label
 from ...data.sampling import seeded_subset
 from ...predict import predict
-from ...report.images import amplify, to_data_uri
+from ...datauri import amplify, to_data_uri
 from ..base import Check, CheckResult
 from ..registry import register
 from ...findings import Finding
@@ -71,11 +74,62 @@ def condition_name(norm: str, eps: float) -> str:
     return f"adv_{norm}_{eps:.6g}"
 
 
+# --- summary.json's `adversarial` section (Check.section: the published schema is generated from it) ---
+class AdversarialResult(TypedDict):
+    """Robust accuracy under one attack (fgsm, or worst_case: the whole cascade) at one norm and budget."""
+    attack: Any
+    norm: Literal["linf", "l2"]
+    eps: Any
+    eps_label: Any
+    robust_accuracy: Share
+    robust_accuracy_ci: Any
+    n: Any
+    n_near_boundary: NotRequired[Annotated[Count, Doc(
+        "worst case: robust samples whose scale-free margin after the last attack is under near_boundary_margin "
+        "(since 0.5.0)")]]
+    robust_accuracy_if_near_broken: NotRequired[Annotated[float, Doc(
+        "worst case: robust accuracy if every near-boundary sample broke (since 0.5.0)")]]
+    near_boundary_exceeds_ci: NotRequired[Annotated[bool, Doc(
+        "worst case: n_near_boundary / n exceeds half the width of robust_accuracy_ci (a near_boundary finding)")]]
+
+
+class EscalationRound(TypedDict):
+    """One round of escalation: its attack, and the margin under which a survivor gets it."""
+    attack: Any
+    below_margin: Any
+
+
+class Escalation(TypedDict):
+    """Margin-guided escalation after the cascade."""
+    rounds: list[EscalationRound]
+    near_boundary_margin: float
+
+
+class AdversarialSection(TypedDict):
+    """Adversarial robustness: robust accuracy per norm and budget, per class and per group, and the sanity
+    checks that say whether gradients may be masked."""
+    results: list[AdversarialResult]
+    per_class: Any
+    per_group: Any
+    sanity: Any
+    gradient_masking: Literal["none", "suspected", "confirmed", "not_applicable"]
+    gradient_masking_suspected: Any
+    escalation: NotRequired[Annotated[Escalation, Doc(
+        "margin-guided escalation after the cascade (since 0.5.0): each round's attack and the margin under "
+        "which a survivor gets it; empty rounds for fast, thorough, --attacks and the art backend")]]
+    threat_model: NotRequired[Annotated[Literal["gradients", "query_only"], Doc(
+        "query_only: the model has no gradients, Square is the only attack and robust accuracy is an upper "
+        "bound; the gradient sanity checks have passed = null, applicable = false (since 0.6.0)")]]
+
+
 @register
 class AdversarialCheck(Check):
     name = "adversarial"
     title = "Adversarial robustness"
     template = "sections/adversarial.html.j2"
+    section = AdversarialSection
+    outcomes = ("correct",)  # right under every attack at the budget (condition), the worst case per image
+    finding_kinds = ("robustness_budget", "masking", "near_boundary")
     options_type = AdversarialOptions
     rule_kinds = (MIN_ROBUST_ACCURACY,)
 
@@ -88,14 +142,20 @@ class AdversarialCheck(Check):
         return {f"adversarial.{r['attack']}.{r['norm']}.{r['eps_label']}": r["robust_accuracy"]
                 for r in section.get("results", []) if r.get("robust_accuracy") is not None}
 
-    def summarize(self, rows, inputs, classes, attributes) -> dict:
+    @staticmethod
+    def card_metrics(section) -> list[dict]:
+        return [{"type": "robust_accuracy", "value": r["robust_accuracy"],
+                 "name": f"Robust accuracy, worst case, {r['norm']} eps {r['eps_label']}"}
+                for r in section.get("results", []) if r.get("attack") == "worst_case" and r.get("robust_accuracy") is not None]
+
+    def summarize(self, rows, results, classes, attributes) -> dict:
         return summarize_adversarial(rows, self.opts.grid(), classes, attributes)
 
-    def run(self, ctx, inputs) -> CheckResult:
+    def run(self, ctx, results) -> CheckResult:
         opts = self.opts
         grid = opts.grid()
         gallery_norm = next(iter(grid))  # the gallery shows the first norm's largest budget
-        draws = inputs["clean"].summary["randomness"]["eot_draws"] or 1  # > 1: a randomized model, EOT
+        draws = results["clean"].summary["randomness"]["eot_draws"] or 1  # > 1: a randomized model, EOT
         runner = AttackRunner(with_draws(ctx.model, draws), num_classes=len(ctx.classes),
                               batch_size=ctx.config.batch_size, backend=opts.backend)
         query_only = not ctx.model.gradients
@@ -137,8 +197,6 @@ class AdversarialCheck(Check):
         summary["sanity"] = sanity
         masking = masking_verdict(sanity)
         summary["gradient_masking"] = masking
-        # for readers before 0.3.0: true unless the number is known to be honest (a query-only upper bound is not)
-        summary["gradient_masking_suspected"] = masking != "none"
         # gradients: every attack ran; query_only: Square alone, so robust accuracy is an upper bound (since 0.6.0)
         summary["threat_model"] = "query_only" if query_only else "gradients"
         summary["attack_strength"] = opts.attack_strength
@@ -147,14 +205,13 @@ class AdversarialCheck(Check):
         summary["eot_draws"] = draws if draws > 1 else None
         # two classes have no DLR (it needs a third logit): both losses are the logit margin (attacks/losses.py)
         summary["losses"] = {name: type(fn).__name__ for name, fn in runner.losses.items()}
-        clean_accuracy = aggregate.accuracy(inputs["clean"].rows)["accuracy"]
+        clean_accuracy = aggregate.accuracy(results["clean"].rows)["accuracy"]
         summary["escalation"] = {"rounds": [{"attack": r.attack.name, "below_margin": r.below}
                                             for r in rounds], "near_boundary_margin": NEAR_MARGIN}
         findings.extend(masking_findings(masking, sanity) + budget_findings(summary, grid, clean_accuracy)
                         + _saved_findings(summary) + near_boundary_findings(summary))
         return CheckResult(self.name, rows, summary, findings=findings,
-                           report={"gallery": gallery,
-                                   "kpis": _kpis(summary, grid)})
+                           report={"gallery": gallery})
 
     def _adaptive(self, ctx, runner, rows, summary, sanity, grid, cascade, pool, gallery: list):
         """Square on the survivors when a sanity check failed (1,000 queries; AutoAttack's 5,000 once masking
@@ -519,14 +576,3 @@ def summarize_adversarial(rows: pd.DataFrame, grid, classes, attributes) -> dict
     order = {c: i for i, c in enumerate(classes)}
     per_class.sort(key=lambda r: (r["norm"], r["eps"], order[r["class"]]))
     return {"results": results, "per_class": per_class, "per_group": per_group}
-
-
-def _kpis(summary, grid) -> list[dict]:
-    out = []
-    for norm, eps_list in grid.items():
-        r = next(r for r in summary["results"] if r["norm"] == norm and r["eps"] == max(eps_list)
-                 and r["attack"] == "worst_case")
-        bound = ", at most (query-only: Square)" if summary.get("threat_model") == "query_only" else ""
-        out.append({"value": f"{100 * r['robust_accuracy']:.1f}%",
-                    "label": f"robust accuracy, {norm} eps {r['eps_label']}{bound}"})
-    return out

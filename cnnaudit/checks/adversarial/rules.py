@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ...errors import AuditError
-from ...gate.rules import NUMBER, RuleKind, parse_eps, result, without_evidence
+from ...rules import NUMBER, RuleKind, parse_eps, result, without_evidence
 
 ATTACK_CHOICES = ("worst_case", "fgsm")
 NORMS = ("linf", "l2")
@@ -30,8 +30,7 @@ def judge_robust_accuracy(rule, adv: dict) -> dict:
     detail = (f"{attack} robust accuracy {r['robust_accuracy']:.4f} at {r['norm']} {r['eps_label']} "
               f"(minimum {p['threshold']})")
     passed = r["robust_accuracy"] >= p["threshold"]
-    # summaries before 0.3.0 have only the boolean; later ones the verdict (the boolean may go)
-    masking = adv.get("gradient_masking") or ("suspected" if adv.get("gradient_masking_suspected") else "none")
+    masking = adv["gradient_masking"]  # an older summary's boolean is read by compat.upgrade, before any judge
     if passed and masking in ("suspected", "confirmed"):  # the number may be inflated: no evidence it holds
         return without_evidence(rule, metric, r["robust_accuracy"], p["threshold"],
                                 detail + f"; gradient masking {masking}, so the attacks may overstate it")

@@ -3,21 +3,24 @@
 Inputs: the wrapped model and every readable image. Procedure: each image under each cast (per-channel
 gains; on one-channel images the first channel's gain, a brighter or darker image), one prediction per
 image and cast. Outputs: one row per
-image and cast; per cast, accuracy with a Wilson interval and the share of clean-correct images whose
-prediction flipped, derived from the rows.
+image and cast, whose `correct` column is a declared per-image outcome (so the casts reach cnnaudit's sample
+explorer, robustness disparity, release comparison and model card); per cast, accuracy with a Wilson
+interval and the share of clean-correct images whose prediction flipped, derived from the rows. Its summary
+section's type (`ColourCastSection`) is what `cnnaudit.testing` checks the section against.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 import pandas as pd
 import torch
 
 from cnnaudit import aggregate
 from cnnaudit.checks import Check, CheckResult
-from cnnaudit.gate.rules import NUMBER, RuleKind, result
+from cnnaudit.rules import NUMBER, RuleKind, result
 from cnnaudit.options import option
 from cnnaudit.predict import predict
 
@@ -30,7 +33,20 @@ class ColourCastOptions:  # its flag, --colour-casts, is generated from this dec
                                     help="colour casts to apply, comma-separated (default: warm,cool)")
 
 
-def max_flip_rate(rule, section: dict) -> dict:  # the gate rule kind `max_colour_cast_flip`
+class CastResult(TypedDict):
+    cast: str
+    n: int
+    accuracy: float | None
+    accuracy_ci: list[float] | None
+    flip_rate: float
+
+
+class ColourCastSection(TypedDict):
+    """summary.json's `example_plugin` section."""
+    casts: list[CastResult]
+
+
+def max_flip_rate(rule, section: ColourCastSection) -> dict:  # the gate rule kind `max_colour_cast_flip`
     worst, limit = max(section["casts"], key=lambda c: c["flip_rate"]), rule.params["threshold"]
     return result(rule, f"example_plugin.flip_rate.{worst['cast']}", worst["flip_rate"], limit,
                   worst["flip_rate"] <= limit, f"{worst['cast']} cast flips {worst['flip_rate']:.4f} (maximum {limit})")
@@ -43,6 +59,8 @@ class ColourCastCheck(Check):
     template_dir = str(Path(__file__).parent / "templates")
     requires = ("clean",)
     options_type = ColourCastOptions
+    section = ColourCastSection
+    outcomes = ("correct",)  # right on the image under the cast: one row per image and cast
     lower_is_better = ("example_plugin.flip_rate.",)
     rule_kinds = (RuleKind("max_colour_cast_flip", max_flip_rate, required={"threshold": NUMBER}),)
 
@@ -50,14 +68,14 @@ class ColourCastCheck(Check):
     def metrics(section: dict) -> dict[str, float]:  # gateable: max_regression rules and `cnnaudit diff`
         return {f"example_plugin.flip_rate.{c['cast']}": c["flip_rate"] for c in section.get("casts", [])}
 
-    def summarize(self, rows, inputs, classes, attributes) -> dict:  # from the rows alone (the contract test checks)
-        was_correct = inputs["clean"].rows.set_index("sample_id")["correct"]
+    def summarize(self, rows, results, classes, attributes) -> dict:  # from the rows alone (the contract test checks)
+        was_correct = results["clean"].rows.set_index("sample_id")["correct"]
         return {"casts": [{"cast": cast, **aggregate.accuracy(g),
                            "flip_rate": float(g.loc[was_correct.loc[g["sample_id"]].to_numpy(), "flipped"].mean())}
                           for cast, g in rows.groupby("condition", sort=False)]}
 
-    def run(self, ctx, inputs) -> CheckResult:
-        clean = inputs["clean"].rows.set_index("sample_id")
+    def run(self, ctx, results) -> CheckResult:
+        clean = results["clean"].rows.set_index("sample_id")
 
         def evaluate(batch):
             out = []
@@ -74,7 +92,7 @@ class ColourCastCheck(Check):
         for col in ("condition", "prediction", "correct", "confidence", "loss"):
             rows[col] = res[col].to_numpy()
         rows["flipped"] = rows["prediction"].to_numpy() != clean.loc[rows["sample_id"], "prediction"].to_numpy()
-        summary = self.summarize(rows, inputs, ctx.classes, ctx.dataset.attributes)
+        summary = self.summarize(rows, results, ctx.classes, ctx.dataset.attributes)
         worst = max(summary["casts"], key=lambda c: c["flip_rate"])
         findings = ([f"A {worst['cast']} colour cast flips {100 * worst['flip_rate']:.0f}% of the correct predictions."]
                     if worst["flip_rate"] > 0.1 else [])

@@ -1,0 +1,128 @@
+"""The top level of summary.json as typed structures: what CI integrators may rely on.
+
+`Summary` is the root. Each built-in check's section is typed where the check is defined (its class
+attribute `section`), so this module never imports a check and can be imported from anywhere.
+cnnaudit/schema.py generates the published JSON Schema (cnnaudit/summary.schema.json) from these types:
+a key typed `Any` is one the contract promises without saying more about its value, and keys not
+declared here may appear in a summary without being part of the contract (except in a `@closed` type).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, TypedDict
+
+from .schema import CI, Constraint, Count, Doc, NotRequired, closed
+
+
+class ConfigSection(TypedDict):
+    """The audit's settings as recorded (AuditConfig.recorded()), options per check included."""
+    checks: Any
+    seed: Any
+    options: Any
+
+
+class ModelQueries(TypedDict):
+    """What a query-only model was asked during the audit."""
+    images: Count
+    calls: Count
+
+
+class ModelSection(TypedDict):
+    """The audited model: its file, format, outputs and input, and how it was run."""
+    path: Any
+    sha256: Any
+    format: Any
+    num_classes: Annotated[int, Constraint(minimum=1)]
+    input_shape: Annotated[list[int], Constraint(minItems=3, maxItems=3)]
+    output_kind: Any
+    pads_batch_of_one: NotRequired[bool]
+    gradients: NotRequired[Annotated[bool, Doc(
+        "false for a query-only model (onnxruntime, TFLite, a Python function, an endpoint, --query-only): "
+        "forward passes only (since 0.6.0)")]]
+    layout: NotRequired[Annotated[Literal["nchw", "nhwc"], Doc(
+        "the input layout the model takes; nhwc models are fed through a permute (since 0.6.0)")]]
+    backend: NotRequired[Annotated[dict[str, Any] | None, Doc(
+        "a query-only model's runtime: onnxruntime, tflite, callable or endpoint, with its input and (for an "
+        "endpoint) its request settings and header names, never values (since 0.6.0)")]]
+    queries: NotRequired[Annotated[ModelQueries | None, Doc(
+        "images and calls a query-only model answered during the audit; requests, retried and failed_requests "
+        "for an endpoint (since 0.6.0)")]]
+    notes: NotRequired[Annotated[list[str], Doc(
+        "what was said while loading: folded ONNX constants, a layout, a fallback to onnxruntime and why, "
+        "converter warnings with counts (since 0.6.0)")]]
+
+
+class SkippedFile(TypedDict):
+    """A file left out of the audit: it could not be read as an image, or the model failed on it."""
+    path: Any
+    reason: Any
+
+
+class DataSection(TypedDict):
+    """The audited data set: what was read, what was skipped, its classes and metadata attributes."""
+    path: Any
+    n_samples: Count
+    n_skipped: Count
+    n_exif_transposed: NotRequired[Annotated[Count, Doc(
+        "images stored rotated or mirrored with an EXIF orientation tag (2-8), turned upright before the audit; "
+        "per sample: column exif_orientation of samples.csv")]]
+    skipped: list[SkippedFile]
+    classes: list[str]
+    attributes: Any
+
+
+@closed
+class Finding(TypedDict):
+    """One finding (cnnaudit/findings.py): what a reviewer must look at, ranked; exactly these keys."""
+    severity: Literal["fail", "warn", "info"]
+    check: Annotated[str, Constraint(minLength=1)]
+    kind: Annotated[str, Constraint(minLength=1), Doc(
+        "built-in kinds: weak_class, confusion, corruption_cliff, robustness_budget, subgroup_gap, slice, "
+        "shortcut, masking, stochastic, data, check_failed, note, shift_sensitivity, near_boundary; a plugin "
+        "may add its own")]
+    subject: str
+    title: Annotated[str, Constraint(minLength=1)]
+    detail: str
+    effect: float | None
+    ci: CI
+    p_adjusted: Annotated[float | None, Constraint(minimum=0, maximum=1)]
+    evidence: Annotated[str, Constraint(pattern="^#")]
+    sample_ids: list[Count]
+
+
+class CheckError(TypedDict):
+    """A check that failed: its name and the one-line error (the traceback is in errors.log)."""
+    check: Any
+    error: Any
+
+
+class GateSection(TypedDict):
+    """The verdict of the policy gate (--policy), when one was given."""
+    passed: Any
+    n_failed: Any
+    n_warnings: Any
+    rules: Any
+
+
+class Failed(TypedDict):
+    """The section of a check that raised: why, in one sentence (the other checks still report)."""
+    failed: Literal[True]
+    error: str
+
+
+class Summary(TypedDict):
+    """summary.json. Besides these keys it holds a section per check that ran, under the check's name:
+    schema.generate() adds them from the registry (each check's `section`, or the failed form)."""
+    version: Annotated[str, Constraint(pattern=r"^[0-9]+\.[0-9]+\.[0-9]+")]
+    seed: int
+    config: ConfigSection
+    model: ModelSection
+    data: DataSection
+    clean: dict[str, Any]  # the clean check always runs; generate() puts its section's schema here
+    findings: list[Finding]
+    finding_sentences: Annotated[list[str], Doc(
+        "deprecated since 0.4.0: findings as sentences, the 0.3 shape of 'findings'")]
+    errors: list[CheckError]
+    complete: bool
+    timing: dict[str, Any]
+    gate: NotRequired[GateSection]

@@ -47,9 +47,13 @@ def _outcomes(result) -> dict[tuple[str, str], pd.DataFrame]:
     """(check, condition) -> per-sample rows indexed by sample id (correct, prediction_name, confidence,
     label_name, path), from a result's rows."""
     out = {}
+    classes = result.summary["data"]["classes"]
     for name, condition, rows in outcome_rows(result.results, reference=True,
-                                              columns=["prediction_name", "confidence", "label_name", "path"]):
-        out[(name, condition)] = rows.drop(columns="condition").set_index("sample_id")
+                                              columns=["prediction", "prediction_name", "confidence", "label_name",
+                                                       "path"]):
+        if "prediction_name" not in rows:  # a check's rows with the class index only (a plugin's)
+            rows = rows.assign(prediction_name=[classes[int(p)] for p in rows["prediction"]])
+        out[(name, condition)] = rows.drop(columns=["condition", "prediction"]).set_index("sample_id")
     return out
 
 
@@ -96,7 +100,8 @@ def _conditions_and_galleries(baseline, candidate, size: int) -> tuple[list[dict
     galleries, seen = [], {}
     for i in order:
         r = rows[i]
-        if not r["n_regressed"] or not (r["check"] in ("clean", "subgroups") or (r["significant"] and r["delta"] < 0)):
+        if not size or not r["n_regressed"] or not (r["check"] in ("clean", "subgroups")
+                                                     or (r["significant"] and r["delta"] < 0)):
             continue
         samples, label = _regressed(*frames[i][2:], size), f"{r['check']} · {r['condition']}"
         first = seen.setdefault(tuple(s["sample_id"] for s in samples), label)  # class 9's are clean's: said once

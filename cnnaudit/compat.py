@@ -18,18 +18,29 @@ PROBABILITY_KINDS = ("probabilities", "single_probability")  # output kinds the 
 
 
 def add_deprecated(summary: dict) -> dict:
-    """A new summary with its deprecated keys added (in place; returned for convenience)."""
+    """A new summary with its deprecated keys added (in place; returned for convenience), each right after
+    the key that replaced it, where earlier releases wrote it."""
     from .findings import sentence
     model = summary.get("model")
     if isinstance(model, dict) and "output_kind" in model:
-        model["outputs_probabilities"] = model["output_kind"] in PROBABILITY_KINDS
+        _put_after(model, "input_shape", "outputs_probabilities", model["output_kind"] in PROBABILITY_KINDS)
     adv = summary.get("adversarial")
     if isinstance(adv, dict) and "gradient_masking" in adv:
         # true unless the number is known to be honest (a query-only upper bound is not: "not_applicable")
-        adv["gradient_masking_suspected"] = adv["gradient_masking"] != "none"
+        _put_after(adv, "gradient_masking", "gradient_masking_suspected", adv["gradient_masking"] != "none")
     if isinstance(summary.get("findings"), list):
-        summary["finding_sentences"] = [sentence(f) for f in summary["findings"] if isinstance(f, dict)]
+        _put_after(summary, "findings", "finding_sentences",
+                   [sentence(f) for f in summary["findings"] if isinstance(f, dict)])
     return summary
+
+
+def _put_after(d: dict, anchor: str, key: str, value) -> None:
+    """d[key] = value, placed right after `anchor` (at the end without it); d stays the same object."""
+    items = [(k, v) for k, v in d.items() if k != key]
+    at = next((i + 1 for i, (k, _) in enumerate(items) if k == anchor), len(items))
+    items.insert(at, (key, value))
+    d.clear()
+    d.update(items)
 
 
 def upgrade(summary: dict) -> dict:

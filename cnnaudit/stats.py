@@ -11,7 +11,7 @@ import numpy as np
 from scipy.stats import binomtest
 
 CONFIDENCE = 0.95
-ALPHA = 1 - CONFIDENCE  # the one significance level: every test, Holm family and finding uses it
+ALPHA = 0.05  # the one significance level (1 - CONFIDENCE): every test, Holm family and finding uses it
 
 
 def wilson_ci(successes: int, n: int, confidence: float = CONFIDENCE) -> list[float] | None:

@@ -19,8 +19,11 @@ AssertionError naming what broke. Needs pytest and jsonschema (`pip install 'cnn
 
 from __future__ import annotations
 
+import atexit
+import copy
 import functools
 import json
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,7 +99,9 @@ def _folder(classes: int) -> Path:
     idx = np.arange(1000, 1300)
     names = [str(i) for i in range(10)] if classes == 10 else ["low", "high"]
     labels = y[idx] if classes == 10 else (y[idx] >= 5).astype(np.int64)
-    root = Path(tempfile.mkdtemp(prefix="cnnaudit-zoo-")) / "data"
+    folder = tempfile.mkdtemp(prefix="cnnaudit-zoo-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    root = Path(folder) / "data"
     write_image_folder(root, x[idx], labels, meta.iloc[idx].reset_index(drop=True), names)
     return root
 
@@ -144,7 +149,8 @@ def audit_zoo_model(model: str, checks: tuple[str, ...]) -> ContractAudit:
     import cnnaudit
     zoo = ZOO[model]
     data = _folder(zoo.classes)
-    options = {k: v for k, v in SMALL.items() if k in checks}
+    from .checks import run_order
+    options = {k: v for k, v in SMALL.items() if k in run_order(checks)}  # those the checks pull in too
     result = cnnaudit.audit(zoo.build(), data, checks=list(checks), limit=LIMIT, seed=0, train_data=data,
                             gallery_size=4, **options)
     return ContractAudit(model, result, options)
@@ -188,8 +194,10 @@ def check_outcomes_are_declared(check: type[Check], audit: ContractAudit) -> Non
     rows = audit.of(check.name).rows
     for column in check.outcomes:
         assert column in rows, f"it declares outcome {column!r}, which its rows lack"
-        values = rows[column]
-        assert values.isin([True, False]).all() and not values.isna().any(), f"outcome {column!r} is not boolean"
+        assert pd.api.types.is_bool_dtype(rows[column]), f"outcome {column!r} is {rows[column].dtype}, not bool"
+    if check.outcomes:  # what the explorer and the comparison's galleries show of an image under a condition
+        missing = {"prediction", "confidence"} - set(rows.columns)
+        assert not missing, f"a check with outcomes needs the columns {sorted(missing)} in its rows"
     if not check.outcomes or check.name == "clean" or not len(rows):
         return
     from .checks.outcomes import outcome_rows
@@ -199,10 +207,22 @@ def check_outcomes_are_declared(check: type[Check], audit: ContractAudit) -> Non
     if sub.get("attributes") and not sub.get("failed"):
         reached = {d["condition"] for d in sub["disparity"] if d["check"] == check.name}
         assert reached == conditions, f"disparity has {sorted(reached)} of its conditions {sorted(conditions)}"
+    # against a candidate that gets every image of this check wrong: each condition is paired, and its
+    # regressions reach the galleries
     from .comparison import compare_results
-    paired = {r["condition"] for r in compare_results(audit.result, audit.result).comparison["conditions"]
-              if r["check"] == check.name}
+    candidate = copy.copy(audit.result)
+    candidate.results = [copy.copy(r) for r in audit.result.results]
+    for r in candidate.results:
+        if r.name == check.name:
+            r.rows = r.rows.assign(**{column: False for column in check.outcomes})
+    c = compare_results(audit.result, candidate).comparison
+    paired = {r["condition"] for r in c["conditions"] if r["check"] == check.name}
     assert paired == conditions, f"the comparison pairs {sorted(paired)} of its conditions {sorted(conditions)}"
+    significant = {r["condition"] for r in c["conditions"]
+                   if r["check"] == check.name and r["significant"] and r["delta"] < 0}
+    shown = {g["condition"] for g in c["galleries"] if g["check"] == check.name}
+    assert shown == significant, f"galleries for {sorted(shown)}, significant regressions {sorted(significant)}"
+    assert all(g["samples"] for g in c["galleries"] if g["check"] == check.name), "an empty regression gallery"
 
 
 def check_findings_are_records(check: type[Check], audit: ContractAudit) -> None:

@@ -63,17 +63,24 @@ def test_requirements_are_added_and_cycles_refused():
         def run(self, ctx, results):
             return None
 
+    class ReadsSubgroups(Check):  # has outcomes, yet reads subgroups: subgroups cannot read its outcomes first
+        name, title, template, requires, outcomes = "reads_sub", "R", "x", ("clean", "subgroups"), ("correct",)
+
+        def run(self, ctx, results):
+            return None
+
     reg = registry()
     try:
-        for cls in (NeedsAdversarial, A, B):
+        for cls in (NeedsAdversarial, A, B, ReadsSubgroups):
             register(cls)
         assert run_order(["needs_adv"]) == ["clean", "adversarial", "needs_adv"]
+        assert run_order(["reads_sub", "shift"]) == ["clean", "shift", "subgroups", "reads_sub"]
         with pytest.raises(AuditError, match="cycle"):
             run_order(["cyc_a"])
         with pytest.raises(AuditError, match="not a check"):
             run_order(["nope"])
     finally:
-        for name in ("needs_adv", "cyc_a", "cyc_b"):
+        for name in ("needs_adv", "cyc_a", "cyc_b", "reads_sub"):
             reg.pop(name, None)
 
 

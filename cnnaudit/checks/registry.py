@@ -63,8 +63,21 @@ def reads_after(check: type[Check]) -> tuple[str, ...]:
     if not check.reads_outcomes:
         return check.after
     reg = registry()
-    return tuple(dict.fromkeys([*check.after, *(n for n in outcome_checks() if n != check.name
+    later = _depends_on(check.name, reg)  # checks that read this one (directly or not) must come after it
+    return tuple(dict.fromkeys([*check.after, *(n for n in outcome_checks() if n != check.name and n not in later
                                                  and n not in check.requires and not reg[n].reads_outcomes)]))
+
+
+def _depends_on(name: str, reg: dict) -> set[str]:
+    """The checks whose `requires` or `after` reach check `name`, directly or through others."""
+    found, grew = set(), True
+    while grew:
+        grew = False
+        for other, cls in reg.items():
+            if other not in found and any(d == name or d in found for d in (*cls.requires, *cls.after)):
+                found.add(other)
+                grew = True
+    return found
 
 
 def run_order(names) -> list[str]:

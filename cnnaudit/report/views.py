@@ -78,7 +78,8 @@ def corruption(c: dict) -> dict:
     groups = [{"attribute": attr, "value": value,
                "cells": {name: {"mean": sum(x["accuracy"] for x in cells) / len(cells),
                                 "worst": max(cells, key=lambda x: x["severity"])} for name, cells in by.items()}}
-              for (attr, value), by in sorted(by_group.items(), key=lambda kv: (str(kv[0][0]), str(kv[0][1])))]
+              for (attr, value), by in sorted(by_group.items(), key=lambda kv: (str(kv[0][0]).lower(), str(kv[0][0]),
+                                                                            str(kv[0][1]).lower(), str(kv[0][1])))]
     mean = c.get("mean") or {}
     kpis = []
     if mean:

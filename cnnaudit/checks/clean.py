@@ -13,7 +13,7 @@ from typing import Any, TypedDict
 import pandas as pd
 
 from .. import aggregate
-from ..schema import CI, Share
+from ..schema import CI, Count, Share
 from ..errors import AuditError
 from ..findings import Finding, fmt_p
 from ..stats import ALPHA
@@ -66,18 +66,18 @@ class Confusion(TypedDict):
     share of the class with its interval, and the most confident such errors."""
     true: Any
     predicted: Any
-    count: Any
-    n: Any
-    share: Any
-    share_ci: Any
-    sample_ids: Any
+    count: Count
+    n: Count
+    share: Share
+    share_ci: CI
+    sample_ids: list[int]
 
 
 class CleanSection(TypedDict):
     """Clean performance: accuracy on the data as it is, per class, weak classes and confusions."""
     accuracy: Share
     accuracy_ci: CI
-    n: Any
+    n: Count
     per_class: Any
     weak_classes: list[WeakClass]
     confusions: list[Confusion]

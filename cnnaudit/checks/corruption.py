@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from .. import aggregate
+from ..schema import CI, Count, Share
 from ..corruptions import CORRUPTIONS, DEFAULT, GROUPS, SEVERITIES, corrupt, levels
 from ..errors import AuditError
 from ..findings import Finding, fmt_p
@@ -79,20 +80,20 @@ class CorruptionResult(TypedDict):
     """Accuracy under one corruption at one severity: its interval, the images it broke and fixed against
     clean, and the Holm-adjusted p-value of that change."""
     corruption: Any
-    severity: Any
-    accuracy: Any
-    accuracy_ci: Any
-    n: Any
-    n_broken: Any
-    n_fixed: Any
-    p_adjusted: Any
+    severity: int
+    accuracy: Share
+    accuracy_ci: CI
+    n: Count
+    n_broken: Count
+    n_fixed: Count
+    p_adjusted: float | None
 
 
 class CorruptionSection(TypedDict):
     """Corruption robustness: accuracy per corruption and severity, the mean over severities and the drop
     relative to clean, per corruption."""
     corruptions: Any
-    severities: Any
+    severities: list[int]
     results: list[CorruptionResult]
     mean: Any
     relative_drop: Any

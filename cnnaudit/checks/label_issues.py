@@ -18,6 +18,7 @@ import torch
 from dataclasses import dataclass
 
 from .. import aggregate
+from ..schema import Count, Share
 from ..bias.label_issues import find_label_issues
 from ..findings import Finding
 from ..options import OptionError, option
@@ -45,7 +46,7 @@ class LabelIssueOptions:
 class LabelIssue(TypedDict):
     """An image whose given label looks wrong: the label the model suggests, and its score (the probability
     of the given label: low means suspect)."""
-    path: Any
+    path: str
     given_label: Any
     suggested_label: Any
     score: Any
@@ -53,9 +54,9 @@ class LabelIssue(TypedDict):
 
 class LabelIssuesSection(TypedDict):
     """Label issues found by confident learning, ranked by score, and clean accuracy without them."""
-    n: Any
-    n_flagged: Any
-    share_flagged: Any
+    n: Count
+    n_flagged: Count
+    share_flagged: Share
     accuracy_excluding_flagged: Any
     issues: list[LabelIssue]
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from .. import aggregate
-from ..schema import Doc
+from ..schema import CI, Count, Doc, Share
 from ..corruptions import sample_keys
 from ..corruptions.geometry import border_fill, shift
 from ..corruptions.rng import uniform
@@ -89,16 +89,16 @@ def summarize_shift(rows, opts: ShiftOptions, attributes) -> dict:
 class ShiftSection(TypedDict):
     """Shift consistency: the share of images whose prediction two random shifts agree on, the share that
     any of k shifts changes, and accuracy under all k, with intervals, per class and per group."""
-    pixels: Any
-    k: Any
-    max_shift: Any
-    n: Any
-    consistency: Any
-    consistency_ci: Any
-    changed: Any
-    changed_ci: Any
-    worst_accuracy: Any
-    worst_accuracy_ci: Any
+    pixels: list[int]
+    k: Count
+    max_shift: Count
+    n: Count
+    consistency: Share
+    consistency_ci: CI
+    changed: Share
+    changed_ci: CI
+    worst_accuracy: Share
+    worst_accuracy_ci: CI
     per_class: Any
     per_group: Any
 

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from .. import aggregate
+from ..schema import CI, Count, Share
 from ..bias import data_audit, slices as slices_mod
 from ..bias.groups import gap, group_accuracy, group_metrics, holm_verdicts, with_intersections
 from ..bias.properties import image_properties, thumbnails
@@ -122,11 +123,11 @@ class DiscoveredSubgroup(TypedDict):
     """A slice found from image features (no metadata needed) where the model does worse, confirmed (or
     not) on images held out from its discovery."""
     name: Any
-    n: Any
-    accuracy: Any
-    accuracy_ci: Any
-    rest_accuracy: Any
-    p_adjusted: Any
+    n: Count
+    accuracy: Share
+    accuracy_ci: CI
+    rest_accuracy: Share
+    p_adjusted: float | None
     confirmed: Any
     description: Any
     paths: Any

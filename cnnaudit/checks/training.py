@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 
 from .. import aggregate
-from ..schema import Constraint, Count, Doc, NotRequired
+from ..schema import Constraint, Count, Doc, NotRequired, Share
 from ..bias import training as tr
 from ..bias.properties import grey_thumbnails, image_properties
 from ..findings import Finding, fmt_p
@@ -60,7 +60,7 @@ class TrainingOptions:
 class Leak(TypedDict):
     """An evaluation image that is also in the training set: an exact or near copy, or one sharing a
     group identifier (--group-id) with a training image."""
-    train_path: Any
+    train_path: str
     eval_path: Any
     kind: Literal["exact", "near", "group"]
     distance: Any
@@ -69,8 +69,8 @@ class Leak(TypedDict):
 class Representation(TypedDict):
     """One value of a metadata attribute: its count and share in each set, and accuracy on its images."""
     value: Any
-    train_n: Any
-    train_share: Any
+    train_n: Count
+    train_share: Share
     eval_n: Any
     eval_share: Any
     eval_accuracy: Any

@@ -34,7 +34,7 @@ import pandas as pd
 import torch
 
 from ... import aggregate
-from ...schema import Count, Doc, NotRequired, Share
+from ...schema import CI, Count, Doc, NotRequired, Share
 from ...attacks import ATTACKS, AttackRunner, AttackSpec
 from ...attacks.ball import check_bounds
 from ...attacks.escalate import clean_spread, scaled_margin, escalate
@@ -77,13 +77,13 @@ def condition_name(norm: str, eps: float) -> str:
 # --- summary.json's `adversarial` section (Check.section: the published schema is generated from it) ---
 class AdversarialResult(TypedDict):
     """Robust accuracy under one attack (fgsm, or worst_case: the whole cascade) at one norm and budget."""
-    attack: Any
+    attack: str
     norm: Literal["linf", "l2"]
     eps: Any
     eps_label: Any
     robust_accuracy: Share
-    robust_accuracy_ci: Any
-    n: Any
+    robust_accuracy_ci: CI
+    n: Count
     n_near_boundary: NotRequired[Annotated[Count, Doc(
         "worst case: robust samples whose scale-free margin after the last attack is under near_boundary_margin "
         "(since 0.5.0)")]]
@@ -95,7 +95,7 @@ class AdversarialResult(TypedDict):
 
 class EscalationRound(TypedDict):
     """One round of escalation: its attack, and the margin under which a survivor gets it."""
-    attack: Any
+    attack: str
     below_margin: Any
 
 
@@ -113,7 +113,7 @@ class AdversarialSection(TypedDict):
     per_group: Any
     sanity: Any
     gradient_masking: Literal["none", "suspected", "confirmed", "not_applicable"]
-    gradient_masking_suspected: Any
+    gradient_masking_suspected: bool
     escalation: NotRequired[Annotated[Escalation, Doc(
         "margin-guided escalation after the cascade (since 0.5.0): each round's attack and the margin under "
         "which a survivor gets it; empty rounds for fast, thorough, --attacks and the art backend")]]

@@ -62,10 +62,10 @@ def _paired_frames(baseline, candidate) -> list[tuple[str, str, pd.DataFrame, pd
     audits have, then each class and each metadata group on clean images."""
     a, b = _outcomes(baseline), _outcomes(candidate)
     out = []
-    threats = [(r.summary.get("adversarial") or {}).get("threat_model") for r in (baseline, candidate)]
-    if "query_only" in threats and threats[0] != threats[1]:
-        # one model attacked white-box, the other by Square alone: a paired difference would measure the attacks
-        a = {k: v for k, v in a.items() if k[0] != "adversarial"}
+    from .checks import registry
+    apart = {name for name, check in registry().items()  # e.g. one model attacked white-box, one by Square alone
+             if check.incomparable(baseline.summary.get(name) or {}, candidate.summary.get(name) or {})}
+    a = {k: v for k, v in a.items() if k[0] not in apart}
     for key in [k for k in a if k in b]:
         ids = a[key].index.intersection(b[key].index)
         out.append((*key, a[key].loc[ids], b[key].loc[ids]))

@@ -3,6 +3,7 @@ contract every registered check (the example plugin included) must meet."""
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import sys
@@ -111,6 +112,10 @@ class InvertedCheck(Check):
     def metrics(section):
         return {f"inverted.accuracy.{c['condition']}": c["accuracy"] for c in section["conditions"]}
 
+    @staticmethod
+    def incomparable(baseline, candidate):  # audits run with another inversion do not compare
+        return "another inversion" if baseline.get("mode") != candidate.get("mode") else None
+
     def run(self, ctx, results):
         from cnnaudit.predict import predict
 
@@ -158,6 +163,10 @@ def test_a_new_check_reaches_every_reader_by_declaration_alone(eager_model, digi
         assert {("inverted", "inverted", "scanner"), ("inverted", "dark", "scanner")} <= disparity
         paired = compare_results(result, result).comparison["conditions"]
         assert {(r["check"], r["condition"]) for r in paired} >= {("inverted", "inverted"), ("inverted", "dark")}
+        other = copy.copy(result)  # declared incomparable: compare leaves its conditions out, and the rest in
+        other.summary = {**s, "inverted": {**s["inverted"], "mode": "other"}}
+        apart = {r["check"] for r in compare_results(result, other).comparison["conditions"]}
+        assert "inverted" not in apart and "clean" in apart
         assert catalog(s)["inverted.accuracy.dark"] == s["inverted"]["conditions"][1]["accuracy"]
         card = result.model_card()
         assert "### Inverted images" in card and "inverted.accuracy.inverted" in card

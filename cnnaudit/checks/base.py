@@ -71,6 +71,12 @@ class Check:
         return [{"type": key, "name": key, "value": value} for key, value in cls.metrics(section).items()]
 
     @staticmethod
+    def incomparable(baseline: dict, candidate: dict) -> str | None:
+        """Why its numbers in two audits' sections do not compare (None: they do): a `max_regression` rule
+        on its metrics then has no evidence, and `cnnaudit compare` pairs none of its conditions."""
+        return None
+
+    @staticmethod
     def verdicts(section: dict) -> dict[str, str]:
         """Its categorical verdicts (subject -> verdict) from its summary section, for `cnnaudit compare`'s
         verdict changes: a shortcut that appeared, masking that went away."""

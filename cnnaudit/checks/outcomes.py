@@ -2,9 +2,9 @@
 
 A check's outcome column is boolean, one value per image and condition, True where the model got the image
 right under the condition; its rows also carry the `prediction` (class index) and `confidence` shown under
-that condition, as `cnnaudit.predict.predict` returns them. The sample explorer (images a condition broke), robustness disparity (which
-group loses more under a condition), the paired release comparison and the model card all read outcomes
-through `outcome_rows`, so a new check reaches them by declaring its columns, and no list of check names
+that condition, as `cnnaudit.predict.predict` returns them. The sample explorer (images a condition
+broke), robustness disparity (which group loses more under a condition), the paired release comparison
+and the model card all read outcomes through `outcome_rows`, so a new check reaches them by declaring its columns, and no list of check names
 is kept anywhere else. The clean check's outcome is the reference the others are compared with.
 """
 

@@ -61,11 +61,11 @@ def judge_regression(rule, summary) -> dict:
         where = "this audit" if m not in new else "the baseline"
         raise AuditError(f"rule {rule.name!r} names metric {m!r}, which {where} does not have; see "
                          "`cnnaudit diff OLD NEW` for the metric names.")
-    threats = (baseline.get("adversarial") or {}).get("threat_model"), (summary.get("adversarial") or {}).get("threat_model")
-    if m.startswith("adversarial.") and "query_only" in threats and threats[0] != threats[1]:
-        # Square's upper bound on one side, the white-box cascade on the other: the difference is the attack's
-        return without_evidence(rule, m, None, p["threshold"], f"{m}: the baseline was attacked as "
-                                f"{threats[0]}, this audit as {threats[1]}, so the numbers do not compare")
+    from ..checks import registry
+    check = registry().get(m.split(".")[0])
+    why = check and check.incomparable(baseline.get(check.name) or {}, summary.get(check.name) or {})
+    if why:  # e.g. one audit attacked white-box, the other by Square alone
+        return without_evidence(rule, m, None, p["threshold"], f"{m}: {why}, so the numbers do not compare")
     regression = round((old[m] - new[m]) if higher_is_better(m) else (new[m] - old[m]), 6)
     return result(rule, m, regression, p["threshold"], regression <= p["threshold"],
                   f"{m}: {old[m]:.4f} → {new[m]:.4f}, regression {regression:+.4f} (maximum {p['threshold']})")

@@ -42,25 +42,23 @@ def model_index(summary: dict) -> list[dict]:
     """The metrics of the `model-index` header: each check's headline numbers (Check.card_metrics), in
     registry order (clean's accuracy and ECE, each budget's worst-case robust accuracy, each corruption's
     mean accuracy, shift consistency, the largest subgroup gap per attribute, a plugin's metrics)."""
-    from ..checks import registry
-    out = []
-    for name, check in registry().items():
-        section = summary.get(name) or {}
-        if section and not section.get("failed"):
-            out.extend(check.card_metrics(section))
-    return out
+    return [m for _, check, section in _ran(summary) for m in check.card_metrics(section)]
 
 
 def parts(summary: dict) -> list[dict]:
     """The checks that ran, after clean, for the card's quantitative analyses: each renders its own part
     (reports/templates/card/<name>.md.j2) or, without one, the generic part listing its metrics."""
+    return [{"name": name, "title": check.title, "section": section, "metrics": check.metrics(section)}
+            for name, check, section in _ran(summary) if name != "clean"]
+
+
+def _ran(summary: dict):
+    """(name, check class, section) of every registered check that ran and did not fail, in registry order."""
     from ..checks import registry
-    out = []
     for name, check in registry().items():
         section = summary.get(name) or {}
-        if name != "clean" and section and not section.get("failed"):
-            out.append({"name": name, "title": check.title, "section": section, "metrics": check.metrics(section)})
-    return out
+        if section and not section.get("failed"):
+            yield name, check, section
 
 
 def has_own_part(name: str) -> bool:

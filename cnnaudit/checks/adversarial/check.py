@@ -143,6 +143,14 @@ class AdversarialCheck(Check):
                 for r in section.get("results", []) if r.get("robust_accuracy") is not None}
 
     @staticmethod
+    def incomparable(baseline, candidate) -> str | None:
+        # Square's upper bound on one side, the white-box cascade on the other: a difference is the attack's
+        threats = baseline.get("threat_model"), candidate.get("threat_model")
+        if "query_only" in threats and threats[0] != threats[1]:
+            return f"the baseline was attacked as {threats[0]}, this audit as {threats[1]}"
+        return None
+
+    @staticmethod
     def card_metrics(section) -> list[dict]:
         return [{"type": "robust_accuracy", "value": r["robust_accuracy"],
                  "name": f"Robust accuracy, worst case, {r['norm']} eps {r['eps_label']}"}

@@ -167,6 +167,14 @@ def _add_model_and_data_options(p: argparse.ArgumentParser) -> None:
     d = p.add_argument_group("data")
     d.add_argument("--classes", help="class names file, one per line in model output order "
                    "(default: DATA/classes.txt, else sorted folder names)")
+    d.add_argument("--task", default="auto", choices=("auto", "multiclass", "multilabel"),
+                   help="multilabel: each image has any subset of the classes (default auto: multilabel when "
+                        "metadata.csv has a 'labels' column or --label-columns is given)")
+    d.add_argument("--label-columns", metavar="A,B,...", help="multi-label data as one 0/1 metadata column per label")
+    d.add_argument("--threshold", default="0.5", help="multi-label decision threshold on each label's probability, "
+                   "or a TOML/CSV file of per-label thresholds (default: %(default)s)")
+    d.add_argument("--labels", metavar="A,B,...", help="multi-label: the labels the adversarial check attacks "
+                   "(attacks cost one audit per label; the other checks always cover every label)")
     d.add_argument("--max-pixels", help="skip images larger than this many pixels "
                    "(decompression-bomb guard; default: 89478485)")
     d.add_argument("--train-data", metavar="DIR", help="the training set (same layouts and metadata rules as DATA): "
@@ -253,7 +261,10 @@ def _config_from_args(args) -> "AuditConfig":
         model_fn=getattr(args, "model_fn", None), request_batch=getattr(args, "request_batch", 32),
         request_timeout=getattr(args, "request_timeout", 30.0), request_retries=getattr(args, "request_retries", 3),
         request_concurrency=getattr(args, "request_concurrency", 4), headers=tuple(getattr(args, "header", ())),
-        train_data=getattr(args, "train_data", None),
+        train_data=getattr(args, "train_data", None), task=getattr(args, "task", "auto"),
+        label_columns=_csv(args.label_columns) if getattr(args, "label_columns", None) else None,
+        threshold=getattr(args, "threshold", "0.5"),
+        attack_labels=_csv(args.labels) if getattr(args, "labels", None) else None,
         batch_size=args.batch_size, max_pixels=getattr(args, "max_pixels", None) or DEFAULT_MAX_PIXELS,
         workers=args.workers, quiet=args.quiet, options=_check_options(args)).validated(cli=True)
 
@@ -349,7 +360,9 @@ def _check_policy_plan(rules, config, baseline: dict | None, data, *, compare: b
         return
     from .data import open_dataset
     from .gate.plan import check_plan
-    check_plan(rules, config, baseline, open_dataset(data, config.classes_file).attributes, compare=compare)
+    dataset = open_dataset(data, config.classes_file, task=config.task, label_columns=config.label_columns)
+    check_plan(rules, config, baseline, dataset.attributes, compare=compare,
+               labels=dataset.classes if dataset.task == "multilabel" else None)
 
 
 def _check_extra_outputs(args) -> None:

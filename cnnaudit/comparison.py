@@ -57,6 +57,30 @@ def _outcomes(result) -> dict[tuple[str, str], pd.DataFrame]:
     return out
 
 
+@dataclass
+class _LabelAudit:
+    """One label of a multi-label audit, read like a single-label AuditResult."""
+    summary: dict
+    results: list
+
+
+def _label_frames(baseline, candidate) -> list[tuple]:
+    """(label or None, check, condition, baseline rows, candidate rows): per label for multi-label audits."""
+    if not (baseline.per_label or candidate.per_label):
+        return [(None, *f) for f in _paired_frames(baseline, candidate)]
+    from .errors import AuditError
+    from .gate.judge import label_summary
+    if list(baseline.per_label) != list(candidate.per_label):
+        raise AuditError("the two audits have different labels (" + ", ".join(baseline.per_label) + " vs "
+                         + ", ".join(candidate.per_label) + "); compare models of the same labels.")
+    out = []
+    for name in baseline.per_label:
+        a = _LabelAudit(label_summary(baseline.summary, name), baseline.per_label[name])
+        b = _LabelAudit(label_summary(candidate.summary, name), candidate.per_label[name])
+        out.extend((name, *f) for f in _paired_frames(a, b))
+    return out
+
+
 def _paired_frames(baseline, candidate) -> list[tuple[str, str, pd.DataFrame, pd.DataFrame]]:
     """(check, condition, baseline rows, candidate rows) on the same sample ids, for every condition both
     audits have, then each class and each metadata group on clean images."""
@@ -90,22 +114,28 @@ def _paired_frames(baseline, candidate) -> list[tuple[str, str, pd.DataFrame, pd
 def _conditions_and_galleries(baseline, candidate, size: int) -> tuple[list[dict], list[dict]]:
     """The paired conditions sorted by adjusted p, and a gallery of regressed samples for each condition
     that regressed and is shown: clean, every metadata group, every significant regression."""
-    frames = _paired_frames(baseline, candidate)
+    frames = _label_frames(baseline, candidate)
     rows = [_paired(check, condition, a["correct"].to_numpy(), b["correct"].to_numpy())
-            for check, condition, a, b in frames]
+            for _, check, condition, a, b in frames]
+    for (label, *_), row in zip(frames, rows):
+        if label is not None:  # a multi-label audit: each label's conditions, one Holm family over all of them
+            row["label"] = label
     for row, p in zip(rows, holm([r["p_value"] for r in rows])):
         row["p_adjusted"] = p
         row["significant"] = bool(p < ALPHA)
-    order = sorted(range(len(rows)), key=lambda i: (rows[i]["p_adjusted"], rows[i]["check"], rows[i]["condition"]))
+    order = sorted(range(len(rows)), key=lambda i: (rows[i]["p_adjusted"], rows[i].get("label") or "",
+                                                    rows[i]["check"], rows[i]["condition"]))
     galleries, seen = [], {}
     for i in order:
         r = rows[i]
         if not size or not r["n_regressed"] or not (r["check"] in ("clean", "subgroups")
                                                      or (r["significant"] and r["delta"] < 0)):
             continue
-        samples, label = _regressed(*frames[i][2:], size), f"{r['check']} · {r['condition']}"
+        samples = _regressed(*frames[i][3:], size)
+        label = (f"{r['label']}: " if r.get("label") else "") + f"{r['check']} · {r['condition']}"
         first = seen.setdefault(tuple(s["sample_id"] for s in samples), label)  # class 9's are clean's: said once
-        galleries.append({"check": r["check"], "condition": r["condition"], "n_regressed": r["n_regressed"],
+        galleries.append({**({"label": r["label"]} if r.get("label") else {}),
+                          "check": r["check"], "condition": r["condition"], "n_regressed": r["n_regressed"],
                           "significant": r["significant"], "p_adjusted": r["p_adjusted"], "samples": samples,
                           "same_as": None if first == label else first})
     return [rows[i] for i in order], galleries
@@ -203,7 +233,9 @@ def compare_results(base, cand, *, data=None) -> Comparison:
         "n_significant": sum(r["significant"] for r in rows),
         "regressions": [r for r in rows if r["significant"] and r["delta"] < 0],
         "improvements": [r for r in rows if r["significant"] and r["delta"] > 0],
-        "verdicts": verdicts(base.summary, cand.summary),
+        "verdicts": verdicts(base.summary, cand.summary) + [
+            {**v, "label": name} for name in base.per_label for v in verdicts(
+                base.summary["per_label"][name], (cand.summary.get("per_label") or {}).get(name) or {})],
         "metrics": diff(base.summary, cand.summary),
         "findings": diff_findings(base.summary, cand.summary),
         "galleries": galleries,
@@ -221,7 +253,8 @@ def _thumbnails(data, summary: dict, ids) -> dict[int, str]:
     if not ids:
         return {}
     config, (channels, *size) = summary["config"], summary["model"]["input_shape"]  # as the model saw them
-    dataset = open_dataset(data, config.get("classes_file"))
+    dataset = open_dataset(data, config.get("classes_file"), task=config.get("task", "auto"),
+                           label_columns=config.get("label_columns"))
     return {int(sid): thumbnail_uri(x) for b in iter_batches(dataset, sorted(ids), channels=channels, size=tuple(size),
                                                               batch_size=64, max_pixels=config["max_pixels"])
             for sid, x in zip(b.sample_ids, b.x)}

@@ -45,6 +45,15 @@ def text(value) -> str:
     return value
 
 
+def threshold_spec(value) -> str:
+    """--threshold: a probability (a number, or text of one) or the path of a per-label file, as text."""
+    if isinstance(value, bool):
+        raise ValueError(value)
+    if isinstance(value, (int, float)):
+        return repr(float(value))
+    return text(value).strip()
+
+
 @dataclass
 class AuditConfig:
     checks: list[str] | None = option(None, flag="--checks", help="checks to run (None: every registered one)")
@@ -78,6 +87,15 @@ class AuditConfig:
                                       expects="expected a whole number", help="requests in flight at once")
     # NAME=ENV_VAR: the header's value is read from the environment (and never recorded)
     headers: tuple[str, ...] = option((), flag="--header", many=True, allow_empty=True, help="request headers, NAME=ENV_VAR")
+    # multi-label models (cnnaudit/multilabel/): K independent outputs, each label's decision at its threshold
+    task: str = option("auto", flag="--task", choices=("auto", "multiclass", "multilabel"),
+                       help="auto: multilabel when the data has a labels column or --label-columns")
+    label_columns: tuple[str, ...] | None = option(None, flag="--label-columns", many=True,
+                                                   help="metadata columns of 0/1, one per label")
+    threshold: str = option("0.5", flag="--threshold", parse=threshold_spec, expects="expected a probability like 0.5 or a "
+                            "TOML/CSV file of per-label thresholds", help="decision threshold per label")
+    attack_labels: tuple[str, ...] | None = option(None, flag="--labels", many=True,
+                                                   help="labels the adversarial check attacks (default: every one)")
     # the class a single-output (binary) model's logit means; default: the second
     positive_class: str | None = option(None, flag="--positive-class", help="positive class of a binary head")
     device: str = option("auto", flag="--device", parse=device_name, expects="expected auto, cpu, cuda or cuda:N",

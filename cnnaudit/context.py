@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator, TypeVar
 
 import numpy as np
@@ -33,6 +33,8 @@ class AuditContext:
     results: dict = field(default_factory=dict)  # name -> CheckResult of the checks that already ran
     shard: Shard = SINGLE  # this process's share of the work under torchrun
     train_dataset: Dataset | None = None  # --train-data, for the checks that declare inputs = ("train_data",)
+    # a multi-label audit's labels share decoded batches (multilabel/shared.py); None: decode every time
+    batch_cache: object | None = None
 
     @property
     def device(self) -> torch.device:
@@ -51,11 +53,39 @@ class AuditContext:
         """Decoded batches of `sample_ids` of the audited set (or of `dataset`, e.g. the training set)."""
         ids = self.readable_ids() if sample_ids is None else np.asarray(sample_ids)
         with Progress(len(ids), desc, quiet=self.config.quiet or not progress) as progress:
-            for batch in iter_batches(dataset or self.dataset, ids, channels=self.model.channels,
-                                      size=self.model.input_size, batch_size=self.config.batch_size,
-                                      max_pixels=self.config.max_pixels, workers=self.config.workers):
+            for batch in self._decoded(dataset or self.dataset, ids):
                 progress.update(len(batch.sample_ids) + len(batch.skipped))
                 yield batch
+
+    def _decoded(self, dataset: Dataset, ids: np.ndarray) -> Iterator[Batch]:
+        """iter_batches, or the same batches from the batch cache (each a copy: a check may write into its x),
+        labelled with this dataset's labels."""
+        source = iter_batches(dataset, ids, channels=self.model.channels, size=self.model.input_size,
+                              batch_size=self.config.batch_size, max_pixels=self.config.max_pixels,
+                              workers=self.config.workers)
+        cache = self.batch_cache
+        if cache is None:
+            yield from source
+            return
+        key = cache.key(dataset.root, ids, self.model.channels, tuple(self.model.input_size), self.config.batch_size,
+                        self.config.max_pixels)
+        labels = dataset.table["label"].to_numpy()  # row position is the sample id
+        cached = cache.get(key)
+        if cached is not None:
+            for b in cached:
+                cache.images_reused += len(b.sample_ids)
+                yield replace(b, x=b.x.clone(), y=torch.as_tensor(labels[b.sample_ids], dtype=torch.long))
+            return
+        kept, size = [], 0
+        for b in source:
+            cache.images_decoded += len(b.sample_ids)
+            size += b.x.numel() * b.x.element_size()
+            kept = kept if kept is not None and size <= cache.max_bytes else None
+            if kept is not None:
+                kept.append(b)
+            yield replace(b, x=b.x.clone())
+        if kept is not None:
+            cache.put(key, kept)
 
     def decoded(self, sample_ids, *, dataset: Dataset | None = None) -> dict[int, torch.Tensor]:
         """The decoded images of `sample_ids` by sample id, in one pass: a gallery's or a strip's examples.

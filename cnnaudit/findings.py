@@ -46,6 +46,7 @@ class Finding:
     p_adjusted: float | None = None
     evidence: str = ""
     sample_ids: list[int] = field(default_factory=list)
+    label: str | None = None  # a multi-label audit: the label whose decision it is about (absent otherwise)
 
     def __post_init__(self):
         if self.severity not in SEVERITIES:
@@ -57,7 +58,10 @@ class Finding:
         self.sample_ids = [int(s) for s in self.sample_ids]
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        if out["label"] is None:
+            out.pop("label")
+        return out
 
 
 def supported(f: dict) -> bool:

@@ -54,10 +54,13 @@ def _input_size(config: AuditConfig, dataset, sample_ids, declared: dict) -> tup
 INPUT_FLAGS = {"train_data": "--train-data DIR (a training set folder, same layouts as DATA)"}
 
 
-def _checks_to_run(config: AuditConfig) -> list[str]:
+INPUT_FLAGS["multilabel"] = "multi-label data (a 'labels' column in metadata.csv, --label-columns or --task multilabel)"
+
+
+def _checks_to_run(config: AuditConfig, multilabel: bool = False) -> list[str]:
     """The checks asked for (default: every registered one whose inputs the audit has) and what they require.
     A check asked for by name without its inputs is an error naming the flag that provides them."""
-    given = {"train_data": config.train_data is not None}
+    given = {"train_data": config.train_data is not None, "multilabel": multilabel}
     if config.checks is None:
         return run_order([n for n in available() if all(given.get(i) for i in registry()[n].inputs)])
     names = run_order(list(config.checks))
@@ -102,13 +105,26 @@ def _run_audit(model, data, config: AuditConfig, device, shard, unsafe_pickle, r
             data_key += ":" + data_fingerprint(train, train.table["sample_id"].to_numpy())
         checkpoints = Checkpoints(resume_dir, model_sha256=ctx.loaded.sha256, data=data_key,
                                   config={k: v for k, v in config.recorded().items() if k != "options"})
-    results, resumed, errors = _run_checks(ctx, names, check_options, checkpoints, timing)
+    per_label = {}
+    if ctx.dataset.task == "multilabel":
+        from .multilabel.audit import run_labels
+        if checkpoints is not None:
+            log("--resume: multi-label audits are not checkpointed yet; every check runs", quiet=config.quiet)
+        results, per_label, errors = run_labels(ctx, names, check_options, timing, _run_checks)
+        resumed = []
+    else:
+        results, resumed, errors = _run_checks(ctx, names, check_options, checkpoints, timing)
     timing["total"] = time.perf_counter() - t0
-    summary = {"version": __version__, "seed": config.seed, "config": config.recorded(),
+    summary = {"version": __version__, "seed": config.seed, "task": ctx.dataset.task, "config": config.recorded(),
                "model": _model_section(ctx, size, device), "data": _data_section(ctx)}
+    if per_label:
+        from .multilabel.summary import pooled_clean
+        summary["clean"] = pooled_clean(per_label)
+        summary["per_label"] = {name: {r.name: r.summary for r in rs} for name, rs in per_label.items()}
     for r in results:
         summary[r.name] = r.summary
-    summary["findings"] = rank([f for r in results for f in r.findings])
+    summary["findings"] = rank([f for r in [*results, *(r for rs in per_label.values() for r in rs)]
+                                for f in r.findings])
     summary["errors"] = [{"check": e["check"], "error": e["error"]} for e in errors]
     summary["complete"] = not errors
     summary["timing"] = {k: round(v, 3) for k, v in timing.items()}
@@ -119,7 +135,7 @@ def _run_audit(model, data, config: AuditConfig, device, shard, unsafe_pickle, r
     if os.environ.get("CNNAUDIT_VALIDATE_SUMMARY"):  # the test suite checks every summary it produces
         from .schema import validate
         validate(summary)
-    return AuditResult(summary=summary, results=results, primary=shard.is_main,
+    return AuditResult(summary=summary, results=results, per_label=per_label, primary=shard.is_main,
                        error_log="".join(f"== {e['check']} ==\n{e['traceback']}\n" for e in errors),
                        thumbnails=_thumbnails(ctx, summary["findings"]) if shard.is_main else {})
 
@@ -137,14 +153,26 @@ def _thumbnails(ctx, findings: list[dict]) -> dict[int, str]:
 def _prepare(model, data, config: AuditConfig, device, shard, unsafe_pickle):
     """Options validated first (a bad option fails in a second), then model and data loaded, the
     options that name data checked against it, the model wrapped, and all processes agreeing on both."""
-    names = _checks_to_run(config)
+    multilabel = config.task == "multilabel" or bool(config.label_columns)
+    names = _checks_to_run(config, multilabel=True) if config.checks is not None else None
     for message in plugin_errors():  # a broken third-party check is skipped, and said so
         log(message, quiet=config.quiet)
-    check_options = {name: registry()[name].options_from(config) for name in names}
+    check_options = {name: registry()[name].options_from(config) for name in names or ["clean", *available()]}
+    dataset = open_dataset(data, config.classes_file, task=config.task, label_columns=config.label_columns)
+    multilabel = dataset.task == "multilabel"
+    if config.checks is None or not multilabel:
+        names = _checks_to_run(config, multilabel=multilabel)
+    if multilabel and "multilabel" not in names:  # a multi-label audit's joint view runs like clean: always
+        names.append("multilabel")
+        check_options["multilabel"] = registry()["multilabel"].options_from(config)
+    if multilabel:
+        from .multilabel.thresholds import read_thresholds
+        read_thresholds(config.threshold, dataset.classes)  # a bad threshold file fails before the model loads
+        from .multilabel.audit import attacked_labels
+        attacked_labels(config, dataset.classes)
     loaded = open_model(model, config, device, unsafe_pickle=unsafe_pickle)
     for note in loaded.notes:
         log(note, quiet=config.quiet)
-    dataset = open_dataset(data, config.classes_file)
     table = dataset.table if config.limit is None else stratified_subset(dataset.table, config.limit, config.seed)
     sample_ids = table["sample_id"].to_numpy()
     for name in names:
@@ -153,7 +181,8 @@ def _prepare(model, data, config: AuditConfig, device, shard, unsafe_pickle):
     audited = _wrap_model(loaded, config, dataset, sample_ids, size, device)
     shard.agree(loaded.sha256, "model file")
     shard.agree(hashlib.sha256(table.to_csv(index=False).encode()).hexdigest(), "data table (files, labels, metadata)")
-    log(f"auditing {len(sample_ids)} image(s) of {len(dataset.classes)} classes with {loaded.format} model "
+    log(f"auditing {len(sample_ids)} image(s) of {len(dataset.classes)} "
+        f"{'labels (multi-label)' if multilabel else 'classes'} with {loaded.format} model "
         f"on {device} ({', '.join(names)})"
         + (f", sharded over {shard.world_size} processes" if shard.world_size > 1 else ""), quiet=config.quiet)
     train = _train_dataset(config, dataset, shard)
@@ -166,7 +195,10 @@ def _train_dataset(config: AuditConfig, dataset, shard):
     """--train-data, opened like DATA; its classes must be the audited set's (one classes.txt for both)."""
     if config.train_data is None:
         return None
-    train = open_dataset(config.train_data, config.classes_file)
+    train = open_dataset(config.train_data, config.classes_file, task=config.task, label_columns=config.label_columns)
+    if train.task != dataset.task:
+        raise AuditError(f"--train-data {str(config.train_data)!r} is {train.task} data but DATA is {dataset.task}; "
+                         "give both the same layout of labels.")
     if train.classes != dataset.classes:
         raise AuditError(f"--train-data {str(config.train_data)!r} has classes {', '.join(train.classes[:6])}"
                          f"{', ...' if len(train.classes) > 6 else ''} but DATA has {', '.join(dataset.classes[:6])}"
@@ -227,7 +259,10 @@ def _model_section(ctx, size, device) -> dict:
 def queries(audited) -> dict | None:
     """How many images and calls a query-only model answered in the audit (its cost over an endpoint)."""
     from .model.query import QueryModule
+    from .multilabel.shared import SharedForward
     inner = audited.model
+    if isinstance(inner, SharedForward):  # a multi-label model's outputs, shared between its labels
+        inner = inner.module
     if not isinstance(inner, QueryModule):
         return None
     return {"images": inner.images, "calls": inner.calls,
@@ -267,6 +302,8 @@ def failed_result(name: str, exc: Exception) -> CheckResult:
 
 def _wrap_model(loaded, config: AuditConfig, dataset, sample_ids, size, device):
     """The AuditedModel: flags first, then what the model file declares, then what a probe finds."""
+    if dataset.task == "multilabel":
+        return _wrap_multilabel(loaded, config, dataset, sample_ids, size, device)
     declared = loaded.preprocessing
 
     def real_images(channels: int):
@@ -298,3 +335,54 @@ def _wrap_model(loaded, config: AuditConfig, dataset, sample_ids, size, device):
                          f"({', '.join(classes[:5])}{', ...' if len(classes) > 5 else ''}); "
                          "give the model's class list with --classes or DATA/classes.txt.")
     return audited
+
+
+MULTILABEL_KINDS = ("auto", "logits", "probabilities")
+
+
+def _wrap_multilabel(loaded, config: AuditConfig, dataset, sample_ids, size, device):
+    """A multi-label model's AuditedModel: K independent outputs, read as logits, or as sigmoid probabilities
+    when every probe output lies in [0, 1] (or --output-kind says so); its module shares its outputs between
+    the labels' views (multilabel/shared.py)."""
+    if config.output_kind not in MULTILABEL_KINDS:
+        raise AuditError(f"--output-kind {config.output_kind} does not apply to a multi-label model; give logits or "
+                         "probabilities (independent sigmoid outputs), or leave it out.")
+    declared = loaded.preprocessing
+    probe: list = []
+
+    def real_images(channels: int):
+        for batch in iter_batches(dataset, sample_ids[:16], channels=channels, size=size, batch_size=16,
+                                  max_pixels=config.max_pixels, workers=config.workers):
+            probe.append(batch.x)
+            return batch.x
+        return None
+
+    try:
+        audited, num_classes = _build_multilabel(loaded, config, declared, size, device, real_images)
+    except IndexError:  # one output per image: num_outputs reads a second dimension that is not there
+        raise AuditError(f"The model has a single output but the data has {len(dataset.classes)} labels; a "
+                         "multi-label model returns one output per label, in the order of classes.txt.") from None
+    classes = dataset.classes
+    if num_classes != len(classes) or audited.output_shape != (len(classes),):
+        raise AuditError(f"The model has {num_classes} outputs but the data has {len(classes)} labels "
+                         f"({', '.join(classes[:5])}{', ...' if len(classes) > 5 else ''}); a multi-label model "
+                         "returns one output per label, in the order of classes.txt.")
+    kind = config.output_kind
+    if kind == "auto":
+        kind = "logits"
+        if probe:
+            with torch.no_grad():
+                out = audited.raw(probe[0].to(device)).float()
+            kind = "probabilities" if bool(((out >= 0) & (out <= 1)).all()) else "logits"
+    audited.output_kind = kind
+    audited.model.enabled = True
+    return audited
+
+
+def _build_multilabel(loaded, config, declared, size, device, real_images):
+    from .multilabel.shared import SharedForward
+    return build_audited_model(
+        SharedForward(loaded.module.to(device)), channels=config.channels or declared.get("channels"),
+        input_size=size, mean=config.mean if config.mean is not None else declared.get("mean"),
+        std=config.std if config.std is not None else declared.get("std"), device=device, output_kind="logits",
+        batch_hint=loaded.batch_hint, real_images=real_images, gradients=loaded.gradients)

@@ -30,6 +30,16 @@ class AuditResult:
     primary: bool = True  # False on torchrun's ranks other than 0, which hold the same result but do not write
     error_log: str = ""  # tracebacks of the checks that failed, written to errors.log
     thumbnails: dict = field(default_factory=dict)  # sample id -> image data URI, for the findings' strips
+    # a multi-label audit: each label's check results ({label: [CheckResult]}); `results` holds the joint check
+    per_label: dict = field(default_factory=dict)
+
+    def _parts(self) -> list[tuple[pd.DataFrame, str | None]]:
+        """Every check's rows, and for a label's checks (multi-label audits) the label, which `samples` and
+        samples.csv put in column `target`."""
+        parts = [(r.rows, None) for r in self.results if len(r.rows)]
+        for label, results in self.per_label.items():
+            parts.extend((r.rows, label) for r in results if len(r.rows))
+        return parts
 
     @property
     def complete(self) -> bool:
@@ -39,7 +49,7 @@ class AuditResult:
     @property
     def samples(self) -> pd.DataFrame:
         """Every per-sample row of every check: the single source of truth for all aggregates."""
-        frames = [r.rows for r in self.results if len(r.rows)]
+        frames = [rows if label is None else rows.assign(target=label) for rows, label in self._parts()]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
     def _write_samples(self, f, chunk: int = 10_000) -> None:
@@ -48,12 +58,15 @@ class AuditResult:
         of every row (tens of MB per 10,000 images; benchmarks/bench_audit.py measures the peak). It reads back
         as the same table as the concatenation; the text differs only where a check's int column prints as 2
         rather than the concatenation's 2.0."""
-        frames = [r.rows for r in self.results if len(r.rows)]
-        columns = list(dict.fromkeys(c for frame in frames for c in frame.columns))
+        parts = self._parts()
+        columns = list(dict.fromkeys([*(c for frame, _ in parts for c in frame.columns),
+                                      *(["target"] if any(label for _, label in parts) else [])]))
         header = True
-        for frame in frames:
+        for frame, label in parts:
             for start in range(0, len(frame), chunk):
                 part = frame.iloc[start:start + chunk].reindex(columns=columns)
+                if label is not None:
+                    part["target"] = label
                 for col in part.columns:
                     if part[col].dtype == object or pd.api.types.is_string_dtype(part[col].dtype):
                         part[col] = part[col].map(csv_safe)
@@ -62,7 +75,7 @@ class AuditResult:
 
     def html(self) -> str:
         from .report.render import render_report
-        return render_report(self.summary, self.results, self.thumbnails)
+        return render_report(self.summary, self.results, self.thumbnails, per_label=self.per_label)
 
     def model_card(self, data=None) -> str:
         """A Markdown model card filled with this audit's evidence (report/model_card.py); `data` names the

@@ -78,7 +78,8 @@ class Finding(TypedDict):
     check: Annotated[str, Constraint(minLength=1)]
     kind: Annotated[str, Constraint(minLength=1), Doc(
         "built-in kinds: weak_class, confusion, corruption_cliff, robustness_budget, subgroup_gap, slice, "
-        "shortcut, masking, stochastic, data, check_failed, note, shift_sensitivity, near_boundary; a plugin "
+        "shortcut, masking, stochastic, data, check_failed, note, shift_sensitivity, near_boundary, weak_label, "
+        "sensitivity_gap; a plugin "
         "may add its own")]
     subject: str
     title: Annotated[str, Constraint(minLength=1)]
@@ -88,6 +89,8 @@ class Finding(TypedDict):
     p_adjusted: Annotated[float | None, Constraint(minimum=0, maximum=1)]
     evidence: Annotated[str, Constraint(pattern="^#")]
     sample_ids: list[Count]
+    label: NotRequired[Annotated[str, Doc("a multi-label audit: the label whose decision the finding is about; "
+                                          "its subject and title start with it (since 0.8.0)")]]
 
 
 class CheckError(TypedDict):
@@ -115,6 +118,13 @@ class Summary(TypedDict):
     schema.generate() adds them from the registry (each check's `section`, or the failed form)."""
     version: Annotated[str, Constraint(pattern=r"^[0-9]+\.[0-9]+\.[0-9]+")]
     seed: int
+    task: NotRequired[Annotated[Literal["multiclass", "multilabel"], Doc(
+        "multilabel: any subset of the classes per image; each label is audited as a binary decision, its "
+        "sections under per_label, the joint metrics under multilabel, and clean pools every (image, label) "
+        "decision (since 0.8.0)")]]
+    per_label: NotRequired[Annotated[dict[str, dict[str, Any]], Doc(
+        "a multi-label audit: {label: {check: section}}, each section that of the label's two-class view "
+        "(class 1: the label is present), typed as the check's section at the top level (since 0.8.0)")]]
     config: ConfigSection
     model: ModelSection
     data: DataSection

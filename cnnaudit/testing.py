@@ -330,7 +330,9 @@ class ContractCase:
 def cases(checks=None, models=None) -> list[ContractCase]:
     """Every (check, zoo model) pair: `checks` default to every registered check, `models` to the zoo."""
     reg = registry()
-    names = list(reg) if checks is None else list(checks)
+    # a check that needs multi-label data (the joint multilabel check) has no single-label zoo model to run on:
+    # tests/test_multilabel.py audits it on a multi-label model
+    names = [n for n in reg if "multilabel" not in reg[n].inputs] if checks is None else list(checks)
     unknown = [n for n in names if n not in reg]
     if unknown:
         raise ValueError(f"not registered checks: {', '.join(unknown)} (registered: {', '.join(reg)})")

@@ -251,7 +251,10 @@ def test_examples_policy_and_api_script(tmp_path, torchscript_path, digits_dir):
     rules = load_policy(examples / "gate.toml")
     from cnnaudit.gate.policy import rule_kinds
     built_in = {n for n, (kind, check) in rule_kinds().items() if kind.judge.__module__.startswith("cnnaudit.")}
-    assert {r.kind for r in rules} == built_in  # the example shows every built-in rule
+    multilabel = {n for n, (kind, check) in rule_kinds().items() if check == "multilabel"}
+    assert {r.kind for r in rules} == built_in - multilabel  # the example shows every built-in rule
+    labelled = load_policy(examples / "multilabel-gate.toml")  # and the multi-label one every multi-label kind
+    assert multilabel <= {r.kind for r in labelled} and any("label" in r.params for r in labelled)
     policy = tmp_path / "p.toml"
     policy.write_text('[[rule]]\nkind = "min_clean_accuracy"\nthreshold = 0.5\n')
     r = subprocess.run([sys.executable, str(examples / "audit_api.py"), str(torchscript_path), str(digits_dir),

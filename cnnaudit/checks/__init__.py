@@ -3,7 +3,7 @@ this order, which is also the order of independent checks in a run and in the re
 
 from __future__ import annotations
 
-from . import clean, adversarial, corruption, shift, subgroups, shortcuts, label_issues, training  # noqa: F401  (each registers its check)
+from . import clean, adversarial, corruption, shift, subgroups, shortcuts, label_issues, training, multilabel  # noqa: F401  (each registers its check)
 from .base import Check, CheckResult
 from .registry import available, register, registry, run_order
 

@@ -303,16 +303,10 @@ PROPERTY_COLUMNS = ["brightness", "contrast", "sharpness", "dhash", "pixel_hash"
 GAP_FAIL = 0.10  # a significant gap of 10 accuracy points or more is a `fail`; a smaller significant one a `warn`
 
 
-def _findings(summary, clean: pd.DataFrame, discovered: list[dict]) -> list[Finding]:
+def gap_findings(summary, clean: pd.DataFrame) -> list[Finding]:
+    """A finding for each attribute whose gap is significant (after Holm over its family: the attributes, or
+    the labels x attributes of a multi-label audit, multilabel/audit.py)."""
     out = []
-    for d in discovered:
-        if d["confirmed"]:
-            out.append(Finding(
-                "fail" if d["gap"] >= GAP_FAIL else "warn", "subgroups", "slice", d["name"],
-                f"A discovered slice fails: {100 * d['accuracy']:.0f}% accuracy vs {100 * d['rest_accuracy']:.0f}% "
-                "elsewhere, confirmed on held-out images", f"{d['description']}; {d['n']} held-out images (Fisher "
-                f"exact, Holm-adjusted {fmt_p(d['p_adjusted'])})", effect=d["gap"], ci=d["gap_ci"],
-                p_adjusted=d["p_adjusted"], evidence="#subgroups-discovered", sample_ids=d["sample_ids"]))
     for attr, e in summary["attributes"].items():
         if e["significant"]:
             group = clean[clean[attr].astype(str) == str(e["worst"])] if attr in clean else clean.iloc[:0]
@@ -323,6 +317,20 @@ def _findings(summary, clean: pd.DataFrame, discovered: list[dict]) -> list[Find
                 f"Holm-adjusted {fmt_p(e['p_adjusted'])}", effect=e["gap"], ci=e["gap_ci"],
                 p_adjusted=e["p_adjusted"], evidence="#subgroups-gaps",
                 sample_ids=aggregate.most_confident_errors(group, 6)["sample_id"].astype(int).tolist()))
+    return out
+
+
+def _findings(summary, clean: pd.DataFrame, discovered: list[dict]) -> list[Finding]:
+    out = []
+    for d in discovered:
+        if d["confirmed"]:
+            out.append(Finding(
+                "fail" if d["gap"] >= GAP_FAIL else "warn", "subgroups", "slice", d["name"],
+                f"A discovered slice fails: {100 * d['accuracy']:.0f}% accuracy vs {100 * d['rest_accuracy']:.0f}% "
+                "elsewhere, confirmed on held-out images", f"{d['description']}; {d['n']} held-out images (Fisher "
+                f"exact, Holm-adjusted {fmt_p(d['p_adjusted'])})", effect=d["gap"], ci=d["gap_ci"],
+                p_adjusted=d["p_adjusted"], evidence="#subgroups-discovered", sample_ids=d["sample_ids"]))
+    out.extend(gap_findings(summary, clean))
     for attr, r in summary["data_audit"]["representation"].items():
         for f in r["flagged"]:
             out.append(Finding("warn", "subgroups", "data", f"{attr} = {f['value']}",

@@ -7,6 +7,11 @@ Two layouts:
 
 Class order is the model's output order: `--classes FILE`, else `DATA/classes.txt`, else the sorted
 folder names (the same order torchvision's ImageFolder uses, so models trained with it line up).
+
+Multi-label data (any subset of the classes per image; `targets`, N x K of 0/1): `metadata.csv` with a
+`labels` column (names separated by `|`, an empty cell = no label), or one 0/1 column per label named with
+`--label-columns`; `--task multilabel` also reads a `label` column that way. Each label is then audited as
+the binary decision it is (`label_view`), cnnaudit/multilabel/.
 """
 
 from __future__ import annotations
@@ -15,11 +20,14 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+import numpy as np
 import pandas as pd
 
 from ..errors import AuditError
 
 METADATA_FILE = "metadata.csv"
+LABELS_COLUMN, LABEL_SEPARATOR = "labels", "|"  # multi-label: "effusion|nodule", empty = no label
+NO_LABEL = "(none)"  # the label set of an image without any label, as label_name shows it
 CLASSES_FILE = "classes.txt"
 RESERVED_COLUMNS = ("sample_id", "path", "label", "label_name", "condition", "check", "prediction",
                     "prediction_name", "correct", "confidence", "loss")
@@ -28,7 +36,7 @@ RESERVED_COLUMNS = ("sample_id", "path", "label", "label_name", "condition", "ch
 INTERNAL_COLUMNS = ("artifact", "aspect", "attack", "brightness", "clean_prediction", "consistent", "contrast",
                     "corruption", "dhash", "eps", "exif_orientation", "fgsm_correct", "fill", "flipped", "height",
                     "intervention", "margin", "min_eps", "norm", "pixel_hash", "severity", "sharpness", "toward_associated",
-                    "width", "was_right")
+                    "width", "was_right", "target", "truth", "score", "probability", "decision")
 META_PREFIX = "meta_"
 
 
@@ -41,6 +49,25 @@ class Dataset:
     layout: str = "imagefolder"
     excluded: list[dict] = field(default_factory=list)  # files found but not audited: [{path, reason}]
     renamed: dict[str, str] = field(default_factory=dict)  # metadata columns renamed away from internal names
+    # multi-label data: (N, K) 0/1 by sample_id, K = len(classes); `label` is then the index of the image's label
+    # set (what --limit stratifies by) and `label_name` the set as "a|b"
+    targets: np.ndarray | None = None
+
+    @property
+    def task(self) -> str:
+        return "multiclass" if self.targets is None else "multilabel"
+
+    def label_view(self, k: int) -> "Dataset":
+        """Label k of multi-label data as a two-class dataset: class 1 is the label, class 0 its absence, so
+        every check audits the label's decision as it audits a binary classifier."""
+        name = self.classes[k]
+        y = self.targets[:, k].astype(np.int64)
+        table = self.table.copy()
+        table["label"] = y
+        table["label_name"] = np.where(y == 1, name, absent(name))
+        return Dataset(root=self.root, classes=[absent(name), name], table=table, attributes=list(self.attributes),
+                       layout=self.layout, excluded=list(self.excluded), renamed=dict(self.renamed))
+
 
     def __len__(self) -> int:
         return len(self.table)
@@ -51,6 +78,11 @@ class Dataset:
     def path_of(self, sample_id: int) -> str:
         """The relative path of a sample; sample ids are row positions of `table` (set in open_dataset)."""
         return self.table["path"].iat[int(sample_id)]
+
+
+def absent(label: str) -> str:
+    """The negative class of a label's binary view."""
+    return f"not {label}"
 
 
 def _read_classes(file: Path) -> list[str]:
@@ -90,7 +122,7 @@ def _read_metadata(root: Path) -> pd.DataFrame | None:
     try:
         # pandas' default NA list would read a site called "NA" or a class called "None" as missing; only an
         # empty cell is. utf-8-sig: spreadsheet exports start with a BOM.
-        meta = pd.read_csv(file, dtype={"path": str, "label": str}, keep_default_na=False, na_values=[""],
+        meta = pd.read_csv(file, dtype={"path": str, "label": str, LABELS_COLUMN: str}, keep_default_na=False, na_values=[""],
                            encoding="utf-8-sig")
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise AuditError(f"Cannot parse {str(file)!r} ({str(exc).strip()}); it must be a CSV with a header row.") from None
@@ -125,7 +157,7 @@ def _blanks_missing(meta: pd.DataFrame) -> pd.DataFrame:
         if not blank.any():
             continue
         values = values.mask(blank)
-        if col not in ("path", "label"):
+        if col not in ("path", "label", LABELS_COLUMN):
             try:
                 values = pd.to_numeric(values)
             except (ValueError, TypeError):
@@ -193,7 +225,62 @@ def _natural_class_order(labels: list[str]) -> list[str]:
     return uniq
 
 
-def open_dataset(data: str | Path, classes_file: str | Path | None = None) -> Dataset:
+def _multilabel_table(root: Path, meta: pd.DataFrame, classes: list[str] | None, label_columns, task: str):
+    """(table with path, label, label_name and attribute columns; classes; targets) of multi-label data."""
+    file = root / METADATA_FILE
+    _mask_paths(root, meta)
+    if label_columns:
+        missing = [c for c in label_columns if c not in meta.columns]
+        if missing:
+            raise AuditError(f"--label-columns names {missing[0]!r}, which is not a column of {str(file)!r} (columns: "
+                             f"{', '.join(c for c in meta.columns if c != 'path')}).")
+        values = meta[list(label_columns)]
+        ok = values.isin([0, 1, True, False, "0", "1"])
+        if not ok.all().all():
+            row, col = np.argwhere(~ok.to_numpy())[0]
+            raise AuditError(f"{file} row {row + 2}, column {label_columns[col]!r} holds "
+                             f"{values.iat[row, col]!r}; a label column holds 1 (has the label) or 0.")
+        targets = values.astype(int).to_numpy()
+        names = list(label_columns)
+        if classes is not None:
+            if sorted(classes) != sorted(names):
+                raise AuditError(f"classes.txt lists {', '.join(classes)} but --label-columns gives "
+                                 f"{', '.join(names)}; give the same labels (classes.txt sets the output order).")
+            targets = targets[:, [names.index(c) for c in classes]]
+        else:
+            classes = names
+        table = meta.drop(columns=list(label_columns))
+    else:
+        column = LABELS_COLUMN if LABELS_COLUMN in meta.columns else "label" if "label" in meta.columns else None
+        if column is None:
+            raise AuditError(f"--task multilabel needs the labels of each image: a {LABELS_COLUMN!r} column in "
+                             f"{str(file)!r} (names separated by '|', empty for none) or --label-columns.")
+        sets = [[] if pd.isna(v) else [p.strip() for p in str(v).split(LABEL_SEPARATOR) if p.strip()]
+                for v in meta[column]]
+        if classes is None:
+            classes = _natural_class_order([n for s in sets for n in s])
+        if not classes:
+            raise AuditError(f"column {column!r} of {str(file)!r} is empty in every row; give each image its labels "
+                             "or list the labels in classes.txt.")
+        index = {name: i for i, name in enumerate(classes)}
+        targets = np.zeros((len(sets), len(classes)), dtype=np.int64)
+        for i, labels in enumerate(sets):
+            for name in labels:
+                if name not in index:
+                    raise AuditError(f"{file} row {i + 2}: label {name!r} (column {column!r}) is not among the "
+                                     f"{len(classes)} labels {classes[:5]}{'...' if len(classes) > 5 else ''}; add "
+                                     "it to classes.txt or fix the label.")
+                targets[i, index[name]] = 1
+        table = meta.drop(columns=[column])
+    sets = [LABEL_SEPARATOR.join(c for c, t in zip(classes, row) if t) or NO_LABEL for row in targets]
+    table = table.assign(label_name=sets)
+    order = np.argsort(table["path"].to_numpy(), kind="stable")
+    table, targets = table.iloc[order].reset_index(drop=True), targets[order]
+    return table, list(classes), targets
+
+
+def open_dataset(data: str | Path, classes_file: str | Path | None = None, *, task: str = "auto",
+                 label_columns=None) -> Dataset:
     root = Path(data)
     if not root.is_dir():
         raise AuditError(f"Data folder {str(root)!r} does not exist or is not a folder; pass a folder of images "
@@ -211,7 +298,24 @@ def open_dataset(data: str | Path, classes_file: str | Path | None = None) -> Da
         classes = _read_classes(root / CLASSES_FILE)
 
     excluded: list[dict] = []
-    if meta is not None and "label" in meta.columns:
+    if label_columns and meta is None:
+        raise AuditError(f"--label-columns needs {str(root / METADATA_FILE)!r} with those columns; add it.")
+    if meta is not None and "label" in meta.columns and (label_columns or (
+            task != "multiclass" and LABELS_COLUMN in meta.columns)):
+        raise AuditError(f"{str(root / METADATA_FILE)!r} has a 'label' column and "
+                         f"{'--label-columns' if label_columns else 'a ' + repr(LABELS_COLUMN) + ' column'}; keep one "
+                         "source of labels (--task multiclass reads 'label' and keeps 'labels' as metadata).")
+    multilabel = task == "multilabel" or (task == "auto" and meta is not None and (
+        bool(label_columns) or LABELS_COLUMN in meta.columns))
+    if multilabel and meta is None:
+        raise AuditError(f"--task multilabel needs {str(root / METADATA_FILE)!r} with a path column and a "
+                         f"{LABELS_COLUMN!r} column (names separated by '|') or --label-columns.")
+    targets = None
+    if multilabel:
+        layout = "csv"
+        table, classes, targets = _multilabel_table(root, meta, classes, label_columns, task)
+        where = "labels"
+    elif meta is not None and "label" in meta.columns:
         layout = "csv"
         _mask_paths(root, meta)
         empty = meta["label"].isna() | (meta["label"].astype(str).str.strip() == "")
@@ -246,15 +350,19 @@ def open_dataset(data: str | Path, classes_file: str | Path | None = None) -> Da
     if classes is None:
         classes = (sorted(set(table["label_name"])) if layout == "imagefolder"
                    else _natural_class_order(list(table["label_name"])))
-    index = {name: i for i, name in enumerate(classes)}
+    if targets is not None:  # label index of the image's label set: what --limit stratifies by
+        index = {name: i for i, name in enumerate(dict.fromkeys(sorted(table["label_name"])))}
+    else:
+        index = {name: i for i, name in enumerate(classes)}
     unknown = sorted(set(table["label_name"]) - set(index))
     if unknown:
         raise AuditError(f"Label {unknown[0]!r} ({where}) is not among the {len(classes)} classes "
                          f"{classes[:5]}{'...' if len(classes) > 5 else ''}; add it to classes.txt or fix the label.")
-    table = table.sort_values("path", kind="stable").reset_index(drop=True)
+    if targets is None:  # multi-label tables come sorted with their targets
+        table = table.sort_values("path", kind="stable").reset_index(drop=True)
     table.insert(0, "sample_id", range(len(table)))
     table.insert(2, "label", table["label_name"].map(index).astype(int))
     attributes = [c for c in table.columns if c not in RESERVED_COLUMNS]
     table = table[["sample_id", "path", "label", "label_name", *attributes]]
     return Dataset(root=root, classes=list(classes), table=table, attributes=attributes, layout=layout,
-                   excluded=excluded, renamed=renamed)
+                   excluded=excluded, renamed=renamed, targets=targets)

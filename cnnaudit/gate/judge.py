@@ -7,7 +7,7 @@ from __future__ import annotations
 from ..compat import upgrade
 from ..errors import AuditError
 from .policy import rule_kinds
-from ..rules import Evidence, Rule, result
+from ..rules import Evidence, Rule, result, without_evidence
 
 
 def judge(rules: list[Rule], summary: dict, baseline: dict | None = None,
@@ -16,7 +16,7 @@ def judge(rules: list[Rule], summary: dict, baseline: dict | None = None,
     earlier releases are read in the current shape (compat.upgrade)."""
     kinds = rule_kinds()
     summary, baseline = upgrade(summary), None if baseline is None else upgrade(baseline)
-    results = [_judge(rule, kinds, summary, baseline, comparison) for rule in rules]
+    results = [_judge_labels(rule, kinds, summary, baseline, comparison) for rule in rules]
     passed = all(r["passed"] or r["severity"] == "warn" for r in results)
     return {"passed": passed, "n_failed": sum(not r["passed"] and r["severity"] == "fail" for r in results),
             "n_warnings": sum(not r["passed"] and r["severity"] == "warn" for r in results), "rules": results}
@@ -34,3 +34,83 @@ def _judge(rule: Rule, kinds: dict, summary: dict, baseline: dict | None, compar
                          f"run it ({kind.needs or '--checks ' + check}) or remove the rule.")
     section = summary if check is None else summary[check]
     return kind.judge(rule, Evidence(section, summary=summary, baseline=baseline, comparison=comparison))
+
+
+def label_summary(summary: dict, label: str) -> dict:
+    """A multi-label summary as the single-label summary of one label's two-class view: its sections, and the
+    findings about it."""
+    from ..data.dataset import absent
+    return {**summary, **summary["per_label"][label], "task": "multiclass",
+            "data": {**summary["data"], "classes": [absent(label), label]},
+            "findings": [f for f in summary.get("findings", []) if f.get("label") == label]}
+
+
+def _per_label(rule: Rule, kinds: dict, summary: dict) -> bool:
+    """Whether the rule judges each label's own sections (rather than the joint multilabel section, or the
+    findings of the whole audit)."""
+    kind, check = kinds[rule.kind]
+    if check == "multilabel":
+        return False
+    if rule.kind == "max_findings":
+        return False
+    if rule.kind == "max_regression":  # a joint metric, or one already named `<label>/<metric>`
+        metric = str(rule.params.get("metric", ""))
+        return not (metric.startswith("multilabel.") or "/" in metric)
+    return True
+
+
+def _judge_labels(rule: Rule, kinds: dict, summary: dict, baseline: dict | None, comparison: dict | None) -> dict:
+    """A rule on a multi-label audit: judged on each label's sections (or the one its `label` names); it passes
+    when every label passes, and its result names the label that decided it."""
+    label = rule.params.get("label")
+    multilabel = summary.get("task") == "multilabel"
+    if label is not None and not multilabel:
+        raise AuditError(f"rule {rule.name!r} names label {label!r}, but this audit is not multi-label; remove "
+                         "the label key.")
+    if not multilabel or not _per_label(rule, kinds, summary):
+        if multilabel and label is not None and rule.kind == "max_findings":
+            summary = {**summary, "findings": [f for f in summary["findings"] if f.get("label") == label]}
+        return _judge(rule, kinds, summary, baseline, comparison)
+    labels = list(summary.get("per_label") or {})
+    if label is not None and label not in labels:
+        raise AuditError(f"rule {rule.name!r} names label {label!r}, which this audit does not have (labels: "
+                         f"{', '.join(labels)}); fix the rule.")
+    if rule.kind == "max_regression" and baseline is not None and baseline.get("task") != "multilabel":
+        raise AuditError(f"rule {rule.name!r} compares a multi-label audit with a baseline that is not; give the "
+                         "baseline's multi-label summary.")
+    judged = []
+    for name in ([label] if label is not None else labels):
+        check = _kind_check(kinds, rule)
+        if check not in (None, *summary["per_label"][name]) and label is None \
+                and any(check in sections for sections in summary["per_label"].values()):
+            # the check ran on other labels only (--labels): no evidence for this one, never a pass
+            judged.append((name, without_evidence(rule, f"{check}", None, rule.params.get("threshold"),
+                                                  f"the {check} check did not run on label {name!r} (--labels)")))
+            continue
+        base = label_summary(baseline, name) if baseline is not None and name in (baseline.get("per_label") or {}) \
+            else (None if rule.kind == "max_regression" and baseline is not None else baseline)
+        if rule.kind == "max_regression" and baseline is not None and base is None:
+            raise AuditError(f"rule {rule.name!r}: the baseline has no label {name!r}; give a baseline with the same "
+                             "labels.")
+        mine = comparison if comparison is None or not any("label" in r for r in comparison.get("conditions", [])) \
+            else {**comparison, "conditions": [r for r in comparison["conditions"] if r.get("label") == name]}
+        judged.append((name, _judge(rule, kinds, label_summary(summary, name), base, mine)))
+    if not judged:
+        check = _kind_check(kinds, rule)
+        raise AuditError(f"rule {rule.name!r} needs the {check} check, which this audit ran on no label; run it "
+                         "(--labels) or remove the rule.")
+    failing = [(n, r) for n, r in judged if not r["passed"]]
+    name, decisive = (failing or judged)[0]
+    out = dict(decisive)
+    out["metric"] = f"{name}: {decisive['metric']}"
+    out["label"] = name
+    out["passed"] = not failing
+    if failing:
+        out["severity"] = "fail" if any(r["severity"] == "fail" for _, r in failing) else "warn"
+    out["detail"] = "; ".join(f"{n}: {r['detail']}" for n, r in judged)
+    return out
+
+
+def _kind_check(kinds: dict, rule: Rule):
+    kind, check = kinds[rule.kind]
+    return check or str(rule.params.get("metric", "")).split(".")[0] or None

@@ -1,6 +1,6 @@
 """Every gateable number of a summary under one flat name, for regression rules and `cnnaudit diff`.
 
-Names: `clean.accuracy`, `clean.ece`, `adversarial.<attack>.<norm>.<eps>` (robust accuracy; eps as in the
+Names (a multi-label audit's per-label ones prefixed `<label>/`): `clean.accuracy`, `clean.ece`, `adversarial.<attack>.<norm>.<eps>` (robust accuracy; eps as in the
 report, e.g. 8/255), `corruption.accuracy.<corruption>` (mean over severities),
 `corruption.relative_drop.<corruption>` and `.mean`, `subgroups.gap.<attribute>`,
 `shortcuts.flip_rate.<artifact>`. Each check declares its own (Check.metrics, Check.lower_is_better).
@@ -22,7 +22,16 @@ def catalog(summary: dict) -> dict[str, float]:
         section = summary.get(name) or {}
         if not section.get("failed"):
             out.update(check.metrics(section))
+    for label, sections in (summary.get("per_label") or {}).items():  # a multi-label audit: `<label>/<metric>`
+        for name, check in registry().items():
+            section = sections.get(name) or {}
+            if not section.get("failed"):
+                out.update({f"{label}/{k}": v for k, v in check.metrics(section).items()})
     return out
+
+
+def higher_is_better_name(name: str) -> bool:
+    return higher_is_better(name.split("/", 1)[1] if "/" in name else name)
 
 
 def diff(old: dict, new: dict) -> list[dict]:
@@ -33,7 +42,7 @@ def diff(old: dict, new: dict) -> list[dict]:
         o, n = a.get(name), b.get(name)
         delta = None if o is None or n is None else round(n - o, 6)
         change = "n/a" if delta is None else ("same" if abs(delta) < 1e-9 else
-                                               ("better" if (delta > 0) == higher_is_better(name) else "worse"))
+                                               ("better" if (delta > 0) == higher_is_better_name(name) else "worse"))
         rows.append({"metric": name, "old": o, "new": n, "delta": delta, "change": change})
     return rows
 

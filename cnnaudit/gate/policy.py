@@ -6,6 +6,7 @@ a typo must never pass silently.
     kind = "min_clean_accuracy"
     threshold = 0.95
     severity = "fail"              # or "warn" (reported, never fails the build); default fail
+    label = "effusion"             # multi-label audits: judge this label only (default: every label)
 
 The kinds are declared by the checks whose sections they judge (Check.rule_kinds) and by the gate itself
 (max_regression, gate/regression.py; max_findings, gate/findings_rule.py).
@@ -25,6 +26,8 @@ from ..errors import AuditError
 from ..rules import EVIDENCE_MODES, Rule, RuleKind
 
 COMMON = {"name": (str,), "kind": (str,), "severity": (str,)}
+# any rule of a multi-label audit may name the label it judges (default: every label must pass); kept in params
+LABEL = {"label": (str,)}
 
 
 def rule_kinds() -> dict[str, tuple[RuleKind, str | None]]:
@@ -65,7 +68,7 @@ def parse_policy(data: dict, where: str = "policy") -> list[Rule]:
         if kind not in kinds:
             raise AuditError(f"{label} has kind {kind!r}; choose from {', '.join(kinds)}.")
         spec = kinds[kind][0]
-        required, allowed = spec.required, {**COMMON, **spec.required, **spec.optional}
+        required, allowed = spec.required, {**COMMON, **LABEL, **spec.required, **spec.optional}
         for key, value in raw.items():
             if key not in allowed:
                 raise AuditError(f"{label} has unknown key {key!r}; {kind} takes {', '.join(sorted(allowed))}.")

@@ -43,17 +43,33 @@ def environment() -> jinja2.Environment:
     return env
 
 
-def render_report(summary: dict, results, thumbnails: dict | None = None) -> str:
-    from .views import view_of
+def render_report(summary: dict, results, thumbnails: dict | None = None, per_label: dict | None = None) -> str:
+    """The report. A multi-label audit (`per_label`: {label: [CheckResult]}) gets a panel per label, chosen
+    with the label selector, each laid out like a single-label report's sections over that label's results."""
     env = environment()
-    sections = [{"name": r.name, "title": _title_of(r.name), "summary": r.summary, "report": r.report,
-                 "view": view_of(r.name, r.summary, r.report), "findings": r.findings,
-                 "template": env.get_template(FAILED if r.summary.get("failed") else _template_of(r.name))}
-                for r in results]
+    sections = [_section(env, r) for r in results]
+    labels = [_label_panel(env, summary, name, label_results) for name, label_results in (per_label or {}).items()]
     from .explorer import SCRIPT, explorer, script_hash
     return env.get_template("report.html.j2").render(summary=summary, sections=sections, thumbs=thumbnails or {},
-                                                     explorer=explorer(results, summary), explorer_script=SCRIPT,
-                                                     script_hash=script_hash())
+                                                     explorer=None if labels else explorer(results, summary),
+                                                     explorer_script=SCRIPT, script_hash=script_hash(), labels=labels)
+
+
+def _section(env, r) -> dict:
+    from .views import view_of
+    return {"name": r.name, "title": _title_of(r.name), "summary": r.summary, "report": r.report,
+            "view": view_of(r.name, r.summary, r.report), "findings": r.findings,
+            "template": env.get_template(FAILED if r.summary.get("failed") else _template_of(r.name))}
+
+
+def _label_panel(env, summary: dict, name: str, results) -> dict:
+    """One label's panel: its sections, rendered with the label's own summary (its two-class view) in place of
+    the audit's, so each section template reads what it reads in a single-label report."""
+    from ..data.dataset import absent
+    from ..multilabel.audit import anchor
+    own = {**summary, **summary["per_label"][name], "data": {**summary["data"], "classes": [absent(name), name]},
+           "findings": [f for f in summary["findings"] if f.get("label") == name]}
+    return {"name": name, "anchor": anchor(name), "summary": own, "sections": [_section(env, r) for r in results]}
 
 
 FAILED = "sections/failed.html.j2"

@@ -101,3 +101,13 @@ def shortcuts(h: dict) -> dict:
         return {"kpis": []}
     n = sum(a["verdict"] == "shortcut" for a in artifacts.values())
     return {"kpis": [_kpi(str(n), f"of {len(artifacts)} annotated artifact(s) judged a shortcut")]}
+
+
+@view("multilabel")
+def multilabel(m: dict) -> dict:
+    """Headline numbers of a multi-label audit and each label's panel anchor."""
+    from ..multilabel.audit import anchor
+    macro = (m.get("macro") or {}).get("auroc")
+    return {"kpis": [_kpi("n/a" if macro is None else f"{macro:.3f}", "macro AUROC"),
+                     _kpi(_pct(m["subset_accuracy"]), "subset accuracy (every label right)")],
+            "anchors": {name: anchor(name) for name in m["labels"]}}

@@ -29,6 +29,14 @@ def _add_audit_options(p: argparse.ArgumentParser) -> None:
     _add_gate_outputs(p)
     p.add_argument("--limit", help="audit a seeded, class-stratified subset of N images")
     p.add_argument("--seed", default=0, help="random seed (default: %(default)s)")
+    p.add_argument("--budget", metavar="SECONDS", help="fit the audit in about this many seconds: clean covers every "
+                   "image; each attack, corruption and shift check gets the share of the images (nested, "
+                   "class-stratified) that maximises precision in the time measured here; OUT/plan.json records it")
+    p.add_argument("--precision", metavar="HALF_WIDTH", help="the smallest sample per attack, corruption and shift "
+                   "check whose 95%% intervals are at most this wide either side (e.g. 0.02), from a pilot on a few "
+                   "images; the time it will take is printed before the work starts")
+    p.add_argument("--plan", metavar="PLAN_JSON", help="replay the images per check of an earlier --budget run's "
+                   "plan.json exactly")
     p.add_argument("--batch-size", default=64, help="images per batch (default: %(default)s)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
     p.add_argument("--workers", default=2, help="image-decoding threads (default: %(default)s)")
@@ -266,6 +274,8 @@ def _config_from_args(args) -> "AuditConfig":
         threshold=getattr(args, "threshold", "0.5"),
         attack_labels=_csv(args.labels) if getattr(args, "labels", None) else None,
         batch_size=args.batch_size, max_pixels=getattr(args, "max_pixels", None) or DEFAULT_MAX_PIXELS,
+        budget=getattr(args, "budget", None), precision=getattr(args, "precision", None),
+        plan=getattr(args, "plan", None),
         workers=args.workers, quiet=args.quiet, options=_check_options(args)).validated(cli=True)
 
 

@@ -109,6 +109,15 @@ class AuditConfig:
     max_pixels: int = option(DEFAULT_MAX_PIXELS, flag="--max-pixels", parse=integer, minimum=1,
                              expects="expected a whole number of pixels", help="largest image")
     gallery_size: int = option(12, parse=integer, minimum=0, expects="expected a whole number", help="gallery size")
+    # --budget: fit the audit in this many seconds by giving the per-image checks subsets (planning.py);
+    # --plan: replay the images per check of an earlier plan.json
+    budget: float | None = option(None, flag="--budget", parse=finite, positive=True,
+                                  expects="expected seconds", help="seconds the audit may take")
+    precision: float | None = option(None, flag="--precision", parse=finite, positive=True, maximum=0.5,
+                                     expects="expected an interval half-width like 0.02",
+                                     help="the 95% interval half-width each planned check should reach")
+    plan: str | None = option(None, flag="--plan", parse=text, expects="expected the path of a plan.json",
+                              help="an earlier audit's plan.json")
     # a training set folder (same layouts), for the checks that need one
     train_data: str | None = option(None, flag="--train-data", help="training set folder")
     # not part of the measurement, so left out of summary.json's config
@@ -120,6 +129,11 @@ class AuditConfig:
 
     def check(self) -> None:
         """What one field's declaration cannot say (options.validate calls it on the new instance)."""
+        given = [f for f, v in (("--budget", self.budget), ("--precision", self.precision), ("--plan", self.plan))
+                 if v is not None]
+        if len(given) > 1:
+            raise OptionError("plan" if self.plan is not None else "precision", self.plan or self.precision,
+                              f"give one of --budget, --precision and --plan, not {' and '.join(given)}")
         if self.input_size is not None and len(self.input_size) != 2:
             raise OptionError("input_size", self.input_size, "give two numbers, height and width")
         for name in ("mean", "std"):  # recorded as JSON lists

@@ -35,6 +35,7 @@ class AuditContext:
     train_dataset: Dataset | None = None  # --train-data, for the checks that declare inputs = ("train_data",)
     # a multi-label audit's labels share decoded batches (multilabel/shared.py); None: decode every time
     batch_cache: object | None = None
+    plan: dict | None = None  # --budget / --plan: images per plannable check and their order (planning.py)
 
     @property
     def device(self) -> torch.device:

@@ -113,10 +113,11 @@ def _run_audit(model, data, config: AuditConfig, device, shard, unsafe_pickle, r
         results, per_label, errors = run_labels(ctx, names, check_options, timing, _run_checks)
         resumed = []
     else:
-        results, resumed, errors = _run_checks(ctx, names, check_options, checkpoints, timing)
+        results, resumed, errors = _run_checks(ctx, names, check_options, checkpoints, timing, started=t0)
     timing["total"] = time.perf_counter() - t0
-    summary = {"version": __version__, "seed": config.seed, "task": ctx.dataset.task, "config": config.recorded(),
-               "model": _model_section(ctx, size, device), "data": _data_section(ctx)}
+    summary = {"version": __version__, "seed": config.seed, "config": config.recorded(),
+               "model": _model_section(ctx, size, device), "data": _data_section(ctx),
+               "task": ctx.dataset.task}  # after the keys earlier releases wrote first, in their order
     if per_label:
         from .multilabel.summary import pooled_clean
         summary["clean"] = pooled_clean(per_label)
@@ -131,6 +132,9 @@ def _run_audit(model, data, config: AuditConfig, device, shard, unsafe_pickle, r
     if resume_dir is not None:
         summary["timing"]["resumed"] = resumed
     summary["timing"]["processes"] = shard.world_size
+    if ctx.plan is not None:
+        from .planning import section
+        summary["plan"] = section(ctx.plan, ctx.results, timing, timing["total"])
     add_deprecated(summary)  # keys kept one release beside their successors (compat.py)
     if os.environ.get("CNNAUDIT_VALIDATE_SUMMARY"):  # the test suite checks every summary it produces
         from .schema import validate
@@ -207,24 +211,36 @@ def _train_dataset(config: AuditConfig, dataset, shard):
     return train
 
 
-def _run_checks(ctx, names, check_options, checkpoints, timing) -> tuple[list, list, list]:
+def _run_checks(ctx, names, check_options, checkpoints, timing, started: float | None = None) -> tuple[list, list, list]:
     """Each check in order, on the results it declared (requires, after), reused from a checkpoint when
-    one matches; a check that raises becomes a failed result and the others go on."""
+    one matches; a check that raises becomes a failed result and the others go on. With --budget or --plan,
+    the plan is made after clean (planning.py) and a plannable check runs on its share of the images."""
     config, results, resumed, errors, key = ctx.config, [], [], [], ""
+
+    def run_one(run_ctx, name):
+        seed_everything(config.seed)
+        check = registry()[name]
+        given = {n: ctx.results[n] for n in (*check.requires, *reads_after(check)) if n in ctx.results}
+        return check(check_options[name]).run(run_ctx, given)
+
     for name in names:
         seed_everything(config.seed)  # each check's randomness is independent of which checks ran before
         t = time.perf_counter()
         check = registry()[name]
         reads = {o: config.options.get(o) for o in check.reads_options}
+        run_ctx = ctx
+        if ctx.plan is not None and name in ctx.plan["images"]:
+            from .planning import restricted
+            reads["plan_images"] = ctx.plan["images"][name]  # a checkpoint of another plan is not this one
+            run_ctx = restricted(ctx, ctx.plan["order"][:ctx.plan["images"][name]])
         key = checkpoints.key(name, [check_options[name], reads], key) if checkpoints else ""
         result = ctx.shard.broadcast(checkpoints.load(name, key) if checkpoints and ctx.shard.is_main else None)
         if result is not None:
             resumed.append(name)
             log(f"{name}: reused from an earlier run (--resume)", quiet=config.quiet)
         else:
-            given = {n: ctx.results[n] for n in (*check.requires, *reads_after(check)) if n in ctx.results}
             try:
-                result = check(check_options[name]).run(ctx, given)
+                result = run_one(run_ctx, name)
             except Exception as exc:
                 if name == "clean":  # every other check reads the clean rows: nothing can be audited without them
                     raise
@@ -236,6 +252,15 @@ def _run_checks(ctx, names, check_options, checkpoints, timing) -> tuple[list, l
         if name == "clean":  # the readable samples every later batch is drawn from, and what could not be read
             ctx.clean_rows = result.rows
             ctx.skipped, ctx.clipped = result.outputs["skipped"], result.outputs["clipped"]
+            ctx.results[name] = result
+            if (config.budget is not None or config.precision is not None or config.plan is not None) \
+                    and started is not None:
+                from .planning import make_plan
+                t_plan = time.perf_counter()
+                ctx.plan = make_plan(ctx, names, run_one, started)
+                timing["plan"] = time.perf_counter() - t_plan
+                log("plan: " + ", ".join(f"{n} {k} of {ctx.plan['available']} images"
+                                         for n, k in ctx.plan["images"].items()), quiet=config.quiet)
         results.append(result)
         if not result.summary.get("failed"):  # a failed check's (empty) rows are nothing a later check can read
             ctx.results[name] = result

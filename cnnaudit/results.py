@@ -13,7 +13,8 @@ from .io import OutputSet
 
 CRASH_LOG = "crash.log"  # the traceback of a run that stopped on an unexpected error (never part of an audit)
 SAMPLES, SUMMARY, REPORT, ERRORS = "samples.csv", "summary.json", "report.html", "errors.log"
-FILES = (SAMPLES, SUMMARY, REPORT, ERRORS, CRASH_LOG)  # what an audit writes (or removes) in its folder
+PLAN = "plan.json"  # --budget's plan, for --plan to replay
+FILES = (SAMPLES, SUMMARY, REPORT, ERRORS, CRASH_LOG, PLAN)  # what an audit writes (or removes) in its folder
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -89,6 +90,11 @@ class AuditResult:
         paths = {"samples": outputs.add(folder + SAMPLES, self._write_samples),
                  "summary": outputs.add_json(folder + SUMMARY, self.summary),
                  "report": outputs.add_text(folder + REPORT, self.html())}
+        if self.summary.get("plan"):
+            from .planning import plan_file
+            paths["plan"] = outputs.add_json(folder + PLAN, plan_file(self.summary["plan"], self.summary["seed"]))
+        else:
+            outputs.remove(folder + PLAN)
         if self.error_log:
             paths["errors"] = outputs.add_text(folder + ERRORS, self.error_log)
         else:  # a stale log from an earlier run in the same folder would mislead

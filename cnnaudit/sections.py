@@ -113,6 +113,27 @@ class Failed(TypedDict):
     error: str
 
 
+class PlannedCheck(TypedDict):
+    """One check under --budget or --plan: images used of those available, the time it took, the widest
+    interval half-width of its results."""
+    images: Count
+    available: Count
+    seconds_per_image: Any
+    seconds: Any
+    half_width: Any
+
+
+class PlanSection(TypedDict):
+    """--budget / --precision / --plan: where the plan came from and what it gave each plannable check (since 0.8.0)."""
+    source: Literal["budget", "precision", "file"]
+    budget_s: Any
+    available: Count
+    calibration: Any
+    predicted_s: Any
+    total_s: Any
+    checks: dict[str, PlannedCheck]
+
+
 class Summary(TypedDict):
     """summary.json. Besides these keys it holds a section per check that ran, under the check's name:
     schema.generate() adds them from the registry (each check's `section`, or the failed form)."""
@@ -136,3 +157,6 @@ class Summary(TypedDict):
     complete: bool
     timing: dict[str, Any]
     gate: NotRequired[GateSection]
+    plan: NotRequired[Annotated[PlanSection, Doc(
+        "with --budget or --plan: the images each plannable check used and the precision they bought; "
+        "OUT/plan.json replays it (since 0.8.0)")]]

@@ -57,6 +57,16 @@ class Check:
     reads_options: ClassVar[tuple[str, ...]] = ()  # other checks' options this one depends on (for --resume)
     lower_is_better: ClassVar[tuple[str, ...]] = ()  # prefixes of its gate metrics where smaller is better
     rule_kinds: ClassVar[tuple] = ()  # gate rule kinds judging its section (gate/rules.py: RuleKind)
+    # its cost grows with the images it is given and its results are proportions over them, so --budget may give
+    # it a subset (planning.py): a nested, class-stratified prefix of the readable images, paired with clean
+    plannable: ClassVar[bool] = False
+
+    @staticmethod
+    def half_width(section: dict) -> float | None:
+        """The precision of its results, as --budget reports it: the widest interval half-width of its
+        section (by default over the `*_ci` pairs of its top level and its `results` rows)."""
+        from ..planning import widest_half_width
+        return widest_half_width(section) if not section.get("failed") else None
 
     @staticmethod
     def metrics(section: dict) -> dict[str, float]:

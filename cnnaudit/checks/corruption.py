@@ -102,6 +102,7 @@ class CorruptionSection(TypedDict):
 @register
 class CorruptionCheck(Check):
     name = "corruption"
+    plannable = True  # --budget may give it a subset of the images (planning.py)
     title = "Corruption robustness"
     template = "sections/corruption.html.j2"
     section = CorruptionSection

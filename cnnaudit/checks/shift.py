@@ -106,6 +106,7 @@ class ShiftSection(TypedDict):
 @register
 class ShiftCheck(Check):
     name = "shift"
+    plannable = True  # --budget may give it a subset of the images (planning.py)
     title = "Shift consistency"
     template = "sections/shift.html.j2"
     section = ShiftSection

@@ -102,6 +102,9 @@ def run_labels(ctx, names: list[str], check_options: dict, timing: dict, run_che
     shared.enabled = SHARE and not _randomized(ctx)
     if not shared.enabled and SHARE:
         log("the model is randomized at inference: its labels do not share forward passes", quiet=config.quiet)
+    if config.budget is not None or config.precision is not None or config.plan is not None:
+        log("--budget, --precision and --plan apply to single-label audits for now: every check of this multi-label audit covers "
+            "every image", quiet=config.quiet)
     views = label_contexts(ctx, thresholds)
     per_label, errors = {n: [] for n in labels}, []
     sharing = shared.enabled

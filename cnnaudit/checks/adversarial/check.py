@@ -132,6 +132,7 @@ class AdversarialCheck(Check):
     finding_kinds = ("robustness_budget", "masking", "near_boundary")
     options_type = AdversarialOptions
     rule_kinds = (MIN_ROBUST_ACCURACY,)
+    plannable = True  # --budget may give it a subset of the images (planning.py)
 
     @staticmethod
     def verdicts(section: dict) -> dict[str, str]:

@@ -1,0 +1,231 @@
+"""`--budget SECONDS` and `--plan plan.json`: how many images each check gets, chosen from what it costs here
+and the precision it buys.
+
+The clean evaluation always covers every image. After it, each selected check runs on a small calibration
+subset (the first images of the order below), timed, and its result discarded: 8 images, and 64 more when
+those took under a second (two points separate the cost per image from the cost per run, which dominates a
+quick check on few images). That gives seconds per image and per run. The checks that declare `Check.plannable` (the per-image ones: attacks,
+corruptions, shifts) then get n_i images each so that the audit fits the time left, maximising precision:
+a proportion's interval half-width shrinks as 1 / sqrt(n), so minimising sum_i 1 / sqrt(n_i) subject to
+sum_i c_i n_i = T gives n_i proportional to c_i^(-2/3) (Lagrange), clipped to what is available and
+redistributed. The other checks run on every image and their predicted cost is taken off first.
+
+The images are a prefix of one seeded, class-stratified order of the readable images (`order`), so the
+subsets are nested (a check given fewer images gets a subset of another's: the attacked images are among
+the corrupted ones when attacks get fewer) and paired with clean, and a plan (images per check) replays
+exactly on any machine: plan.json in OUT, and `--plan plan.json` to run it again.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import AuditError
+from .progress import log
+
+SMALL, LARGE = 8, 64  # images a check is timed on before the plan (LARGE only when SMALL took under QUICK s)
+QUICK = 1.0
+MINIMUM = 30  # fewest images a planned check gets (under it an interval says little); fewer when not available
+RESERVE = 0.05  # of the budget, kept for writing the report and the outputs
+PLAN_VERSION = 1
+Z = 1.959964
+
+
+def order(clean_rows: pd.DataFrame, seed: int) -> np.ndarray:
+    """The readable sample ids in a seeded order whose every prefix is class-stratified: within each class a
+    seeded permutation, and the classes interleaved by the fraction of the class placed so far."""
+    rng = np.random.default_rng(seed + 7)
+    keys, ids = [], []
+    for _, g in clean_rows.groupby("label", sort=True):
+        members = rng.permutation(g["sample_id"].to_numpy())
+        n = len(members)
+        keys.append((np.arange(n) + rng.random(n)) / n)
+        ids.append(members)
+    if not ids:
+        return np.array([], dtype=np.int64)
+    keys, ids = np.concatenate(keys), np.concatenate(ids)
+    return ids[np.argsort(keys, kind="stable")].astype(np.int64)
+
+
+def restricted(ctx, ids: np.ndarray):
+    """The audit context as a check sees it when the plan gives it `ids`: the clean rows (and so every
+    batch it draws, `readable_ids`) of those images only, so its comparisons with clean stay paired."""
+    keep = ctx.clean_rows["sample_id"].isin(ids)
+    return replace(ctx, clean_rows=ctx.clean_rows[keep].reset_index(drop=True))
+
+
+def allocate(costs: dict[str, float], seconds: float, available: int, minimum: int = MINIMUM) -> dict[str, int]:
+    """Images per planned check: n_i proportional to c_i^(-2/3) with sum c_i n_i = seconds, each clipped to
+    [min(minimum, available), available]; what a clipped check leaves is shared among the others."""
+    floor = min(minimum, available)
+    n, free = {}, dict(costs)
+    left = seconds
+    while free:
+        weight = sum(c ** (1 / 3) for c in free.values())
+        share = {k: (left / weight) * c ** (-2 / 3) if weight > 0 and left > 0 else 0.0 for k, c in free.items()}
+        clipped = {k: v for k, v in share.items() if v <= floor or v >= available}
+        if not clipped:
+            n.update({k: int(v) for k, v in share.items()})
+            break
+        for k, v in clipped.items():
+            n[k] = floor if v <= floor else available
+            left -= costs[k] * n[k]
+            del free[k]
+    return {k: max(floor, min(available, v)) for k, v in n.items()}
+
+
+def half_width(k: int, n: int) -> float | None:
+    """The half-width of a proportion's Wilson interval at k of n (what the plan buys)."""
+    from .stats import wilson_ci
+    ci = wilson_ci(k, n)
+    return None if ci is None else round((ci[1] - ci[0]) / 2, 6)
+
+
+def read_plan(path: str | Path) -> dict:
+    try:
+        plan = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise AuditError(f"--plan {str(path)!r} does not exist; give the plan.json an earlier --budget run wrote.") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise AuditError(f"--plan {str(path)!r} is not valid JSON ({exc}).") from None
+    images = plan.get("images") if isinstance(plan, dict) else None
+    if not isinstance(images, dict) or not all(isinstance(v, int) and v >= 0 for v in images.values()):
+        raise AuditError(f"--plan {str(path)!r} has no 'images' table of whole numbers per check; give the plan.json "
+                         "an earlier --budget run wrote.")
+    return plan
+
+
+def make_plan(ctx, names: list[str], run_one, started: float) -> dict:
+    """The plan for the checks after clean: from --plan, or by calibrating each check here against --budget.
+    `run_one(ctx, name)` runs one check and returns its result; `started` is the audit's start
+    (time.perf_counter())."""
+    from .checks import registry
+    config, reg = ctx.config, registry()
+    later = [n for n in names if n != "clean"]
+    ids = order(ctx.clean_rows, config.seed)
+    available = len(ids)
+    planned = [n for n in later if reg[n].plannable]
+    if config.plan is not None:
+        given = read_plan(config.plan)["images"]
+        images = {n: min(int(given[n]), available) if n in given else available for n in planned}
+        return {"source": "file", "file": str(config.plan), "budget_s": None, "available": available,
+                "images": images, "order": ids, "calibration": {}}
+    costs, overheads, pilots = {}, {}, {}
+    for name in later:
+        costs[name], overheads[name], pilot, pilot_n = calibrate(ctx, ids, name, run_one)
+        pilots[name] = (proportions(pilot), pilot_n)
+    elapsed = time.perf_counter() - started
+    fixed = sum(costs[n] * available for n in later if n not in planned)
+    if config.precision is not None:  # the smallest sample per check that reaches the half-width
+        images = {n: min(available, precision_n(*pilots[n], config.precision)) for n in planned}
+    else:
+        left = config.budget * (1 - RESERVE) - elapsed - sum(overheads.values())
+        images = allocate({n: costs[n] for n in planned}, left - fixed, available) if planned else {}
+    predicted = elapsed + sum(overheads.values()) + fixed + sum(costs[n] * images[n] for n in planned)
+    if config.precision is not None:
+        log(f"--precision {config.precision:g}: " + ", ".join(f"{n} {images[n]} images" for n in planned)
+            + f"; about {predicted:.0f} s in all, predicted from the time each check took here on a few images",
+            quiet=config.quiet)
+    elif predicted > config.budget:
+        log(f"--budget {config.budget:g} s: even the smallest plan needs about {predicted:.0f} s here (the checks "
+            "that cover every image, and at least 30 images per planned check); the audit goes on over budget",
+            quiet=config.quiet)
+    return {"source": "precision" if config.precision is not None else "budget", "budget_s": config.budget,
+            "precision": config.precision, "available": available, "images": images, "order": ids,
+            "calibration": {"seconds_per_image": {n: round(c, 6) for n, c in costs.items()},
+                            "seconds_per_run": {n: round(c, 6) for n, c in overheads.items()},
+                            "elapsed_before_plan_s": round(elapsed, 3)},
+            "predicted_s": round(predicted, 3)}
+
+
+def _timed(ctx, ids, name, run_one) -> tuple[float, dict | None]:
+    t = time.perf_counter()
+    try:
+        section = run_one(restricted(ctx, ids), name).summary
+    except Exception:  # noqa: BLE001 - it fails again in the audit proper, where it is reported
+        section = None
+    return time.perf_counter() - t, section
+
+
+def calibrate(ctx, ids: np.ndarray, name: str, run_one) -> tuple[float, float, dict | None, int]:
+    """(seconds per image, seconds per run, the section it produced, on how many images) of one check here:
+    timed on the first SMALL images; a check that is quick on them (its fixed cost would dominate: a gallery,
+    a probe) again on LARGE, and the two points give the slope and the intercept."""
+    small = ids[:min(SMALL, len(ids))]
+    t_small, section = _timed(ctx, small, name, run_one)
+    if t_small >= QUICK or len(ids) <= len(small):
+        return max(t_small, 1e-4) / max(len(small), 1), 0.0, section, len(small)
+    large = ids[:min(LARGE, len(ids))]
+    t_large, section = _timed(ctx, large, name, run_one)
+    slope = max((t_large - t_small) / (len(large) - len(small)), 1e-5)
+    return slope, max(t_small - slope * len(small), 0.0), section, len(large)
+
+
+def proportions(section: dict | None) -> list[float]:
+    """The proportions a section reports with an interval (`x` beside `x_ci`), top level and `results` rows."""
+    if not section or section.get("failed"):
+        return []
+    rows = section.get("results") if isinstance(section.get("results"), list) else []
+    return [float(r[k[:-3]]) for r in [section, *rows] for k in r
+            if k.endswith("_ci") and isinstance(r.get(k[:-3]), (int, float)) and not isinstance(r.get(k[:-3]), bool)]
+
+
+def precision_n(pilot: list[float], pilot_n: int, h: float) -> int:
+    """Images for every proportion's 95% interval to be at most ±h: n = z² p(1-p) / h² at the p of the pilot's
+    Wilson intervals nearest 1/2 (the most uncertain value the pilot allows; 1/2 without a pilot). The final
+    interval is computed on all n images, the pilot's included; tests/test_planning.py checks by simulation
+    that this two-stage rule keeps 95% coverage and reaches the half-width."""
+    from .stats import wilson_ci
+    worst = 0.5
+    if pilot and pilot_n:
+        nearest = []
+        for p in pilot:
+            lo, hi = wilson_ci(round(p * pilot_n), pilot_n)
+            nearest.append(min(max(0.5, lo), hi))  # the value in [lo, hi] closest to 1/2
+        worst = min(nearest, key=lambda v: abs(v - 0.5))
+    return max(1, math.ceil(Z * Z * worst * (1 - worst) / (h * h)))
+
+
+def section(plan: dict, results: dict, timing: dict, total: float) -> dict:
+    """summary.json's `plan`: per check, images used of those available, the seconds it took and the
+    widest interval half-width of its results."""
+    from .checks import registry
+    checks = {}
+    for name, n in plan["images"].items():
+        result = results.get(name)
+        checks[name] = {"images": int(n), "available": int(plan["available"]),
+                        "seconds_per_image": plan["calibration"].get("seconds_per_image", {}).get(name),
+                        "seconds": round(float(timing.get(name, 0.0)), 3),
+                        "half_width": registry()[name].half_width(result.summary) if result is not None else None}
+    return {"source": plan["source"], "budget_s": plan["budget_s"], "precision": plan.get("precision"),
+            "file": plan.get("file"),
+            "available": int(plan["available"]), "calibration": plan["calibration"],
+            "predicted_s": plan.get("predicted_s"), "total_s": round(total, 3), "checks": checks}
+
+
+def plan_file(plan_section: dict, seed: int) -> dict:
+    """plan.json: what `--plan` needs to replay the plan exactly (images per check; the order is the seed's)."""
+    return {"version": PLAN_VERSION, "seed": seed,
+            "images": {k: v["images"] for k, v in plan_section["checks"].items()},
+            "budget_s": plan_section["budget_s"]}
+
+
+def widest_half_width(section: dict) -> float | None:
+    """The widest half-width among the intervals (`*_ci` pairs) of a section's `results` rows and top level."""
+    widths = []
+    rows = section.get("results") if isinstance(section.get("results"), list) else []
+    for r in [section, *rows]:
+        for k, v in r.items():
+            if k.endswith("_ci") and isinstance(v, list) and len(v) == 2 and all(isinstance(x, (int, float)) for x in v):
+                widths.append((v[1] - v[0]) / 2)
+    return round(max(widths), 6) if widths else None
+
+
+__all__ = ["allocate", "make_plan", "order", "restricted", "section", "plan_file", "read_plan", "Z", "math"]

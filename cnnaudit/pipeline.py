@@ -257,7 +257,8 @@ def _run_checks(ctx, names, check_options, checkpoints, timing, started: float |
                     and started is not None:
                 from .planning import make_plan
                 t_plan = time.perf_counter()
-                ctx.plan = make_plan(ctx, names, run_one, started)
+                plan = make_plan(ctx, names, run_one, started)  # every process calibrates (batches are sharded)
+                ctx.plan = ctx.shard.broadcast(plan if ctx.shard.is_main else None)  # and all follow rank 0's plan
                 timing["plan"] = time.perf_counter() - t_plan
                 log("plan: " + ", ".join(f"{n} {k} of {ctx.plan['available']} images"
                                          for n, k in ctx.plan["images"].items()), quiet=config.quiet)

@@ -146,9 +146,10 @@ def make_plan(ctx, names: list[str], run_one, started: float) -> dict:
 
 
 def _timed(ctx, ids, name, run_one) -> tuple[float, dict | None]:
+    quiet = replace(restricted(ctx, ids), config=replace(ctx.config, quiet=True))  # no progress bars for these
     t = time.perf_counter()
     try:
-        section = run_one(restricted(ctx, ids), name).summary
+        section = run_one(quiet, name).summary
     except Exception:  # noqa: BLE001 - it fails again in the audit proper, where it is reported
         section = None
     return time.perf_counter() - t, section

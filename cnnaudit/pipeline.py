@@ -51,10 +51,8 @@ def _input_size(config: AuditConfig, dataset, sample_ids, declared: dict) -> tup
     raise AuditError(f"No file in {str(dataset.root)!r} could be read as an image; check the data folder.")
 
 
-INPUT_FLAGS = {"train_data": "--train-data DIR (a training set folder, same layouts as DATA)"}
-
-
-INPUT_FLAGS["multilabel"] = "multi-label data (a 'labels' column in metadata.csv, --label-columns or --task multilabel)"
+INPUT_FLAGS = {"train_data": "--train-data DIR (a training set folder, same layouts as DATA)",
+               "multilabel": "multi-label data (a 'labels' column in metadata.csv, --label-columns or --task multilabel)"}
 
 
 def _checks_to_run(config: AuditConfig, multilabel: bool = False) -> list[str]:
@@ -157,7 +155,7 @@ def _thumbnails(ctx, findings: list[dict]) -> dict[int, str]:
 def _prepare(model, data, config: AuditConfig, device, shard, unsafe_pickle):
     """Options validated first (a bad option fails in a second), then model and data loaded, the
     options that name data checked against it, the model wrapped, and all processes agreeing on both."""
-    multilabel = config.task == "multilabel" or bool(config.label_columns)
+    # checks named with --checks are validated now; whether the multilabel check may run is known with the data
     names = _checks_to_run(config, multilabel=True) if config.checks is not None else None
     for message in plugin_errors():  # a broken third-party check is skipped, and said so
         log(message, quiet=config.quiet)
@@ -326,18 +324,25 @@ def failed_result(name: str, exc: Exception) -> CheckResult:
                                          f"The {name} check failed and its results are missing", message)])
 
 
+def _real_images(config: AuditConfig, dataset, sample_ids, size, keep: list | None = None):
+    """The probe's `real_images(channels)`: up to 16 of the audit's own images, decoded at the model's size
+    (appended to `keep` when given, for a second look at the outputs)."""
+    def real_images(channels: int):
+        for batch in iter_batches(dataset, sample_ids[:16], channels=channels, size=size, batch_size=16,
+                                  max_pixels=config.max_pixels, workers=config.workers):
+            if keep is not None:
+                keep.append(batch.x)
+            return batch.x
+        return None
+    return real_images
+
+
 def _wrap_model(loaded, config: AuditConfig, dataset, sample_ids, size, device):
     """The AuditedModel: flags first, then what the model file declares, then what a probe finds."""
     if dataset.task == "multilabel":
         return _wrap_multilabel(loaded, config, dataset, sample_ids, size, device)
     declared = loaded.preprocessing
-
-    def real_images(channels: int):
-        for batch in iter_batches(dataset, sample_ids[:16], channels=channels, size=size, batch_size=16,
-                                  max_pixels=config.max_pixels, workers=config.workers):
-            return batch.x
-        return None
-
+    real_images = _real_images(config, dataset, sample_ids, size)
     audited, num_classes = build_audited_model(
         loaded.module.to(device), channels=config.channels or declared.get("channels"), input_size=size,
         mean=config.mean if config.mean is not None else declared.get("mean"),
@@ -375,14 +380,7 @@ def _wrap_multilabel(loaded, config: AuditConfig, dataset, sample_ids, size, dev
                          "probabilities (independent sigmoid outputs), or leave it out.")
     declared = loaded.preprocessing
     probe: list = []
-
-    def real_images(channels: int):
-        for batch in iter_batches(dataset, sample_ids[:16], channels=channels, size=size, batch_size=16,
-                                  max_pixels=config.max_pixels, workers=config.workers):
-            probe.append(batch.x)
-            return batch.x
-        return None
-
+    real_images = _real_images(config, dataset, sample_ids, size, keep=probe)
     try:
         audited, num_classes = _build_multilabel(loaded, config, declared, size, device, real_images)
     except IndexError:  # one output per image: num_outputs reads a second dimension that is not there

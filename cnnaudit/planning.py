@@ -228,5 +228,3 @@ def widest_half_width(section: dict) -> float | None:
                 widths.append((v[1] - v[0]) / 2)
     return round(max(widths), 6) if widths else None
 
-
-__all__ = ["allocate", "make_plan", "order", "restricted", "section", "plan_file", "read_plan", "Z", "math"]

@@ -79,13 +79,13 @@ def retest_subgroups(per_label: dict, views: dict) -> None:
     its attributes alone), and the gap findings re-derived from the new verdicts."""
     from ..bias.groups import holm_verdicts
     from ..checks.subgroups import gap_findings
+    from ..findings import coerce
     entries = [e for results in per_label.values() for r in results if r.name == "subgroups"
                and not r.summary.get("failed") for e in r.summary["attributes"].values()]
     holm_verdicts(entries)
     for name, results in per_label.items():
         for r in results:
             if r.name == "subgroups" and not r.summary.get("failed"):
-                from ..findings import coerce
                 r.findings = [f for f in r.findings if f["kind"] != "subgroup_gap"] + [
                     coerce(f, r.name) for f in gap_findings(r.summary, views[name].clean_rows)]
 

@@ -6,7 +6,7 @@
     result.summary["clean"]["accuracy"]; result.samples.head(); result.write("audit-out/")
 """
 
-__version__ = "0.8.0"
+__version__ = "0.9.0"
 
 
 def audit(model, data, *, unsafe_pickle: bool = False, **settings):

@@ -60,4 +60,9 @@ def upgrade(summary: dict) -> dict:
         # before 0.4.0 findings were sentences: kept as the sentences they were, with no records to match
         s.setdefault("finding_sentences", [f for f in findings if isinstance(f, str)])
         s["findings"] = [f for f in findings if isinstance(f, dict)]
+    if isinstance(s.get("findings"), list) and any("id" not in f for f in s["findings"]):
+        # before 0.9.0 findings had no id: the same one a current audit would give them (a discovered slice,
+        # whose id comes from its description, keeps its "slice N" subject)
+        from .findings import unique_ids
+        s["findings"] = unique_ids([{**f} for f in s["findings"]])
     return s

@@ -10,6 +10,9 @@ evidence, sample_ids}:
   `ci` its 95% interval where there is one; `p_adjusted` the multiplicity-adjusted p-value of the test
   behind it (Holm within its family), where there is one;
 - evidence: the report anchor of the section that shows it; sample_ids: examples for the thumbnail strip.
+- id: stable across seeds, releases and retrained models (`finding_id`): `check/kind/subject`, made from what
+  the finding is about, never from its numbers. `key` replaces the subject where the subject shown is not
+  stable (a discovered slice is "slice 1" in the report, `discovered:scanner=C` in its id).
 
 Ranking (`rank`): severity first (fail, warn, info); within a severity, findings backed by a test or an
 interval that excludes no effect (p_adjusted < 0.05, or a ci whose lower end is above 0) before those
@@ -18,6 +21,7 @@ without; then by effect, largest first; ties by check and subject, so the order 
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 
 from .stats import ALPHA  # one significance level for every test
@@ -47,6 +51,7 @@ class Finding:
     evidence: str = ""
     sample_ids: list[int] = field(default_factory=list)
     label: str | None = None  # a multi-label audit: the label whose decision it is about (absent otherwise)
+    key: str | None = None  # the id's subject where `subject` is not stable (finding_id); not written
 
     def __post_init__(self):
         if self.severity not in SEVERITIES:
@@ -61,7 +66,35 @@ class Finding:
         out = asdict(self)
         if out["label"] is None:
             out.pop("label")
+        out["id"] = finding_id(out)
+        out.pop("key")
         return out
+
+
+def _slug(text: str) -> str:
+    """A subject as an id segment: "scanner = C" -> "scanner=C", "9→8" -> "9->8", spaces -> "-"."""
+    text = re.sub(r"\s*=\s*", "=", str(text).strip()).replace("→", "->").replace("/", "|")
+    return re.sub(r"\s+", "-", text)
+
+
+def finding_id(f: dict) -> str:
+    """`check/kind/subject` (`subject@label` in a multi-label audit). Built from what the finding is about, so
+    the same flaw keeps its id across seeds, releases and retraining; a waiver names it (gate/waivers.py)."""
+    subject = f.get("key") or f["subject"]
+    label = f.get("label")
+    if label is not None and subject.startswith(f"{label}: "):  # multi-label subjects lead with their label
+        subject = subject[len(label) + 2:]
+    return f"{f['check']}/{f['kind']}/{_slug(subject)}" + (f"@{_slug(label)}" if label is not None else "")
+
+
+def unique_ids(findings: list[dict]) -> list[dict]:
+    """Two findings of one audit with the same id (a plugin reusing a subject) get `~2`, `~3` in ranked order."""
+    seen: dict[str, int] = {}
+    for f in findings:
+        base = f.get("id") or finding_id(f)
+        seen[base] = seen.get(base, 0) + 1
+        f["id"] = base if seen[base] == 1 else f"{base}~{seen[base]}"
+    return findings
 
 
 def supported(f: dict) -> bool:
@@ -77,7 +110,7 @@ def coerce(item, check: str) -> dict:
     if isinstance(item, Finding):
         return item.as_dict()
     if isinstance(item, dict):
-        return Finding(**{"check": check, **item}).as_dict()
+        return Finding(**{"check": check, **{k: v for k, v in item.items() if k != "id"}}).as_dict()
     return Finding("warn", check, "note", check, str(item)).as_dict()
 
 

@@ -40,7 +40,7 @@ except ImportError:  # pragma: no cover
 
 SCHEMA_FILE = Path(__file__).with_name("summary.schema.json")
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
-SCHEMA_ID = "https://cnnaudit.dev/schema/summary-0.8.json"
+SCHEMA_ID = "https://cnnaudit.dev/schema/summary-0.9.json"
 TITLE = "cnnaudit summary.json"
 DESCRIPTION = ("What CI integrators may rely on. Sections of checks that ran are objects (a failed check's is "
                "{failed: true, error}); keys not listed here may appear and are not part of the contract.")

@@ -89,6 +89,9 @@ class Finding(TypedDict):
     p_adjusted: Annotated[float | None, Constraint(minimum=0, maximum=1)]
     evidence: Annotated[str, Constraint(pattern="^#")]
     sample_ids: list[Count]
+    id: Annotated[str, Constraint(minLength=1), Doc(
+        "stable across seeds, releases and retrained models: check/kind/subject (subject@label in a multi-label "
+        "audit), from what the finding is about, never its numbers; waivers name it (since 0.9.0)")]
     label: NotRequired[Annotated[str, Doc("a multi-label audit: the label whose decision the finding is about; "
                                           "its subject and title start with it (since 0.8.0)")]]
 

@@ -320,6 +320,17 @@ def gap_findings(summary, clean: pd.DataFrame) -> list[Finding]:
     return out
 
 
+def slice_key(description: str) -> str:
+    """A discovered slice's id subject from what distinguishes it (bias/slices.py: describe), not from its
+    discovery order: the metadata value it concentrates, else its class, else its first image property
+    ("discovered:scanner=C", "discovered:class-5", "discovered:high-brightness")."""
+    parts = [p.split(" (")[0] for p in description.split("; ")]
+    meta = [p.rsplit(" ", 1)[0] for p in parts if " = " in p]
+    klass = [p.rsplit(" ", 1)[0] for p in parts if p.startswith("class ")]
+    props = [p for p in parts if p.startswith(("low ", "high "))]
+    return "discovered:" + ((meta or klass or props or ["unexplained"])[0])
+
+
 def _findings(summary, clean: pd.DataFrame, discovered: list[dict]) -> list[Finding]:
     out = []
     for d in discovered:
@@ -329,7 +340,8 @@ def _findings(summary, clean: pd.DataFrame, discovered: list[dict]) -> list[Find
                 f"A discovered slice fails: {100 * d['accuracy']:.0f}% accuracy vs {100 * d['rest_accuracy']:.0f}% "
                 "elsewhere, confirmed on held-out images", f"{d['description']}; {d['n']} held-out images (Fisher "
                 f"exact, Holm-adjusted {fmt_p(d['p_adjusted'])})", effect=d["gap"], ci=d["gap_ci"],
-                p_adjusted=d["p_adjusted"], evidence="#subgroups-discovered", sample_ids=d["sample_ids"]))
+                p_adjusted=d["p_adjusted"], evidence="#subgroups-discovered", sample_ids=d["sample_ids"],
+                key=slice_key(d["description"])))
     out.extend(gap_findings(summary, clean))
     for attr, r in summary["data_audit"]["representation"].items():
         for f in r["flagged"]:

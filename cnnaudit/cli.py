@@ -532,7 +532,9 @@ def _run(args) -> int:
             else:
                 setattr(config, key, value)
     _check_policy_plan(rules, config, baseline, data)
-    result = run_audit(model, data, config, unsafe_pickle=unsafe, resume_dir=resume_dir)
+    from . import IMPORTED_AT
+    result = run_audit(model, data, config, unsafe_pickle=unsafe, resume_dir=resume_dir,
+                       started_at=None if args.command == "demo" else IMPORTED_AT)
     if not result.primary:
         return EXIT_PASS  # torchrun's other ranks: rank 0 writes, prints and gates
     s = result.summary
@@ -545,6 +547,8 @@ def _run(args) -> int:
             result.write(args.out)
             raise
         s["gate"] = gate
+        from .gate.judge import undecided_findings
+        s["findings"] = undecided_findings(gate, s["findings"])
     paths = _write_outputs(args, result, s, gate, data=data)
     if not args.quiet and not args.json:
         ci = s["clean"]["accuracy_ci"]

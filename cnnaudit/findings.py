@@ -28,7 +28,7 @@ from .stats import ALPHA  # one significance level for every test
 
 SEVERITIES = ("fail", "warn", "info")
 # kinds any check (or the pipeline) may report; each check declares its own (Check.finding_kinds)
-GENERIC_KINDS = ("data", "check_failed", "note")
+GENERIC_KINDS = ("data", "check_failed", "note", "undecided")  # undecided: a gate rule a --budget sample cannot decide
 
 
 def kinds() -> tuple[str, ...]:

@@ -29,7 +29,7 @@ from .findings import Finding, rank, unique_ids
 from .model.sources import open_model
 from .model.outputs import SINGLE
 from .model.wrapper import build_audited_model, resolve_device
-from .progress import log
+from .progress import log, set_budget, time_left
 from .results import AuditResult
 
 
@@ -71,24 +71,28 @@ def _checks_to_run(config: AuditConfig, multilabel: bool = False) -> list[str]:
 
 
 def run_audit(model: str | Path | nn.Module, data: str | Path, config: AuditConfig | None = None, *,
-              unsafe_pickle: bool = False, resume_dir: str | Path | None = None) -> AuditResult:
+              unsafe_pickle: bool = False, resume_dir: str | Path | None = None,
+              started_at: float | None = None) -> AuditResult:
     """Run the audit. With `resume_dir` (the output folder), each finished check is checkpointed there and
     reused by a later run whose model, data, configuration and earlier checks are unchanged. Started by
     torchrun, each process computes its share of every check (distributed.py) and all return the same
-    result; `AuditResult.primary` is true on rank 0 only, which alone should write it."""
+    result; `AuditResult.primary` is true on rank 0 only, which alone should write it. `started_at` (a
+    time.time()): where --budget's clock starts when that is before this call (the CLI: the process's start-up)."""
     config = (config or AuditConfig()).validated()  # every setting checked before any work
     device = device_for_rank(resolve_device(config.device))
     shard, created = join(device)
     try:
         if not shard.is_main:
             config = replace(config, quiet=True)
-        return _run_audit(model, data, config, device, shard, unsafe_pickle, resume_dir)
+        return _run_audit(model, data, config, device, shard, unsafe_pickle, resume_dir, started_at)
     finally:
         leave(created)
 
 
-def _run_audit(model, data, config: AuditConfig, device, shard, unsafe_pickle, resume_dir) -> AuditResult:
+def _run_audit(model, data, config: AuditConfig, device, shard, unsafe_pickle, resume_dir,
+               started_at: float | None = None) -> AuditResult:
     t0 = time.perf_counter()
+    clock = t0 - max(0.0, time.time() - started_at) if started_at is not None else t0  # --budget's start
     ctx, names, check_options, size = _prepare(model, data, config, device, shard, unsafe_pickle)
     timing = {"load": time.perf_counter() - t0}
     checkpoints = None
@@ -111,7 +115,10 @@ def _run_audit(model, data, config: AuditConfig, device, shard, unsafe_pickle, r
         results, per_label, errors = run_labels(ctx, names, check_options, timing, _run_checks)
         resumed = []
     else:
-        results, resumed, errors = _run_checks(ctx, names, check_options, checkpoints, timing, started=t0)
+        try:
+            results, resumed, errors = _run_checks(ctx, names, check_options, checkpoints, timing, started=clock)
+        finally:
+            set_budget(None, None)  # the next audit in this process has its own (or none)
     timing["total"] = time.perf_counter() - t0
     summary = {"version": __version__, "seed": config.seed, "config": config.recorded(),
                "model": _model_section(ctx, size, device), "data": _data_section(ctx),
@@ -214,6 +221,8 @@ def _run_checks(ctx, names, check_options, checkpoints, timing, started: float |
     one matches; a check that raises becomes a failed result and the others go on. With --budget or --plan,
     the plan is made after clean (planning.py) and a plannable check runs on its share of the images."""
     config, results, resumed, errors, key = ctx.config, [], [], [], ""
+    done: dict[str, float] = {}  # --budget: the seconds each check after clean took (planning.replan)
+    set_budget(started if config.budget is not None else None, config.budget)
 
     def run_one(run_ctx, name):
         seed_everything(config.seed)
@@ -257,6 +266,8 @@ def _run_checks(ctx, names, check_options, checkpoints, timing, started: float |
                 t_plan = time.perf_counter()
                 plan = make_plan(ctx, names, run_one, started)  # every process calibrates (batches are sharded)
                 ctx.plan = ctx.shard.broadcast(plan if ctx.shard.is_main else None)  # and all follow rank 0's plan
+                if "infeasible" in ctx.plan:
+                    raise AuditError(ctx.plan["infeasible"])
                 timing["plan"] = time.perf_counter() - t_plan
                 log("plan: " + ", ".join(f"{n} {k} of {ctx.plan['available']} images"
                                          for n, k in ctx.plan["images"].items()), quiet=config.quiet)
@@ -264,6 +275,12 @@ def _run_checks(ctx, names, check_options, checkpoints, timing, started: float |
         if not result.summary.get("failed"):  # a failed check's (empty) rows are nothing a later check can read
             ctx.results[name] = result
         timing[name] = time.perf_counter() - t
+        if ctx.plan is not None and ctx.plan["source"] == "budget" and name != "clean":
+            from .planning import replan
+            done[name] = timing[name]
+            ctx.plan = ctx.shard.broadcast(replan(ctx.plan, names, done, started, config.budget)
+                                           if ctx.shard.is_main else None)
+            log(f"{name}: {timing[name]:.0f} s; {time_left()}", quiet=config.quiet)
     return results, resumed, errors
 
 

@@ -10,6 +10,11 @@ a proportion's interval half-width shrinks as 1 / sqrt(n), so minimising sum_i 1
 sum_i c_i n_i = T gives n_i proportional to c_i^(-2/3) (Lagrange), clipped to what is available and
 redistributed. The other checks run on every image and their predicted cost is taken off first.
 
+A budget the audit cannot meet here (the clean evaluation alone used it up, or the smallest plan is predicted
+over 1.1x of it) is refused in one sentence that names the budget that would do (exit 2), never overrun.
+After each check, the seconds the finished checks took against their prediction rescale the costs of the
+checks still to run, and their images are planned again on the time left (`replan`).
+
 The images are a prefix of one seeded, class-stratified order of the readable images (`order`), so the
 subsets are nested (a check given fewer images gets a subset of another's: the attacked images are among
 the corrupted ones when attacks get fewer) and paired with clean, and a plan (images per check) replays
@@ -34,6 +39,7 @@ SMALL, LARGE = 8, 64  # images a check is timed on before the plan (LARGE only w
 QUICK = 1.0
 MINIMUM = 30  # fewest images a planned check gets (under it an interval says little); fewer when not available
 RESERVE = 0.05  # of the budget, kept for writing the report and the outputs
+TOLERANCE = 1.1  # a budget whose smallest plan is predicted over 1.1x of it is refused, not overrun
 PLAN_VERSION = 1
 Z = 1.959964
 
@@ -117,6 +123,10 @@ def make_plan(ctx, names: list[str], run_one, started: float) -> dict:
         images = {n: min(int(given[n]), available) if n in given else available for n in planned}
         return {"source": "file", "file": str(config.plan), "budget_s": None, "available": available,
                 "images": images, "order": ids, "calibration": {}}
+    elapsed = time.perf_counter() - started
+    if config.budget is not None and elapsed >= config.budget * (1 - RESERVE):
+        return _infeasible(config, available, elapsed, f"the clean evaluation of all {available} images (which a "
+                           f"budget never cuts) took {elapsed:.0f} s here", elapsed * 1.5)
     costs, overheads, pilots = {}, {}, {}
     for name in later:
         costs[name], overheads[name], pilot, pilot_n = calibrate(ctx, ids, name, run_one)
@@ -133,16 +143,49 @@ def make_plan(ctx, names: list[str], run_one, started: float) -> dict:
         log(f"--precision {config.precision:g}: " + ", ".join(f"{n} {images[n]} images" for n in planned)
             + f"; about {predicted:.0f} s in all, predicted from the time each check took here on a few images",
             quiet=config.quiet)
-    elif predicted > config.budget:
-        log(f"--budget {config.budget:g} s: even the smallest plan needs about {predicted:.0f} s here (the checks "
-            "that cover every image, and at least 30 images per planned check); the audit goes on over budget",
-            quiet=config.quiet)
+    elif predicted > config.budget * TOLERANCE:
+        return _infeasible(config, available, elapsed, f"the smallest plan ({min(MINIMUM, available)} images per "
+                           f"planned check, every image for {', '.join(n for n in later if n not in planned) or 'none'}"
+                           f") needs about {predicted:.0f} s here, the clean evaluation and the calibration included",
+                           predicted)
     return {"source": "precision" if config.precision is not None else "budget", "budget_s": config.budget,
             "precision": config.precision, "available": available, "images": images, "order": ids,
             "calibration": {"seconds_per_image": {n: round(c, 6) for n, c in costs.items()},
                             "seconds_per_run": {n: round(c, 6) for n, c in overheads.items()},
                             "elapsed_before_plan_s": round(elapsed, 3)},
-            "predicted_s": round(predicted, 3)}
+            "predicted_s": round(predicted, 3), "replanned": []}
+
+
+def _infeasible(config, available: int, elapsed: float, why: str, needs: float) -> dict:
+    """A budget this audit cannot meet here: said in one sentence before the work, never overrun silently (the
+    pipeline raises it on every process, after rank 0's plan is broadcast)."""
+    return {"infeasible": f"--budget {config.budget:g} s cannot be met here: {why}; give --budget "
+                          f"{math.ceil(needs / 10) * 10:.0f} or more, audit fewer images (--limit), or leave out "
+                          "checks (--checks).", "images": {}, "available": available, "elapsed_s": round(elapsed, 3)}
+
+
+def replan(plan: dict, names: list[str], done: dict[str, float], started: float, budget: float) -> dict:
+    """The plan for the checks still to run, after one ran: a calibration on 8 to 64 images misjudges the cost
+    of the whole (the first images of a check pay its warm-up; 0.69-0.73 of the budget was used on the digits
+    before this), so the seconds the finished checks took against their prediction rescale the costs of those
+    left (the ratio clipped to [1/4, 4]) and the time left is shared again. Sizes stay prefixes of the one
+    order, so the subsets stay nested and paired; plan.json records the sizes used."""
+    cal = plan["calibration"]
+    cost, over = cal["seconds_per_image"], cal["seconds_per_run"]
+    available = plan["available"]
+    n = lambda k: plan["images"].get(k, available)  # noqa: E731
+    predicted = sum(over[k] + cost[k] * n(k) for k in done)
+    ratio = min(4.0, max(0.25, sum(done.values()) / predicted)) if predicted > 0 else 1.0
+    todo = [k for k in names if k in cost and k not in done]
+    planned = [k for k in todo if k in plan["images"]]
+    if not planned:
+        return plan
+    left = budget * (1 - RESERVE) - (time.perf_counter() - started) \
+        - ratio * sum(over[k] + (0 if k in planned else cost[k] * available) for k in todo)
+    images = allocate({k: cost[k] * ratio for k in planned}, left, available)
+    return {**plan, "images": {**plan["images"], **images},
+            "replanned": [*plan.get("replanned", []), {"after": list(done)[-1], "ratio": round(ratio, 4),
+                                                         "images": images}]}
 
 
 def _timed(ctx, ids, name, run_one) -> tuple[float, dict | None]:
@@ -208,7 +251,8 @@ def section(plan: dict, results: dict, timing: dict, total: float) -> dict:
     return {"source": plan["source"], "budget_s": plan["budget_s"], "precision": plan.get("precision"),
             "file": plan.get("file"),
             "available": int(plan["available"]), "calibration": plan["calibration"],
-            "predicted_s": plan.get("predicted_s"), "total_s": round(total, 3), "checks": checks}
+            "predicted_s": plan.get("predicted_s"), "total_s": round(total, 3), "checks": checks,
+            **({"replanned": plan["replanned"]} if plan.get("replanned") else {})}
 
 
 def plan_file(plan_section: dict, seed: int) -> dict:

@@ -79,7 +79,7 @@ class Finding(TypedDict):
     kind: Annotated[str, Constraint(minLength=1), Doc(
         "built-in kinds: weak_class, confusion, corruption_cliff, robustness_budget, subgroup_gap, slice, "
         "shortcut, masking, stochastic, data, check_failed, note, shift_sensitivity, near_boundary, weak_label, "
-        "sensitivity_gap; a plugin "
+        "sensitivity_gap, undecided; a plugin "
         "may add its own")]
     subject: str
     title: Annotated[str, Constraint(minLength=1)]
@@ -135,6 +135,9 @@ class PlanSection(TypedDict):
     predicted_s: Any
     total_s: Any
     checks: dict[str, PlannedCheck]
+    replanned: NotRequired[Annotated[list[dict[str, Any]], Doc(
+        "--budget: after each check, the measured/predicted seconds ratio of the checks so far and the images "
+        "it gave the planned checks still to run (since 0.9.0)")]]
 
 
 class Summary(TypedDict):

@@ -48,10 +48,13 @@ def test_every_prefix_of_the_order_is_class_stratified_and_seeded():
 @pytest.mark.slow
 def test_a_budgeted_audit_uses_nested_subsets_and_replays_from_its_plan(torchscript_path, digits_dir, tmp_path):
     opts = ["--checks", "adversarial,corruption,shift", "--attack-strength", "fast", "--norms", "linf",
-            "--eps-linf", "2/255", "--corruptions", "fog", "--severities", "3", "--quiet"]
+            "--eps-linf", "2/255", "--corruptions", "fog", "--severities", "3"]
     out = tmp_path / "a"
-    r = run_cli("run", torchscript_path, digits_dir, "--budget", "25", "--out", out, *opts)
+    r = run_cli("run", torchscript_path, digits_dir, "--budget", "40", "--out", out, *opts)
     assert r.returncode == 0, r.stderr
+    # progress says the time left against the budget, after each check too
+    assert "s of the 40 s budget left" in r.stderr or "s over the 40 s budget" in r.stderr, r.stderr
+    opts.append("--quiet")
     s = read_summary(out)
     plan = s["plan"]
     assert plan["source"] == "budget" and plan["available"] == s["data"]["n_samples"] == 300
@@ -65,7 +68,7 @@ def test_a_budgeted_audit_uses_nested_subsets_and_replays_from_its_plan(torchscr
     assert ids["adversarial"] <= ids["corruption"]  # nested: the attacked images are among the corrupted ones
     assert all(v["half_width"] is not None and 0 < v["half_width"] < 0.5 for v in plan["checks"].values())
     html = (out / "report.html").read_text()
-    assert 'id="plan"' in html and "--budget 25" in html
+    assert 'id="plan"' in html and "--budget 40" in html
     saved = json.loads((out / "plan.json").read_text())
     assert saved["images"] == images and saved["seed"] == 0
     # the plan replays exactly: the same images per check and the same results
@@ -130,3 +133,74 @@ def test_precision_plans_the_smallest_samples_and_says_the_time(torchscript_path
     assert s["plan"]["source"] == "precision" and s["plan"]["precision"] == 0.1
     for name, c in s["plan"]["checks"].items():
         assert c["images"] < 300 and c["half_width"] <= 0.1 * 1.05, (name, c)
+
+
+def _plan(images: dict, cost: dict, available: int = 1000) -> dict:
+    return {"source": "budget", "available": available, "images": images, "replanned": [],
+            "calibration": {"seconds_per_image": cost, "seconds_per_run": {k: 0.0 for k in cost}}}
+
+
+def test_replanning_rescales_the_checks_left_by_what_the_finished_ones_cost():
+    """The calibration misjudged: adversarial took twice its prediction, so the checks after it are predicted
+    at twice their calibrated cost and get fewer images; a check that ran as predicted changes nothing."""
+    import time
+    from cnnaudit.planning import allocate, replan
+    cost = {"adversarial": 0.1, "corruption": 0.01, "shift": 0.01}
+    plan = _plan({"adversarial": 200, "corruption": 800, "shift": 800}, cost)
+    started = time.perf_counter() - 20.0  # 20 s into a 60 s budget: 37 s left after the 5% reserve
+    slow = replan(plan, ["clean", *cost], {"adversarial": 40.0}, started, 60.0)
+    assert slow["replanned"][0]["ratio"] == 2.0 and slow["images"]["adversarial"] == 200  # what ran stays
+    want = allocate({"corruption": 0.02, "shift": 0.02}, 37.0, 1000)
+    assert all(abs(slow["images"][k] - want[k]) <= 2 for k in want), (slow["images"], want)
+    assert slow["images"]["corruption"] < 1000
+    on_time = replan(plan, ["clean", *cost], {"adversarial": 20.0}, started, 60.0)
+    assert on_time["replanned"][0]["ratio"] == 1.0 and on_time["images"]["corruption"] == 1000
+    # a ratio far off is clipped to [1/4, 4]: one warm-up outlier does not starve the rest
+    assert replan(plan, ["clean", *cost], {"adversarial": 400.0}, started, 60.0)["replanned"][0]["ratio"] == 4.0
+
+
+def test_a_budget_the_audit_cannot_meet_is_refused_in_one_sentence(torchscript_path, digits_dir, tmp_path):
+    """A budget spent before the plan (start-up and the clean evaluation, which a budget never cuts): exit 2
+    with the budget that would do, not an audit that silently runs ten times over."""
+    r = run_cli("run", torchscript_path, digits_dir, "--budget", "1", "--checks", "shift", "--out", tmp_path / "o")
+    assert r.returncode == 2, r.stderr
+    line = r.stderr.strip().splitlines()[-1]
+    assert "--budget 1 s cannot be met here: the clean evaluation of all 300 images" in line
+    assert "give --budget" in line and "or more" in line and "Traceback" not in r.stderr
+
+
+def test_a_rule_a_sample_cannot_decide_has_no_evidence(torchscript_path, digits_dir):
+    """min_robust_accuracy on a check the plan gave a subset: a threshold inside the 95% interval is
+    undecided (on_insufficient: fail by default, warn, pass) and becomes a finding; on every image, or with
+    the threshold outside the interval, the rule is judged as ever."""
+    from cnnaudit.gate import judge
+    from cnnaudit.gate.judge import undecided_findings
+    from cnnaudit.gate.policy import parse_policy
+    adv = {"results": [{"norm": "linf", "attack": "worst_case", "eps": 2 / 255, "eps_label": "2/255", "n": 40,
+                        "robust_accuracy": 0.55, "robust_accuracy_ci": [0.40, 0.69]}],
+           "gradient_masking": "none"}
+    summary = {"adversarial": adv, "findings": [],
+               "plan": {"checks": {"adversarial": {"images": 40, "available": 300}}}}
+
+    def rules(**extra):
+        return parse_policy({"rule": [{"kind": "min_robust_accuracy", "norm": "linf", "eps": "2/255",
+                                       "threshold": 0.5, **extra}]})
+
+    (r,) = judge(rules(), summary)["rules"]
+    assert not r["passed"] and r["undecided"]["images"] == 40 and "cannot decide" in r["detail"]
+    assert "0.4000-0.6900 holds the threshold" in r["detail"]
+    (w,) = judge(rules(on_insufficient="warn"), summary)["rules"]
+    assert not w["passed"] and w["severity"] == "warn"
+    (ok,) = judge(rules(on_insufficient="pass"), summary)["rules"]
+    assert ok["passed"] and ok["undecided"]
+    (decided,) = judge(rules(threshold=0.3), summary)["rules"]  # the whole interval is above it
+    assert decided["passed"] and "undecided" not in decided
+    every = {**summary, "plan": {"checks": {"adversarial": {"images": 300, "available": 300}}}}
+    (ever,) = judge(rules(), every)["rules"]
+    assert ever["passed"] and "undecided" not in ever
+    gate = judge(rules(), summary)
+    (f,) = undecided_findings(gate, [])
+    assert (f["kind"], f["check"], f["evidence"], f["id"]) == ("undecided", "adversarial", "#plan",
+                                                               "adversarial/undecided/min_robust_accuracy-1")
+    with pytest.raises(AuditError, match="on_insufficient = 'maybe' should be one of fail, warn, pass"):
+        rules(on_insufficient="maybe")

@@ -33,7 +33,32 @@ def _judge(rule: Rule, kinds: dict, summary: dict, baseline: dict | None, compar
         raise AuditError(f"rule {rule.name!r} needs the {check} check, which this audit did not run; "
                          f"run it ({kind.needs or '--checks ' + check}) or remove the rule.")
     section = summary if check is None else summary[check]
-    return kind.judge(rule, Evidence(section, summary=summary, baseline=baseline, comparison=comparison))
+    return undecided(rule, kind.judge(rule, Evidence(section, summary=summary, baseline=baseline,
+                                                     comparison=comparison)), check, summary)
+
+
+def undecided(rule: Rule, judged: dict, check: str | None, summary: dict) -> dict:
+    """A rule on a check that --budget or --precision gave a sample, whose value's 95% interval (`ci` in the
+    judge's result) holds the threshold: the sample cannot tell pass from fail, so the rule has no evidence
+    either way and its `on_insufficient` applies (fail unless relaxed). The result says the interval and the
+    images, and `undecided` marks it (the CLI adds a finding). A check that ran on every image is judged as
+    ever: its interval is as narrow as this data allows."""
+    ci, planned = judged.get("ci"), ((summary.get("plan") or {}).get("checks") or {}).get(check or "")
+    if not ci or planned is None or planned["images"] >= planned["available"] or judged.get("value") is None:
+        return judged
+    threshold = judged.get("threshold")
+    if not isinstance(threshold, (int, float)) or not ci[0] < threshold < ci[1]:
+        return judged
+    mode = rule.params.get("on_insufficient", "fail")
+    why = (f"{judged['detail']}; on the {planned['images']} of {planned['available']} images the plan gave "
+           f"{check}, its 95% interval {ci[0]:.4f}-{ci[1]:.4f} holds the threshold, so this sample cannot decide "
+           "the rule (a larger --budget or --precision can)")
+    out = {**judged, "undecided": {"images": planned["images"], "available": planned["available"], "ci": ci}}
+    if mode == "pass":
+        return {**out, "passed": True, "detail": why + "; passed because on_insufficient = \"pass\""}
+    return {**out, "passed": False, "severity": "warn" if mode == "warn" else rule.severity,
+            "detail": why + ("; no pass without evidence (on_insufficient = \"warn\")" if mode == "warn"
+                             else "; no pass without evidence (set on_insufficient to relax)")}
 
 
 def label_summary(summary: dict, label: str) -> dict:
@@ -43,6 +68,15 @@ def label_summary(summary: dict, label: str) -> dict:
     return {**summary, **summary["per_label"][label], "task": "multiclass",
             "data": {**summary["data"], "classes": [absent(label), label]},
             "findings": [f for f in summary.get("findings", []) if f.get("label") == label]}
+
+
+def undecided_findings(gate: dict, findings: list[dict]) -> list[dict]:
+    """The findings with one `undecided` finding per rule a --budget sample could not decide, ranked in."""
+    from ..findings import Finding, rank, unique_ids
+    extra = [Finding("warn", r["metric"].split(".")[0] or "gate", "undecided", r["name"],
+                     f"Gate rule {r['name']!r} cannot be decided on the images the plan gave", r["detail"],
+                     evidence="#plan").as_dict() for r in gate["rules"] if r.get("undecided")]
+    return unique_ids(rank([*findings, *extra])) if extra else findings
 
 
 def _per_label(rule: Rule, kinds: dict, summary: dict) -> bool:

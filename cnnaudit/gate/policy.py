@@ -26,6 +26,8 @@ from ..errors import AuditError
 from ..rules import EVIDENCE_MODES, Rule, RuleKind
 
 COMMON = {"name": (str,), "kind": (str,), "severity": (str,)}
+# any rule may say what happens when a --budget sample cannot decide it (gate/judge.py: undecided); kept in params
+INSUFFICIENT = {"on_insufficient": (str,)}
 # any rule of a multi-label audit may name the label it judges (default: every label must pass); kept in params
 LABEL = {"label": (str,)}
 
@@ -68,7 +70,7 @@ def parse_policy(data: dict, where: str = "policy") -> list[Rule]:
         if kind not in kinds:
             raise AuditError(f"{label} has kind {kind!r}; choose from {', '.join(kinds)}.")
         spec = kinds[kind][0]
-        required, allowed = spec.required, {**COMMON, **LABEL, **spec.required, **spec.optional}
+        required, allowed = spec.required, {**COMMON, **LABEL, **INSUFFICIENT, **spec.required, **spec.optional}
         for key, value in raw.items():
             if key not in allowed:
                 raise AuditError(f"{label} has unknown key {key!r}; {kind} takes {', '.join(sorted(allowed))}.")
@@ -85,6 +87,9 @@ def parse_policy(data: dict, where: str = "policy") -> list[Rule]:
         key = spec.evidence_key
         if key in raw and raw[key] not in EVIDENCE_MODES:
             raise AuditError(f"{label}: {key} = {raw[key]!r} should be one of {', '.join(EVIDENCE_MODES)}.")
+        if raw.get("on_insufficient", "fail") not in EVIDENCE_MODES:
+            raise AuditError(f"{label}: on_insufficient = {raw['on_insufficient']!r} should be one of "
+                             f"{', '.join(EVIDENCE_MODES)}.")
         if "threshold" in raw and spec.share_threshold and not 0 <= raw["threshold"] <= 1:
             raise AuditError(f"{label}: threshold = {raw['threshold']!r} should be a share between 0 and 1.")
         name = raw.get("name") or f"{kind} {i}"

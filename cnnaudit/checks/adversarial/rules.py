@@ -39,7 +39,9 @@ def judge_robust_accuracy(rule, adv: dict) -> dict:
         return without_evidence(rule, metric, r["robust_accuracy"], p["threshold"],
                                 detail + f"; the model answers queries only, so this is an upper bound from Square "
                                          f"with {queries} queries, which a white-box attack may lower")
-    return result(rule, metric, r["robust_accuracy"], p["threshold"], passed, detail)
+    out = result(rule, metric, r["robust_accuracy"], p["threshold"], passed, detail)
+    out["ci"] = r.get("robust_accuracy_ci")  # under --budget the gate asks whether it decides (gate/judge.py)
+    return out
 
 
 def plan_robust_accuracy(rule, opts, attributes) -> None:

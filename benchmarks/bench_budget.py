@@ -53,6 +53,10 @@ def main(argv=None) -> int:
             r = subprocess.run([sys.executable, "-m", "cnnaudit", "run", str(path), str(data), "--budget", f"{budget:g}",
                                 "--out", str(out), "--quiet", *extra], capture_output=True, text=True)
             wall = time.perf_counter() - t
+            if r.returncode == 2 and "cannot be met here" in r.stderr:  # refused, as it should be, before the work
+                print(f"| {workload} | {budget:g} | {wall:.0f} | refused | {r.stderr.strip().splitlines()[-1]} | |",
+                      flush=True)
+                continue
             if r.returncode not in (0, 1):
                 print(f"| {workload} | {budget:g} | failed ({r.returncode}): {r.stderr.strip()[-200:]} | | | |")
                 continue
@@ -60,8 +64,9 @@ def main(argv=None) -> int:
             images = ", ".join(f"{k} {v['images']}/{v['available']}" for k, v in plan["checks"].items())
             widths = ", ".join(f"{k} {100 * v['half_width']:.1f}" for k, v in plan["checks"].items()
                                if v["half_width"] is not None)
-            print(f"| {workload} | {budget:g} | {wall:.0f} | {wall / budget:.2f} | {images} | {widths} points |",
-                  flush=True)
+            ratios = ", ".join(f"{r['ratio']:.2f}" for r in plan.get("replanned", []))
+            print(f"| {workload} | {budget:g} | {wall:.0f} | {wall / budget:.2f} | {images} | {widths} points |"
+                  + (f" re-planned at measured/predicted {ratios}" if ratios else ""), flush=True)
     return 0
 
 

@@ -256,7 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     review.add_argument("out_dir", metavar="OUT", help="the OUT folder of a finished audit, or its summary.json")
     review.add_argument("--policy", help="policy (or waivers file) whose [[waiver]]s are honoured; default: the "
                         "waivers the audit's own gate accepted, if it was gated")
-    review.add_argument("--out", metavar="FILE", help="the stub to write (default: OUT/waivers.toml)")
+    review.add_argument("--out", metavar="FILE", dest="stub",  # not `out`: no crash.log goes into a stub's path
+                        help="the stub to write (default: OUT/waivers.toml)")
     review.add_argument("--force", action="store_true", help="replace --out if it exists")
     return parser
 
@@ -388,7 +389,7 @@ def _run_review(args) -> int:
     policy = load_policy(args.policy, need_rules=False) if args.policy else None
     day = today()
     todo, statuses = needing_decision(summary, policy.waivers if policy is not None else None, day)
-    target = Path(args.out) if args.out else path.parent / "waivers.toml"
+    target = Path(args.stub) if args.stub else path.parent / "waivers.toml"
     for w in problems({"waivers": statuses}):
         print(f"[WARN] waiver {w['finding']!r} {w['status']}: {w['detail']}")
     if not todo:

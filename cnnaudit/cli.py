@@ -1,4 +1,5 @@
-"""Command line: `cnnaudit run MODEL DATA`, `demo`, `compare BASELINE CANDIDATE DATA`, `gate SUMMARY`, `diff OLD NEW`.
+"""Command line: `cnnaudit run MODEL DATA`, `demo`, `compare BASELINE CANDIDATE DATA`, `gate SUMMARY`, `diff OLD NEW`,
+`review OUT`.
 
 Exit 0 pass, 1 gate failed, 2 bad input or usage, 3 audit incomplete (a check failed, or an unexpected
 error), 130 interrupted (the outputs are staged and renamed into OUT together at the end, io.OutputSet, so
@@ -245,6 +246,19 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("new")
     diff.add_argument("--json", action="store_true", help="print the deltas as JSON: {metrics: [...], findings: "
                       "{new: [...], resolved: [...]}}")
+
+    review = sub.add_parser("review", help="list the findings that need a decision and write a waiver stub",
+                            description="Print the fail and warn findings of OUT (an audit's folder, or its "
+                            "summary.json) that no waiver accepts, and write a [[waiver]] stub for each to --out "
+                            "for a reviewer to fill in (an empty reason or by is an error, so an unfilled stub "
+                            "accepts nothing). Exit 0 when nothing needs a decision, 1 when something does, 2 bad "
+                            "input.")
+    review.add_argument("out_dir", metavar="OUT", help="the OUT folder of a finished audit, or its summary.json")
+    review.add_argument("--policy", help="policy (or waivers file) whose [[waiver]]s are honoured; default: the "
+                        "waivers the audit's own gate accepted, if it was gated")
+    review.add_argument("--out", metavar="FILE", dest="stub",  # not `out`: no crash.log goes into a stub's path
+                        help="the stub to write (default: OUT/waivers.toml)")
+    review.add_argument("--force", action="store_true", help="replace --out if it exists")
     return parser
 
 
@@ -335,9 +349,11 @@ def _run_gate(args) -> int:
     if not args.policy:
         raise AuditError("cnnaudit gate needs --policy FILE.")
     rules, baseline = _load_gate_inputs(args)
-    summary = _read_summary(args.summary, "SUMMARY")
+    from .compat import upgrade
+    summary = upgrade(_read_summary(args.summary, "SUMMARY"))  # an earlier release's: its findings get ids
     comparison = _read_comparison(args.comparison) if args.comparison else None
     gate = judge(rules, summary, baseline, comparison)
+    summary = _with_waivers(summary, gate)
     if args.junit or args.markdown:
         from .io import OutputSet
         with OutputSet(Path(args.summary).parent) as outputs:  # its staging folder sits beside SUMMARY
@@ -351,6 +367,45 @@ def _run_gate(args) -> int:
               file=sys.stderr)
         return EXIT_INCOMPLETE
     return EXIT_PASS if gate["passed"] else EXIT_GATE_FAILED
+
+
+def _with_waivers(summary: dict, gate: dict) -> dict:
+    """The summary whose findings carry the waivers the gate accepted (summary.json, report, JUnit, Markdown)."""
+    from .gate.waivers import mark
+    return {**summary, "findings": mark(summary.get("findings") or [], gate.get("waivers") or [])}
+
+
+def _run_review(args) -> int:
+    """The findings that need a decision, printed, and a [[waiver]] stub for each written to --out."""
+    from .gate import load_policy
+    from .gate.review import needing_decision, stub
+    from .gate.waivers import problems, today
+    from .io import write_text
+    source = Path(args.out_dir)
+    path = source if source.suffix == ".json" else source / "summary.json"
+    if not path.is_file():
+        raise AuditError(f"{str(path)!r} does not exist; give the OUT folder of a finished audit (or its summary.json).")
+    summary = _read_summary(str(path), "OUT")
+    policy = load_policy(args.policy, need_rules=False) if args.policy else None
+    day = today()
+    todo, statuses = needing_decision(summary, policy.waivers if policy is not None else None, day)
+    target = Path(args.stub) if args.stub else path.parent / "waivers.toml"
+    for w in problems({"waivers": statuses}):
+        print(f"[WARN] waiver {w['finding']!r} {w['status']}: {w['detail']}")
+    if not todo:
+        print(f"no finding needs a decision ({len(summary.get('findings') or [])} finding(s); those at fail or warn "
+              "are waived)" if summary.get("findings") else "no finding needs a decision")
+        return EXIT_PASS
+    if target.exists() and not args.force:
+        raise AuditError(f"--out {str(target)!r} exists (a stub being filled in?); give --out another path, or "
+                         "--force to replace it.")
+    print(f"{len(todo)} finding(s) need a decision:")
+    for f in todo:
+        print(f"  [{f['severity']}] {f['id']}: {f['title']}")
+    write_text(target, stub(todo, str(path), day))
+    print(f"waiver stub: {target.resolve()} (fill in reason and by for each finding you accept, delete the others, "
+          "and add the file's [[waiver]] tables to the policy)")
+    return EXIT_GATE_FAILED
 
 
 def _run_diff(args) -> int:
@@ -475,6 +530,7 @@ def _run_compare(args) -> int:
         # summary; paired ones with the comparison
         gate = judge(rules, cand.summary, baseline_summary or base.summary, result.comparison)
         cand.summary["gate"] = result.comparison["gate"] = gate
+        cand.summary["findings"] = _with_waivers(cand.summary, gate)["findings"]
     paths = _write_outputs(args, result, cand.summary, gate, data=args.data, comparison=result.comparison)
     c = result.comparison
     if not args.quiet and not args.json:
@@ -512,6 +568,8 @@ def _run(args) -> int:
         return _run_compare(args)
     if args.command == "diff":
         return _run_diff(args)
+    if args.command == "review":
+        return _run_review(args)
     import json
     from .pipeline import run_audit
     config = _config_from_args(args)
@@ -547,6 +605,7 @@ def _run(args) -> int:
             result.write(args.out)
             raise
         s["gate"] = gate
+        s["findings"] = _with_waivers(s, gate)["findings"]
         from .gate.judge import undecided_findings
         s["findings"] = undecided_findings(gate, s["findings"])
     paths = _write_outputs(args, result, s, gate, data=data)
@@ -555,7 +614,7 @@ def _run(args) -> int:
         print(f"clean accuracy {100 * s['clean']['accuracy']:.1f}% [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}] on "
               f"{s['data']['n_samples']} images, {s['data']['n_skipped']} skipped, {len(s['findings'])} finding(s)")
         for f in s["findings"]:
-            print(f"  - [{f['severity']}] {f['title']}")
+            print(f"  - [{f['severity']}] {f['title']} ({f['id']}" + (", waived)" if f.get("waiver") else ")"))
     if args.command == "demo" and not args.quiet and not args.json:
         from .demo import planted_versus_found
         print("\n".join(planted_versus_found(s)))

@@ -87,6 +87,12 @@ def finding_id(f: dict) -> str:
     return f"{f['check']}/{f['kind']}/{_slug(subject)}" + (f"@{_slug(label)}" if label is not None else "")
 
 
+def id_prefix(check: str, kind: str, subject: str) -> str:
+    """The start of the ids of the findings of `kind` about `subject` (`subgroups/subgroup_gap/scanner` for every
+    group of scanner): what a rule kind's failure is about (RuleKind.about), matched at a segment boundary."""
+    return f"{check}/{kind}/{_slug(subject)}"
+
+
 def unique_ids(findings: list[dict]) -> list[dict]:
     """Two findings of one audit with the same id (a plugin reusing a subject) get `~2`, `~3` in ranked order."""
     seen: dict[str, int] = {}

@@ -38,7 +38,13 @@ class RuleKind:
     before any model work, `plan(rule, options, attributes)` (raise AuditError).
 
     `evidence_key` names the rule's setting for when the audit has no evidence either way (gradient
-    masking, no group large enough, an inconclusive verdict): fail unless the policy relaxes it."""
+    masking, no group large enough, an inconclusive verdict): fail unless the policy relaxes it.
+
+    `about(rule, evidence) -> list[str]`, where a failure is about findings: for a failed result, the finding-id
+    prefixes it fails on, one per offender (`findings.id_prefix`: `subgroups/subgroup_gap/scanner` for a gap
+    over the limit on scanner); [] when it fails on none (no evidence). The rule is waived, not failed, when
+    every offender has a finding an accepted waiver covers (gate/waivers.py). None: nothing to waive
+    (min_clean_accuracy)."""
     name: str
     judge: Callable
     required: dict = field(default_factory=dict)
@@ -48,6 +54,7 @@ class RuleKind:
     share_threshold: bool = True  # the threshold is a share in [0, 1]
     needs: str = ""  # how to make the audit compute it, e.g. "--checks adversarial"
     validate: Callable | None = None  # validate(rule): keys that only make sense together; raise AuditError
+    about: Callable | None = None  # about(rule, evidence): the findings a failure is about, for waivers
 
 
 @dataclass

@@ -72,6 +72,18 @@ class DataSection(TypedDict):
 
 
 @closed
+class FindingWaiver(TypedDict):
+    """The waiver that accepts a finding ([[waiver]] in the policy, cnnaudit/gate/waivers.py): who, why and
+    until when."""
+    finding: Annotated[str, Doc("the waiver's finding: an id, a prefix of ids ending at a segment boundary, or "
+                                "a glob")]
+    reason: Annotated[str, Constraint(minLength=1)]
+    by: Annotated[str, Constraint(minLength=1)]
+    expires: Annotated[str, Constraint(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"), Doc("the last day it holds")]
+    until_metric: NotRequired[Annotated[str, Doc("it holds only while this does, e.g. \"effect < 0.4\"")]]
+
+
+@closed
 class Finding(TypedDict):
     """One finding (cnnaudit/findings.py): what a reviewer must look at, ranked; exactly these keys."""
     severity: Literal["fail", "warn", "info"]
@@ -94,6 +106,9 @@ class Finding(TypedDict):
         "audit), from what the finding is about, never its numbers; waivers name it (since 0.9.0)")]
     label: NotRequired[Annotated[str, Doc("a multi-label audit: the label whose decision the finding is about; "
                                           "its subject and title start with it (since 0.8.0)")]]
+    waiver: NotRequired[Annotated[FindingWaiver, Doc(
+        "gated with a policy: the accepted waiver that covers the finding; max_findings does not count it and a "
+        "rule that fails only on it is waived (since 0.9.0)")]]
 
 
 class CheckError(TypedDict):
@@ -102,12 +117,28 @@ class CheckError(TypedDict):
     error: Any
 
 
+class GateWaiver(TypedDict):
+    """One [[waiver]] of the policy as judged: accepted (it covers findings), expired, condition_failed (its
+    until_metric no longer holds) or stale (it matches no finding); only an accepted one counts."""
+    finding: str
+    reason: str
+    by: str
+    expires: Annotated[str, Constraint(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")]
+    until_metric: NotRequired[str]
+    status: Literal["accepted", "expired", "condition_failed", "stale"]
+    findings: Annotated[list[str], Doc("the ids of the findings it matches")]
+    detail: str
+
+
 class GateSection(TypedDict):
     """The verdict of the policy gate (--policy), when one was given."""
     passed: Any
     n_failed: Any
     n_warnings: Any
-    rules: Any
+    rules: Annotated[Any, Doc("a rule a waiver accepted has passed true and waived, the ids of the findings "
+                              "that accepted it (since 0.9.0)")]
+    waivers: NotRequired[Annotated[list[GateWaiver], Doc("the policy's waivers, each with its status, when it "
+                                                         "has any (since 0.9.0)")]]
 
 
 class Failed(TypedDict):

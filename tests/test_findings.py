@@ -102,7 +102,7 @@ def test_gate_junit_markdown_and_diff_read_findings(nines_trained_away, tmp_path
     assert [r["passed"] for r in gate["rules"]] == [False, False, True] and not gate["passed"]
     assert gate["rules"][0]["value"] == n_fail and gate["n_warnings"] == 1
     suite = ET.fromstring(junit_xml(gate, findings=s["findings"])).find("testsuite")
-    assert "[fail] Class '9' is recognised" in suite.find("system-out").text
+    assert "[fail] clean/weak_class/9: Class '9' is recognised" in suite.find("system-out").text
     md = markdown(gate, s)
     assert "**Where it fails**" in md and "1. ❌ Class '9' is recognised" in md
     # diff: against itself nothing is new; against a summary without the weak class, it is new
@@ -116,7 +116,7 @@ def test_gate_junit_markdown_and_diff_read_findings(nines_trained_away, tmp_path
     out = run_cli("diff", a, b, "--json")
     assert out.returncode == 0, out.stderr
     assert [f["subject"] for f in json.loads(out.stdout)["findings"]["new"]] == [f["subject"] for f in changes["new"]]
-    assert "new finding: [fail] Class '9' is recognised" in run_cli("diff", a, b).stdout
+    assert "new finding: [fail] clean/weak_class/9: Class '9' is recognised" in run_cli("diff", a, b).stdout
 
 
 def test_a_plugin_sentence_becomes_a_note(nines_trained_away):

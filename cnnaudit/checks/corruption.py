@@ -25,7 +25,7 @@ from .. import aggregate
 from ..schema import CI, Count, Share
 from ..corruptions import CORRUPTIONS, DEFAULT, GROUPS, SEVERITIES, corrupt, levels
 from ..errors import AuditError
-from ..findings import Finding, fmt_p
+from ..findings import Finding, fmt_p, id_prefix
 from ..stats import ALPHA
 from ..rules import NUMBER, RuleKind, result
 from ..stats import holm, mcnemar_exact, newcombe_paired_ci
@@ -66,6 +66,13 @@ def _judge_drop(rule, cor: dict) -> dict:
                          f"{', '.join(cor['corruptions'])}); add it with --corruptions or fix the rule.")
     return result(rule, f"corruption.relative_drop.{which}", v, p["threshold"], v is not None and v <= p["threshold"],
                   f"accuracy drop under {which} {v:.4f} of clean (maximum {p['threshold']})")
+
+
+def _drop_about(rule, cor: dict) -> list[str]:
+    """A drop over the limit under one corruption is about its corruption_cliff finding (waivers); the mean over
+    corruptions is about none, so it cannot be waived."""
+    which = rule.params.get("corruption", "mean")
+    return [] if which == "mean" else [id_prefix("corruption", "corruption_cliff", which)]
 
 
 def _plan_drop(rule, opts, attributes) -> None:
@@ -111,7 +118,8 @@ class CorruptionCheck(Check):
     options_type = CorruptionOptions
     lower_is_better = ("corruption.relative_drop.",)
     rule_kinds = (RuleKind("max_corruption_drop", _judge_drop, plan=_plan_drop, required={"threshold": NUMBER},
-                           optional={"corruption": (str,)}, needs="--checks corruption"),)
+                           optional={"corruption": (str,)}, needs="--checks corruption",
+                           about=_drop_about),)
 
     @staticmethod
     def metrics(section: dict) -> dict[str, float]:

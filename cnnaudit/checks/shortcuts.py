@@ -34,7 +34,7 @@ from scipy.stats import binomtest, spearmanr
 from ..data.images import image_size
 from ..data.sampling import seeded_subset
 from ..errors import AuditError
-from ..findings import Finding
+from ..findings import Finding, id_prefix
 from ..rules import RuleKind, result, selected, without_evidence
 from ..options import OptionError, option
 from ..predict import predict
@@ -84,15 +84,26 @@ class ShortcutOptions:
 
 def _judge_no_shortcut(rule, sc: dict) -> dict:
     """no_shortcut: no tested artifact (or the one named) judged a shortcut; inconclusive is no evidence."""
-    arts, named = sc["artifacts"], rule.params.get("artifact")
-    names = selected(rule, named, arts, "artifact", "test", f"add --artifact {named}")
-    if not names:
-        raise AuditError(f"rule {rule.name!r} needs at least one annotated artifact; add --artifact NAME.")
-    bad = [a for a in names if arts[a]["verdict"] == "shortcut"]
+    arts = sc["artifacts"]
+    names, bad = _shortcuts(rule, sc)
     detail = ", ".join(f"{a}: {arts[a]['verdict']}" for a in names)
     if not bad and any(arts[a]["verdict"] == "inconclusive" for a in names):
         return without_evidence(rule, "shortcuts.verdict", 0, 0, detail)
     return result(rule, "shortcuts.verdict", len(bad), 0, not bad, detail)
+
+
+def _shortcuts(rule, sc: dict) -> tuple[list[str], list[str]]:
+    """(the artifacts the rule judges, those judged a shortcut)."""
+    arts, named = sc["artifacts"], rule.params.get("artifact")
+    names = selected(rule, named, arts, "artifact", "test", f"add --artifact {named}")
+    if not names:
+        raise AuditError(f"rule {rule.name!r} needs at least one annotated artifact; add --artifact NAME.")
+    return names, [a for a in names if arts[a]["verdict"] == "shortcut"]
+
+
+def _shortcut_about(rule, sc: dict) -> list[str]:
+    """A shortcut is about its shortcut finding (waivers); an inconclusive verdict is about none."""
+    return [id_prefix("shortcuts", "shortcut", a) for a in _shortcuts(rule, sc)[1]]
 
 
 def _plan_no_shortcut(rule, opts, attributes) -> None:
@@ -127,7 +138,7 @@ class ShortcutCheck(Check):
     lower_is_better = ("shortcuts.flip_rate.",)
     rule_kinds = (RuleKind("no_shortcut", _judge_no_shortcut, plan=_plan_no_shortcut,
                            optional={"artifact": (str,), "on_inconclusive": (str,)}, evidence_key="on_inconclusive",
-                           needs="--checks shortcuts --artifact NAME"),)
+                           needs="--checks shortcuts --artifact NAME", about=_shortcut_about),)
     # --budget may give it a subset (planning.py): the occlusion scan of every image is the dearest part of a
     # default audit at 224 px (341 of 529 s for a ResNet-18 on 1,000 images, 2 cores)
     plannable = True

@@ -32,7 +32,7 @@ from ..bias.properties import image_properties, thumbnails
 from ..model.embeddings import embed_batch, embedding_layer, stack
 from ..data.images import image_size
 from ..errors import AuditError
-from ..findings import Finding, fmt_p
+from ..findings import Finding, fmt_p, id_prefix
 from ..rules import NUMBER, RuleKind, result, selected, without_evidence
 from ..options import OptionError, option
 from ..datauri import thumbnail_uri, to_data_uri
@@ -92,10 +92,9 @@ def _judge_gap(rule, sub: dict) -> dict:
     p, attrs = rule.params, sub["attributes"]
     names = selected(rule, p.get("attribute"), attrs, "attribute", "group by", "add it with --group-by")
     only_sig = p.get("only_significant", False)
-    measured = {a: attrs[a]["gap"] for a in names if attrs[a]["gap"] is not None}
+    measured, offending = _gaps(rule, sub)
     worst_attr = max(measured, key=measured.get) if measured else None
     worst = measured.get(worst_attr)
-    offending = [a for a, g in measured.items() if g > p["threshold"] and (attrs[a]["significant"] or not only_sig)]
     insufficient = [a for a in names if a not in measured]
     detail = (f"largest gap {worst:.4f} ({worst_attr})" if worst is not None else "no attribute with two groups "
               "large enough to compare") + f" (maximum {p['threshold']}" + (", significant gaps only)" if only_sig
@@ -109,6 +108,20 @@ def _judge_gap(rule, sub: dict) -> dict:
         why = detail + ("" if names else "; no attribute to compare")
         return without_evidence(rule, metric, worst, p["threshold"], why)
     return result(rule, metric, worst, p["threshold"], not offending, detail)
+
+
+def _gaps(rule, sub: dict) -> tuple[dict[str, float], list[str]]:
+    """({attribute: gap} of those measured, the attributes over the rule's limit)."""
+    p, attrs = rule.params, sub["attributes"]
+    names = selected(rule, p.get("attribute"), attrs, "attribute", "group by", "add it with --group-by")
+    measured = {a: attrs[a]["gap"] for a in names if attrs[a]["gap"] is not None}
+    return measured, [a for a, g in measured.items() if g > p["threshold"]
+                      and (attrs[a]["significant"] or not p.get("only_significant", False))]
+
+
+def _gap_about(rule, sub: dict) -> list[str]:
+    """A gap over the limit is about the attribute's subgroup_gap finding (waivers)."""
+    return [id_prefix("subgroups", "subgroup_gap", a) for a in _gaps(rule, sub)[1]]
 
 
 def _plan_gap(rule, opts, attributes) -> None:
@@ -150,7 +163,7 @@ class SubgroupCheck(Check):
     options_type = SubgroupOptions
     rule_kinds = (RuleKind("max_subgroup_gap", _judge_gap, plan=_plan_gap, required={"threshold": NUMBER},
                            optional={"attribute": (str,), "only_significant": (bool,), "on_insufficient": (str,)},
-                           evidence_key="on_insufficient", needs="--checks subgroups"),)
+                           evidence_key="on_insufficient", needs="--checks subgroups", about=_gap_about),)
     reads_options = ("shortcuts",)  # artifacts are not ranked as groups
     lower_is_better = ("subgroups.gap.",)
 

@@ -1,5 +1,6 @@
 """The gate's rule on findings, max_findings: at most `threshold` findings (default 0) at `severity_at_least`
-(fail, or warn: fail and warn) of the listed `kinds` (default: every kind), from summary.findings."""
+(fail, or warn: fail and warn) of the listed `kinds` (default: every kind), from summary.findings. A finding an
+accepted waiver covers (gate/waivers.py) does not count."""
 
 from __future__ import annotations
 
@@ -33,13 +34,16 @@ def judge_findings(rule, summary: dict) -> dict:
     p = rule.params
     level = p.get("severity_at_least", "fail")
     kinds = p.get("kinds")
-    counted = [f for f in summary.get("findings") or []
-               if SEVERITIES.index(f["severity"]) <= SEVERITIES.index(level) and (kinds is None or f["kind"] in kinds)]
+    at_level = [f for f in summary.get("findings") or []
+                if SEVERITIES.index(f["severity"]) <= SEVERITIES.index(level) and (kinds is None or f["kind"] in kinds)]
+    counted = [f for f in at_level if not f.get("waiver")]
+    waived = len(at_level) - len(counted)
     limit = p.get("threshold", 0)
     titles = "; ".join(f["title"] for f in counted[:3]) + ("; ..." if len(counted) > 3 else "")
     return result(rule, f"findings.{level}", len(counted), limit, len(counted) <= limit,
                   f"{len(counted)} finding(s) at {level} or worse" + (f" of kinds {', '.join(kinds)}" if kinds else "")
-                  + f" (maximum {limit})" + (f": {titles}" if counted else ""))
+                  + f" (maximum {limit})" + (f", not counting {waived} waived" if waived else "")
+                  + (f": {titles}" if counted else ""))
 
 
 MAX_FINDINGS = RuleKind("max_findings", judge_findings, optional={"threshold": NUMBER, "severity_at_least": (str,),

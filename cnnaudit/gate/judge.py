@@ -4,22 +4,33 @@ a pass. Each kind's judgement lives with the check whose section it reads (Check
 
 from __future__ import annotations
 
+from datetime import date
+
 from ..compat import upgrade
 from ..errors import AuditError
 from .policy import rule_kinds
+from .waivers import Waiver, evaluate, mark, today as today_, waive_rule
 from ..rules import Evidence, Rule, result, without_evidence
 
 
 def judge(rules: list[Rule], summary: dict, baseline: dict | None = None,
-          comparison: dict | None = None) -> dict:
+          comparison: dict | None = None, *, waivers: list[Waiver] | None = None, today: date | None = None) -> dict:
     """`comparison`: a comparison.json (cnnaudit compare), for paired max_regression rules. Summaries of
-    earlier releases are read in the current shape (compat.upgrade)."""
+    earlier releases are read in the current shape (compat.upgrade). `waivers`: default the policy's own
+    (Policy.waivers), judged on `today` (default: waivers.today()); with any, the gate has `waivers`, each
+    waiver's status (gate/waivers.py), and mark() puts the accepted ones on the summary's findings."""
     kinds = rule_kinds()
     summary, baseline = upgrade(summary), None if baseline is None else upgrade(baseline)
+    waivers = getattr(rules, "waivers", []) if waivers is None else waivers
+    statuses = evaluate(waivers, summary, today or today_()) if waivers else []
+    summary["findings"] = mark(summary.get("findings") or [], statuses)
     results = [_judge_labels(rule, kinds, summary, baseline, comparison) for rule in rules]
     passed = all(r["passed"] or r["severity"] == "warn" for r in results)
-    return {"passed": passed, "n_failed": sum(not r["passed"] and r["severity"] == "fail" for r in results),
-            "n_warnings": sum(not r["passed"] and r["severity"] == "warn" for r in results), "rules": results}
+    out = {"passed": passed, "n_failed": sum(not r["passed"] and r["severity"] == "fail" for r in results),
+           "n_warnings": sum(not r["passed"] and r["severity"] == "warn" for r in results), "rules": results}
+    if waivers:
+        out["waivers"] = statuses
+    return out
 
 
 def _judge(rule: Rule, kinds: dict, summary: dict, baseline: dict | None, comparison: dict | None) -> dict:
@@ -33,8 +44,11 @@ def _judge(rule: Rule, kinds: dict, summary: dict, baseline: dict | None, compar
         raise AuditError(f"rule {rule.name!r} needs the {check} check, which this audit did not run; "
                          f"run it ({kind.needs or '--checks ' + check}) or remove the rule.")
     section = summary if check is None else summary[check]
-    return undecided(rule, kind.judge(rule, Evidence(section, summary=summary, baseline=baseline,
-                                                     comparison=comparison)), check, summary)
+    evidence = Evidence(section, summary=summary, baseline=baseline, comparison=comparison)
+    out = undecided(rule, kind.judge(rule, evidence), check, summary)
+    if not out["passed"] and not out.get("undecided") and kind.about is not None:
+        out = waive_rule(out, kind.about(rule, evidence), summary.get("findings") or [])
+    return out
 
 
 def undecided(rule: Rule, judged: dict, check: str | None, summary: dict) -> dict:
@@ -142,6 +156,11 @@ def _judge_labels(rule: Rule, kinds: dict, summary: dict, baseline: dict | None,
     if failing:
         out["severity"] = "fail" if any(r["severity"] == "fail" for _, r in failing) else "warn"
     out["detail"] = "; ".join(f"{n}: {r['detail']}" for n, r in judged)
+    waived = [i for _, r in judged for i in r.get("waived", [])]
+    if waived and not failing:
+        out["waived"] = waived
+    else:
+        out.pop("waived", None)
     return out
 
 

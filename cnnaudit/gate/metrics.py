@@ -48,12 +48,12 @@ def diff(old: dict, new: dict) -> list[dict]:
 
 
 def diff_findings(old: dict, new: dict) -> dict:
-    """Findings that appear in NEW but not OLD (`new`) and the reverse (`resolved`), matched by check, kind
-    and subject (a finding whose numbers moved is the same finding). Summaries before 0.4 had sentences,
-    not records: they compare as having no findings."""
+    """Findings that appear in NEW but not OLD (`new`) and the reverse (`resolved`), matched by id (check,
+    kind and subject, or what distinguishes a discovered slice: a finding whose numbers moved is the same
+    finding). Summaries before 0.4 had sentences, not records: they compare as having no findings."""
     from ..compat import upgrade
 
     def keyed(summary):
-        return {(f["check"], f["kind"], f["subject"]): f for f in upgrade(summary).get("findings") or []}
+        return {f["id"]: f for f in upgrade(summary).get("findings") or []}
     a, b = keyed(old), keyed(new)
     return {"new": [f for k, f in b.items() if k not in a], "resolved": [f for k, f in a.items() if k not in b]}

@@ -49,6 +49,20 @@ def check_plan(rules: list[Rule], config, baseline: dict | None, attributes: lis
                              f"add it ({kind.needs or '--checks ' + check}) or remove the rule.")
         if kind.plan is not None:
             kind.plan(rule, registry()[check].options_from(config), attributes)
+    for waiver in getattr(rules, "waivers", []):
+        _waiver_plan(waiver, planned)
+
+
+def _waiver_plan(waiver, planned: list[str]) -> None:
+    """A waiver's until_metric must be a number this audit computes (else it could never be judged)."""
+    from .waivers import parse_condition
+    if waiver.until_metric is None:
+        return
+    name = parse_condition(waiver.until_metric, waiver.label)[0]
+    check = name.split("/", 1)[-1].split(".")[0]
+    if name != "effect" and check not in ("clean", *planned):
+        raise AuditError(f"{waiver.label}: until_metric names {name!r}, but this audit does not run the {check} "
+                         f"check; add it (--checks) or change the waiver's until_metric.")
 
 
 def _baseline_has(rule: Rule, baseline: dict) -> None:

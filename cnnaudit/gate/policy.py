@@ -9,7 +9,8 @@ a typo must never pass silently.
     label = "effusion"             # multi-label audits: judge this label only (default: every label)
 
 The kinds are declared by the checks whose sections they judge (Check.rule_kinds) and by the gate itself
-(max_regression, gate/regression.py; max_findings, gate/findings_rule.py).
+(max_regression, gate/regression.py; max_findings, gate/findings_rule.py). A policy may also hold
+[[waiver]] tables, a reviewer's acceptance of findings (gate/waivers.py).
 """
 
 from __future__ import annotations
@@ -43,7 +44,16 @@ def rule_kinds() -> dict[str, tuple[RuleKind, str | None]]:
     return out
 
 
-def load_policy(path: str | Path) -> list[Rule]:
+class Policy(list):
+    """A policy's rules (a list of Rule, as load_policy returned before 0.9.0), with its waivers beside them
+    (`.waivers`, gate/waivers.py), which judge() honours."""
+
+    def __init__(self, rules=(), waivers=()):
+        super().__init__(rules)
+        self.waivers = list(waivers)
+
+
+def load_policy(path: str | Path, *, need_rules: bool = True) -> Policy:
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -51,16 +61,23 @@ def load_policy(path: str | Path) -> list[Rule]:
         raise AuditError(f"policy file {str(path)!r} does not exist; give the path to a TOML policy.") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise AuditError(f"policy file {str(path)!r} is not valid TOML ({exc}).") from None
-    return parse_policy(data, str(path))
+    return parse_policy(data, str(path), need_rules=need_rules)
 
 
-def parse_policy(data: dict, where: str = "policy") -> list[Rule]:
-    extra = [k for k in data if k != "rule"]
+def parse_policy(data: dict, where: str = "policy", *, need_rules: bool = True) -> Policy:
+    """`need_rules`: a gate needs at least one rule (waivers alone gate nothing); `cnnaudit review` reads a file
+    of waivers alone."""
+    from .waivers import parse_waivers
+    extra = [k for k in data if k not in ("rule", "waiver")]
     if extra:
-        raise AuditError(f"{where}: unknown top-level key {extra[0]!r}; a policy is a list of [[rule]] tables.")
-    rules = data.get("rule")
-    if not isinstance(rules, list) or not rules:
-        raise AuditError(f"{where}: no [[rule]] tables; add at least one rule.")
+        raise AuditError(f"{where}: unknown top-level key {extra[0]!r}; a policy is a list of [[rule]] (and "
+                         "[[waiver]]) tables.")
+    waivers = parse_waivers(data["waiver"], where) if "waiver" in data else []
+    rules = data.get("rule", [])
+    if not isinstance(rules, list) or (need_rules and not rules):
+        raise AuditError(f"{where}: no [[rule]] tables; add at least one rule" + (
+            " (waivers accept findings a rule would fail on, such as max_findings; alone they gate nothing)."
+            if waivers else "."))
     out, names, kinds = [], set(), rule_kinds()
     for i, raw in enumerate(rules, 1):
         label = f"{where}: rule {i}" + (f" ({raw.get('name')!r})" if isinstance(raw, dict) and raw.get("name") else "")
@@ -101,5 +118,5 @@ def parse_policy(data: dict, where: str = "policy") -> list[Rule]:
         if spec.validate is not None:
             spec.validate(rule)
         out.append(rule)
-    return out
+    return Policy(out, waivers)
 

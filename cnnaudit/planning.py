@@ -136,7 +136,8 @@ def make_plan(ctx, names: list[str], run_one, started: float) -> dict:
     costs, overheads, pilots = {}, {}, {}
     spare = None if config.budget is None else CALIBRATION * config.budget / max(len(later), 1)
     for name in later:
-        costs[name], overheads[name], pilot, pilot_n = calibrate(ctx, ids, name, run_one, spare)
+        costs[name], overheads[name], pilot, pilot_n = calibrate(ctx, ids, name, run_one, spare,
+                                                                 every_image=name not in planned)
         pilots[name] = (proportions(pilot), pilot_n)
     elapsed = time.perf_counter() - started
     fixed = sum(costs[n] * available for n in later if n not in planned)
@@ -208,18 +209,21 @@ def _timed(ctx, ids, name, run_one) -> tuple[float, dict | None]:
     return time.perf_counter() - t, section
 
 
-def calibrate(ctx, ids: np.ndarray, name: str, run_one, spare: float | None = None) -> tuple[float, float, dict | None, int]:
+def calibrate(ctx, ids: np.ndarray, name: str, run_one, spare: float | None = None,
+              every_image: bool = False) -> tuple[float, float, dict | None, int]:
     """(seconds per image, seconds per run, the section it produced, on how many images) of one check here:
     timed on the first SMALL images, and again on LARGE when that is affordable: when SMALL took under QUICK
     seconds, or when LARGE at SMALL's rate is predicted within `spare` seconds (a share of the budget). The two
     points give the slope and the intercept; one point counts everything per image, which overstates a check
     with a fixed cost (slice discovery, a saliency sanity test) many times when it is extrapolated to every
-    image (the subgroup check's 8 images predicted 130 s for the demo's 697 before the second point)."""
+    image (the subgroup check's 8 images predicted 130 s for the demo's 697 before the second point).
+    A check that runs on `every_image` always gets its second point: its slope is multiplied by every image,
+    and LARGE images cost it at most LARGE / available of the run it will make anyway."""
     small = ids[:min(SMALL, len(ids))]
     t_small, section = _timed(ctx, small, name, run_one)
     rate = max(t_small, 1e-4) / max(len(small), 1)  # an upper bound on the cost per image
     # the second point: LARGE, or as many as `spare` pays for at that rate (at least twice SMALL)
-    n_large = LARGE if t_small < QUICK else min(LARGE, int((spare or 0.0) / rate))
+    n_large = LARGE if t_small < QUICK or every_image else min(LARGE, int((spare or 0.0) / rate))
     if n_large < 2 * len(small) or len(ids) <= len(small):
         return rate, 0.0, section, len(small)
     large = ids[:min(n_large, len(ids))]

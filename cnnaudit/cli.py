@@ -607,7 +607,7 @@ def _run(args) -> int:
         s["gate"] = gate
         s["findings"] = _with_waivers(s, gate)["findings"]
         from .gate.judge import undecided_findings
-        s["findings"] = undecided_findings(gate, s["findings"])
+        s["findings"], s["root_causes"] = undecided_findings(gate, s)
     paths = _write_outputs(args, result, s, gate, data=data)
     if not args.quiet and not args.json:
         ci = s["clean"]["accuracy_ci"]

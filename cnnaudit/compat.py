@@ -65,4 +65,8 @@ def upgrade(summary: dict) -> dict:
         # whose id comes from its description, keeps its "slice N" subject)
         from .findings import unique_ids
         s["findings"] = unique_ids([{**f} for f in s["findings"]])
+    if isinstance(s.get("findings"), list) and "root_causes" not in s:
+        # before 0.9.0 findings were not grouped, and their images were not kept: each is its own root cause
+        from .rootcause import group
+        s["findings"], s["root_causes"] = group(s["findings"], 0)
     return s

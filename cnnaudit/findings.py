@@ -10,6 +10,10 @@ evidence, sample_ids}:
   `ci` its 95% interval where there is one; `p_adjusted` the multiplicity-adjusted p-value of the test
   behind it (Holm within its family), where there is one;
 - evidence: the report anchor of the section that shows it; sample_ids: examples for the thumbnail strip.
+- members: every image the finding is about (its failing images: a weak class's misclassified images, a
+  corruption's images right on clean and wrong at its worst severity, ...), or None where it has no image set
+  (notes, data representation). Internal: root causes are grouped by it (rootcause.py); summary.json holds only
+  its size (`n_images`), so a 100k-image audit's summary stays small.
 - id: stable across seeds, releases and retrained models (`finding_id`): `check/kind/subject`, made from what
   the finding is about, never from its numbers. `key` replaces the subject where the subject shown is not
   stable (a discovered slice is "slice 1" in the report, `discovered:scanner=C` in its id).
@@ -52,6 +56,7 @@ class Finding:
     sample_ids: list[int] = field(default_factory=list)
     label: str | None = None  # a multi-label audit: the label whose decision it is about (absent otherwise)
     key: str | None = None  # the id's subject where `subject` is not stable (finding_id); not written
+    members: list[int] | None = None  # every image it is about (None: no image set); grouped on, not written
 
     def __post_init__(self):
         if self.severity not in SEVERITIES:
@@ -61,6 +66,7 @@ class Finding:
         self.ci = None if self.ci is None else [round(float(v), 6) for v in self.ci]
         self.p_adjusted = None if self.p_adjusted is None else float(self.p_adjusted)
         self.sample_ids = [int(s) for s in self.sample_ids]
+        self.members = None if self.members is None else sorted({int(s) for s in self.members})
 
     def as_dict(self) -> dict:
         out = asdict(self)
@@ -68,6 +74,8 @@ class Finding:
             out.pop("label")
         out["id"] = finding_id(out)
         out.pop("key")
+        if out["members"] is None:
+            out.pop("members")
         return out
 
 

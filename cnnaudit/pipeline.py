@@ -26,6 +26,7 @@ from .distributed import device_for_rank, join, leave
 from .errors import AuditError, first_line
 from .compat import add_deprecated
 from .findings import Finding, rank, unique_ids
+from .rootcause import group as group_root_causes
 from .model.sources import open_model
 from .model.outputs import SINGLE
 from .model.wrapper import build_audited_model, resolve_device
@@ -129,8 +130,10 @@ def _run_audit(model, data, config: AuditConfig, device, shard, unsafe_pickle, r
         summary["per_label"] = {name: {r.name: r.summary for r in rs} for name, rs in per_label.items()}
     for r in results:
         summary[r.name] = r.summary
-    summary["findings"] = unique_ids(rank([f for r in [*results, *(r for rs in per_label.values() for r in rs)]
-                                           for f in r.findings]))
+    findings = unique_ids(rank([f for r in [*results, *(r for rs in per_label.values() for r in rs)]
+                                for f in r.findings]))
+    # one failure seen by several checks is one root cause; the findings' image sets stay out of the summary
+    summary["findings"], summary["root_causes"] = group_root_causes(findings, summary["data"]["n_samples"])
     summary["errors"] = [{"check": e["check"], "error": e["error"]} for e in errors]
     summary["complete"] = not errors
     summary["timing"] = {k: round(v, 3) for k, v in timing.items()}

@@ -109,6 +109,23 @@ class Finding(TypedDict):
     waiver: NotRequired[Annotated[FindingWaiver, Doc(
         "gated with a policy: the accepted waiver that covers the finding; max_findings does not count it and a "
         "rule that fails only on it is waived (since 0.9.0)")]]
+    root_cause: NotRequired[Annotated[str, Constraint(minLength=1), Doc(
+        "the id of its root cause (root_causes[].id): the finding that explains most of its images, or its own "
+        "id (since 0.9.0)")]]
+    n_images: NotRequired[Annotated[Count | None, Doc(
+        "how many images it is about (its failing images: e.g. a weak class's misclassified images), which "
+        "root causes are grouped by; null for a finding with no image set, e.g. a note (since 0.9.0)")]]
+
+
+@closed
+class RootCause(TypedDict):
+    """Findings about largely the same images, grouped under the finding that explains them (rootcause.py)."""
+    id: Annotated[str, Doc("the id of the finding it is named after, its most specific: a metadata group or "
+                           "artifact, then a discovered slice, then an image-property quartile, then a class")]
+    title: Annotated[str, Doc("that finding's title")]
+    severity: Annotated[Literal["fail", "warn", "info"], Doc("the worst of its findings'")]
+    findings: Annotated[list[str], Doc("the ids of its findings, in rank order")]
+    n_images: Annotated[Count | None, Doc("the images of its findings together; null when none has an image set")]
 
 
 class CheckError(TypedDict):
@@ -188,6 +205,9 @@ class Summary(TypedDict):
     data: DataSection
     clean: dict[str, Any]  # the clean check always runs; generate() puts its section's schema here
     findings: list[Finding]
+    root_causes: NotRequired[Annotated[list[RootCause], Doc(
+        "the findings grouped by the images they are about, worst severity first, then most findings "
+        "(since 0.9.0)")]]
     finding_sentences: Annotated[list[str], Doc(
         "deprecated since 0.4.0: findings as sentences, the 0.3 shape of 'findings'")]
     errors: list[CheckError]

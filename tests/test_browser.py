@@ -71,6 +71,8 @@ def test_report_in_headless_chromium(chromium, tmp_path, torchscript_path, digit
             ".map(r => r.dataset.class)})"))
         where = json.loads(page.evaluate(
             "JSON.stringify([...document.querySelectorAll('#where ol.where > li')].map(li => li.innerText.slice(0, 80)))"))
+        causes = json.loads(page.evaluate(
+            "JSON.stringify([...document.querySelectorAll('#where ol.causes > li > details')].map(d => d.open))"))
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(ARTIFACTS / "report.png")
         page.evaluate("document.getElementById('explorer').scrollIntoView()")
@@ -90,9 +92,11 @@ def test_report_in_headless_chromium(chromium, tmp_path, torchscript_path, digit
     assert found["scripts"] == [SCRIPT]  # the explorer's, allowed by its hash; nothing else can run
     assert found["rules"] == 3 and found["images"] > 20  # header + 2 rules; thumbnails decoded
     assert (ARTIFACTS / "report.png").stat().st_size > 50_000
-    # "Where it fails" lists the ranked findings; the explorer's filter finds the expected rows
+    # "Where it fails" lists the root causes, those that fail open, each holding its ranked findings; the
+    # explorer's filter finds the expected rows
     samples = pd.read_csv(out / "samples.csv")
-    assert len(where) == len(json.loads((out / "summary.json").read_text())["findings"]) > 0
+    assert len(where) == len(summary["findings"]) > 0
+    assert causes == [c["severity"] == "fail" for c in summary["root_causes"]]
     assert explorer["hidden"] is False and len(explorer["rows"]) > 0
     nines = [c for c in explorer["rows"] if c == "9"]
     clean = samples[samples["check"] == "clean"]

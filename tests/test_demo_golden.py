@@ -69,6 +69,37 @@ def test_demo_finds_what_was_planted(demo):
     assert f"p<sub>adj</sub> {gap['p_adjusted']:.2g}" in html and "&amp;lt;" not in html
 
 
+SCANNER = ("subgroups/subgroup_gap/scanner=C", "subgroups/slice/discovered:scanner=C")
+SCANNER_FINDINGS = (*SCANNER, "subgroups/slice/contrast-quartile-1", "subgroups/slice/brightness-quartile-4",
+                    "subgroups/slice/sharpness-quartile-1", "clean/confusion/9->8", "clean/confusion/0->8")
+
+
+def test_demo_report_leads_with_its_root_causes(demo):
+    """The washed-out scanner's findings (its gap, the discovered slice, the quartiles of its images, the
+    confusions into 8 they make) are one root cause, named after the group or the slice, and it leads; the
+    ruler shortcut is another. Headline and list count the same causes and findings (rootcause.py)."""
+    summary, _, out = demo
+    roots = {f["id"]: f["root_cause"] for f in summary["findings"]}
+    scanner = roots[SCANNER[0]]
+    assert scanner in SCANNER and all(roots[i] == scanner for i in SCANNER_FINDINGS), roots
+    assert roots["shortcuts/shortcut/ruler"] == "shortcuts/shortcut/ruler"
+    causes = summary["root_causes"]
+    assert causes[0]["id"] == scanner and set(SCANNER_FINDINGS) <= set(causes[0]["findings"])
+    assert sorted(i for c in causes for i in c["findings"]) == sorted(roots)  # each finding under one cause
+    # the other fail-level flaws are causes of their own: a shift changes most predictions, right or wrong
+    assert {roots[i] for i in ("shift/shift_sensitivity/shift", "corruption/corruption_cliff/low_light")} == {
+        "shift/shift_sensitivity/shift", "corruption/corruption_cliff/low_light"}
+    html = (out / "report.html").read_text()
+    n, review = len(summary["findings"]), sum(f["severity"] != "info" for f in summary["findings"])
+    causes_review = sum(c["severity"] != "info" for c in causes)
+    assert f"{causes_review} root cause(s) need review ({review} of {n} finding(s))" in html
+    assert f"({len(causes)} root cause(s) of {n} finding(s); {causes_review} root cause(s), {review} finding(s) " \
+           "to review)" in html
+    where = html[html.index('<section id="where">'):html.index('<section id="data">')]
+    assert where.count("<details") == len(causes) and where.count('<li id="finding-') == n
+    assert where.index(causes[0]["title"].replace("'", "&#39;")) < where.index('<li id="cause-2"')
+
+
 def test_demo_summary_is_unchanged(demo):
     got = comparable(demo[0])
     if os.environ.get("CNNAUDIT_UPDATE_GOLDEN"):

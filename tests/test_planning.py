@@ -199,7 +199,8 @@ def test_a_rule_a_sample_cannot_decide_has_no_evidence(torchscript_path, digits_
     (ever,) = judge(rules(), every)["rules"]
     assert ever["passed"] and "undecided" not in ever
     gate = judge(rules(), summary)
-    (f,) = undecided_findings(gate, [])
+    (f,), (cause,) = undecided_findings(gate, {"findings": [], "root_causes": []})
+    assert cause == {"id": f["id"], "title": f["title"], "severity": "warn", "findings": [f["id"]], "n_images": None}
     assert (f["kind"], f["check"], f["evidence"], f["id"]) == ("undecided", "adversarial", "#plan",
                                                                "adversarial/undecided/min_robust_accuracy-1")
     with pytest.raises(AuditError, match="on_insufficient = 'maybe' should be one of fail, warn, pass"):

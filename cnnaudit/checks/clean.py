@@ -149,7 +149,7 @@ class CleanCheck(Check):
         outputs = {"skipped": skipped_all, "clipped": [int(c) for c in clipped_all],
                    "exif_transposed": rows.loc[rows["exif_orientation"] != 1, "sample_id"].astype(int).tolist()}
         return CheckResult(self.name, rows, summary, report=self.report_data(ctx, rows),
-                           findings=self.findings(ctx, summary, outputs), outputs=outputs)
+                           findings=self.findings(ctx, summary, outputs, rows), outputs=outputs)
 
     def report_data(self, ctx, rows: pd.DataFrame) -> dict:
         errors = aggregate.most_confident_errors(rows, ctx.config.gallery_size)
@@ -162,8 +162,8 @@ class CleanCheck(Check):
         return {"gallery": gallery,
                 "reliability": reliability_bins(rows["confidence"].to_numpy(), rows["correct"].to_numpy())}
 
-    def findings(self, ctx, summary: dict, outputs: dict) -> list[Finding]:
-        out = [*weak_class_findings(summary), *confusion_findings(summary)]
+    def findings(self, ctx, summary: dict, outputs: dict, rows: pd.DataFrame) -> list[Finding]:
+        out = [*weak_class_findings(summary, rows), *confusion_findings(summary, rows)]
         note = lambda severity, kind, subject, title: Finding(severity, self.name, kind, subject, title)  # noqa: E731
         if ctx.model.output_kind == "probabilities":
             out.append(note("info", "note", "model outputs", "The model outputs probabilities (rows sum to 1), not "
@@ -212,8 +212,11 @@ CONFUSION_FAIL_SHARE = 0.20  # the lower end of the share's interval: a fifth of
 CONFUSION_WARN_SHARE = 0.05
 
 
-def weak_class_findings(summary: dict) -> list[Finding]:
+def weak_class_findings(summary: dict, rows: pd.DataFrame) -> list[Finding]:
+    """A finding per class recognised significantly less often than the others; its images: the class's
+    misclassified ones."""
     out = []
+    wrong = rows[~rows["correct"].astype(bool)]
     for r in summary["weak_classes"]:
         if r["gap"] > 0 and r["p_adjusted"] < ALPHA:
             out.append(Finding(
@@ -221,12 +224,16 @@ def weak_class_findings(summary: dict) -> list[Finding]:
                 f"Class {r['class']!r} is recognised {100 * r['gap']:.0f} points less often than the others",
                 f"recall {100 * r['recall']:.1f}% of {r['n']} vs {100 * r['rest_accuracy']:.1f}% on the other classes "
                 f"(Fisher exact, Holm-adjusted {fmt_p(r['p_adjusted'])})", effect=r["gap"], ci=r["gap_ci"],
-                p_adjusted=r["p_adjusted"], evidence="#clean-per-class", sample_ids=r["sample_ids"]))
+                p_adjusted=r["p_adjusted"], evidence="#clean-per-class", sample_ids=r["sample_ids"],
+                members=wrong.loc[wrong["label"] == r["label"], "sample_id"]))
     return out
 
 
-def confusion_findings(summary: dict) -> list[Finding]:
+def confusion_findings(summary: dict, rows: pd.DataFrame) -> list[Finding]:
+    """A finding per confusion pair whose share of its class is supported; its images: the class's images
+    read as the other class."""
     out = []
+    wrong = rows[~rows["correct"].astype(bool)]
     for c in summary["confusions"]:
         low = c["share_ci"][0]
         if low < CONFUSION_WARN_SHARE:
@@ -236,7 +243,8 @@ def confusion_findings(summary: dict) -> list[Finding]:
             f"{c['count']} of {c['n']} {c['true']!r} images are read as {c['predicted']!r}",
             f"{100 * c['share']:.0f}% of the class (95% interval {100 * c['share_ci'][0]:.0f}-"
             f"{100 * c['share_ci'][1]:.0f}%)", effect=c["share"], ci=c["share_ci"], evidence="#clean-confusion",
-            sample_ids=c["sample_ids"]))
+            sample_ids=c["sample_ids"], members=wrong.loc[(wrong["label_name"] == c["true"])
+                                                          & (wrong["prediction_name"] == c["predicted"]), "sample_id"]))
     return out
 
 

@@ -160,7 +160,8 @@ class CorruptionCheck(Check):
         rows = self._assemble_rows(ctx, ctx.map_batches(evaluate, desc="corruption"), conditions)
         summary = self.summarize(rows, results, ctx.classes, ctx.dataset.attributes)
         report = {"grid": self._grid(ctx, opts), "failures": self._failures(ctx, rows, opts)}
-        return CheckResult(self.name, rows, summary, report=report, findings=cliff_findings(summary, rows))
+        return CheckResult(self.name, rows, summary, report=report,
+                           findings=cliff_findings(summary, rows, ctx.clean_rows))
 
     def _assemble_rows(self, ctx, batches: list[dict], conditions: list[tuple[str, int]]) -> pd.DataFrame:
         """Rows sorted by corruption name, severity and sample id, built from numpy columns rather than
@@ -266,19 +267,21 @@ CLIFF_FAIL_DROP = 0.20  # accuracy points lost at the worst severity for a `fail
 CLIFF_WARN_DROP = 0.05
 
 
-def cliff_findings(summary: dict, rows: pd.DataFrame) -> list[Finding]:
+def cliff_findings(summary: dict, rows: pd.DataFrame, clean: pd.DataFrame) -> list[Finding]:
     """Per corruption, its worst severity when the loss against clean is significant (exact McNemar on the
     same images, Holm across all conditions): where it falls, and the steepest step between severities.
     The interval is Newcombe's for the paired difference clean minus corrupted on the same images
-    (stats.newcombe_paired_ci, from the images broken, fixed and unchanged)."""
-    out, clean = [], summary["clean_accuracy"]
+    (stats.newcombe_paired_ci, from the images broken, fixed and unchanged). Its images: those it broke there
+    (right on clean, wrong corrupted), the images the drop is made of; clean errors are other findings'."""
+    out, clean_acc = [], summary["clean_accuracy"]
+    right = set(clean.loc[clean["correct"].astype(bool), "sample_id"].astype(int))
     for name in summary["corruptions"]:
         levels = [r for r in summary["results"] if r["corruption"] == name]
         worst = min(levels, key=lambda r: r["accuracy"])
-        drop = round(clean - worst["accuracy"], 6)
+        drop = round(clean_acc - worst["accuracy"], 6)
         if drop < CLIFF_WARN_DROP or worst["p_adjusted"] >= ALPHA:
             continue
-        path, steps = [clean, *[r["accuracy"] for r in levels]], ["clean", *[str(r["severity"]) for r in levels]]
+        path, steps = [clean_acc, *[r["accuracy"] for r in levels]], ["clean", *[str(r["severity"]) for r in levels]]
         fall, at = max((path[i] - path[i + 1], i) for i in range(len(levels)))
         broken = rows[(rows["condition"] == condition_name(name, worst["severity"])) & ~rows["correct"]]
         out.append(Finding(
@@ -289,7 +292,8 @@ def cliff_findings(summary: dict, rows: pd.DataFrame) -> list[Finding]:
             f"{fmt_p(worst['p_adjusted'])}); steepest step {steps[at]} → {steps[at + 1]}: {100 * fall:.0f} points",
             effect=drop, ci=_paired_drop_ci(worst),
             p_adjusted=worst["p_adjusted"], evidence="#corruption",
-            sample_ids=aggregate.most_confident_errors(broken, 6)["sample_id"].astype(int).tolist()))
+            sample_ids=aggregate.most_confident_errors(broken, 6)["sample_id"].astype(int).tolist(),
+            members=[s for s in broken["sample_id"].astype(int) if s in right]))
     return out
 
 

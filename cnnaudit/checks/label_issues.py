@@ -142,5 +142,6 @@ class LabelIssueCheck(Check):
                 f"confident learning flags {100 * summary['share_flagged']:.1f}% of the labels; clean accuracy "
                 f"without them {100 * summary['accuracy_excluding_flagged']:.1f}% (a sensitivity line, not a "
                 "correction)", effect=summary["share_flagged"], evidence="#label_issues",
-                sample_ids=top["sample_id"].astype(int).head(6).tolist()))
+                sample_ids=top["sample_id"].astype(int).head(6).tolist(),
+                members=rows.loc[rows["is_label_issue"], "sample_id"]))
         return CheckResult(self.name, rows, summary, report={"gallery": gallery}, findings=findings)

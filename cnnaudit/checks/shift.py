@@ -210,4 +210,4 @@ def _findings(summary: dict, ranked) -> list[Finding]:
         f"of {', '.join(map(str, summary['pixels']))} px; two random shifts agree on "
         f"{100 * summary['consistency']:.0f}% (Zhang 2019 consistency); worst-of-{summary['k']} accuracy "
         f"{100 * summary['worst_accuracy']:.0f}%", effect=share, ci=ci, evidence="#shift",
-        sample_ids=ranked["sample_id"].head(EXAMPLES).astype(int).tolist())]
+        sample_ids=ranked["sample_id"].head(EXAMPLES).astype(int).tolist(), members=ranked["sample_id"])]

@@ -456,19 +456,20 @@ def _verdict_finding(name: str, a: dict, rows: pd.DataFrame) -> Finding:
     """A shortcut verdict is a `fail` (causal evidence: removing the artifact flips predictions beyond the
     control); an inconclusive one a `warn` (too few annotated images, or the tests disagree)."""
     worst = min(a["by_fill"], key=lambda k: -(a["by_fill"][k]["flip_rate"] or 0)) if a["by_fill"] else None
-    ids = []
-    if worst and "flipped" in rows:  # examples: images whose prediction removing it (worst fill) flipped
+    ids, members = [], None
+    if worst and "flipped" in rows:  # its images: those whose prediction removing it (worst fill) flipped
         flipped = rows[(rows["condition"] == f"remove_{name}_{worst}") & rows["flipped"].fillna(False).astype(bool)]
-        ids = flipped.sort_values("sample_id")["sample_id"].astype(int).head(6).tolist()
+        members = flipped.sort_values("sample_id")["sample_id"].astype(int).tolist()
+        ids = members[:6]
     if a["verdict"] == "shortcut":
         return Finding("fail", "shortcuts", "shortcut", name, f"Shortcut: the model relies on {name!r}",
                        f"removing it flips {100 * a['flip_rate']:.0f}% of predictions on images that have it (every "
                        f"fill); pasting it moves {100 * (a['add_flip_rate'] or 0):.0f}% toward "
                        f"{a['associated_class']!r}", effect=a["flip_rate"], ci=a["flip_rate_ci"],
-                       evidence=f"#shortcuts-{name}", sample_ids=ids)
+                       evidence=f"#shortcuts-{name}", sample_ids=ids, members=members)
     return Finding("warn", "shortcuts", "shortcut", name, f"Shortcut test for {name!r} is inconclusive",
                    f"worst flip rate {100 * (a['flip_rate'] or 0):.0f}% on {a['n_with']} annotated image(s)",
-                   effect=a["flip_rate"], ci=a["flip_rate_ci"], evidence=f"#shortcuts-{name}")
+                   effect=a["flip_rate"], ci=a["flip_rate_ci"], evidence=f"#shortcuts-{name}", members=members)
 
 
 def _controls(ctx, name, ids, masks) -> tuple[np.ndarray, torch.Tensor | None]:

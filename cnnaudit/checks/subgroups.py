@@ -213,11 +213,13 @@ class SubgroupCheck(Check):
         }
         disparity = self._disparity(ctx, results, [*attrs, *inter], opts, min_size)
         summary = {"min_group_size": min_size, "attributes": attributes, "data_audit": audit, "disparity": disparity,
-                   "discovered": [{k: v for k, v in d.items() if k != "sample_ids"} for d in discovered],
+                   "discovered": [{k: v for k, v in d.items() if k not in ("sample_ids", "members")}
+                                  for d in discovered],
                    "discovered_from": source}
         report = {"slice_examples": self._slice_examples(ctx, clean, slices),
                   "discovered_examples": self._discovered_examples(ctx, discovered)}
-        return CheckResult(self.name, rows, summary, report=report, findings=_findings(summary, ctx.clean_rows, discovered))
+        return CheckResult(self.name, rows, summary, report=report,
+                           findings=_findings(summary, ctx.clean_rows, discovered, slices))
 
     def _property_rows(self, ctx) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, str]:
         """Property rows, dHash thumbnails and embeddings (and their source) of every readable image, in
@@ -260,7 +262,8 @@ class SubgroupCheck(Check):
                                                              ["brightness", "contrast", "sharpness", "height", "width"],
                                                              attrs),
                           "paths": [ctx.dataset.path_of(int(s)) for s in examples],
-                          "sample_ids": [int(s) for s in examples]})
+                          "sample_ids": [int(s) for s in examples],
+                          "members": members["sample_id"].astype(int).tolist()})  # both halves; not written
         return found, names
 
     def _discovered_examples(self, ctx, discovered: list[dict]) -> dict:
@@ -329,7 +332,8 @@ def gap_findings(summary, clean: pd.DataFrame) -> list[Finding]:
                 f"95% interval {100 * e['gap_ci'][0]:.1f}-{100 * e['gap_ci'][1]:.1f} points; Fisher exact, "
                 f"Holm-adjusted {fmt_p(e['p_adjusted'])}", effect=e["gap"], ci=e["gap_ci"],
                 p_adjusted=e["p_adjusted"], evidence="#subgroups-gaps",
-                sample_ids=aggregate.most_confident_errors(group, 6)["sample_id"].astype(int).tolist()))
+                sample_ids=aggregate.most_confident_errors(group, 6)["sample_id"].astype(int).tolist(),
+                members=_errors(clean, group["sample_id"]) if attr in clean else None))  # an intersection: not here
     return out
 
 
@@ -344,7 +348,13 @@ def slice_key(description: str) -> str:
     return "discovered:" + ((meta or klass or props or ["unexplained"])[0])
 
 
-def _findings(summary, clean: pd.DataFrame, discovered: list[dict]) -> list[Finding]:
+def _errors(clean: pd.DataFrame, ids) -> list[int]:
+    """The misclassified images among `ids`: the images a group or slice finding is about (Finding.members)."""
+    return clean.loc[clean["sample_id"].isin(ids) & ~clean["correct"].astype(bool), "sample_id"].astype(int).tolist()
+
+
+def _findings(summary, clean: pd.DataFrame, discovered: list[dict], slices: list[dict]) -> list[Finding]:
+    """`discovered` and `slices` with their members (`members`, `sample_ids`), which the summary leaves out."""
     out = []
     for d in discovered:
         if d["confirmed"]:
@@ -354,7 +364,7 @@ def _findings(summary, clean: pd.DataFrame, discovered: list[dict]) -> list[Find
                 "elsewhere, confirmed on held-out images", f"{d['description']}; {d['n']} held-out images (Fisher "
                 f"exact, Holm-adjusted {fmt_p(d['p_adjusted'])})", effect=d["gap"], ci=d["gap_ci"],
                 p_adjusted=d["p_adjusted"], evidence="#subgroups-discovered", sample_ids=d["sample_ids"],
-                key=slice_key(d["description"])))
+                key=slice_key(d["description"]), members=_errors(clean, d["members"])))
     out.extend(gap_findings(summary, clean))
     for attr, r in summary["data_audit"]["representation"].items():
         for f in r["flagged"]:
@@ -366,11 +376,11 @@ def _findings(summary, clean: pd.DataFrame, discovered: list[dict]) -> list[Find
     if d["n_conflicting"]:
         out.append(Finding("warn", "subgroups", "data", "duplicates", f"{d['n_conflicting']} duplicate group(s) "
                            "carry conflicting labels", evidence="#subgroups-data"))
-    for s in summary["data_audit"]["slices"]:
+    for s in slices:
         if s["flagged"]:
             out.append(Finding("warn", "subgroups", "slice", f"{s['property']} quartile {s['quartile']}",
                                f"Accuracy is lower on images in quartile {s['quartile']} of {s['property']}",
                                f"{100 * s['accuracy']:.1f}% vs {100 * s['rest_accuracy']:.1f}% elsewhere",
                                effect=s["rest_accuracy"] - s["accuracy"], p_adjusted=s.get("p_adjusted"),
-                               evidence="#subgroups-data"))
+                               evidence="#subgroups-data", members=_errors(clean, s["sample_ids"])))
     return out

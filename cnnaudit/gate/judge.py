@@ -84,13 +84,23 @@ def label_summary(summary: dict, label: str) -> dict:
             "findings": [f for f in summary.get("findings", []) if f.get("label") == label]}
 
 
-def undecided_findings(gate: dict, findings: list[dict]) -> list[dict]:
-    """The findings with one `undecided` finding per rule a --budget sample could not decide, ranked in."""
-    from ..findings import Finding, rank, unique_ids
-    extra = [Finding("warn", r["metric"].split(".")[0] or "gate", "undecided", r["name"],
-                     f"Gate rule {r['name']!r} cannot be decided on the images the plan gave", r["detail"],
-                     evidence="#plan").as_dict() for r in gate["rules"] if r.get("undecided")]
-    return unique_ids(rank([*findings, *extra])) if extra else findings
+def undecided_findings(gate: dict, summary: dict) -> tuple[list[dict], list[dict]]:
+    """The summary's findings and root causes with one `undecided` finding per rule a --budget sample could not
+    decide, ranked in, each its own root cause (it is about a rule, not about images)."""
+    from ..findings import SEVERITIES, Finding, rank, unique_ids
+    findings, causes = summary.get("findings") or [], summary.get("root_causes") or []
+    extra = [{**Finding("warn", r["metric"].split(".")[0] or "gate", "undecided", r["name"],
+                        f"Gate rule {r['name']!r} cannot be decided on the images the plan gave", r["detail"],
+                        evidence="#plan").as_dict(), "n_images": None} for r in gate["rules"] if r.get("undecided")]
+    if not extra:
+        return findings, causes
+    findings = unique_ids(rank([*findings, *extra]))
+    new = [f for f in findings if "root_cause" not in f]
+    for f in new:
+        f["root_cause"] = f["id"]
+    causes = [*causes, *({"id": f["id"], "title": f["title"], "severity": f["severity"], "findings": [f["id"]],
+                          "n_images": None} for f in new)]
+    return findings, sorted(causes, key=lambda c: SEVERITIES.index(c["severity"]))  # stable: the order within
 
 
 def _per_label(rule: Rule, kinds: dict, summary: dict) -> bool:

@@ -51,8 +51,21 @@ def render_report(summary: dict, results, thumbnails: dict | None = None, per_la
     labels = [_label_panel(env, summary, name, label_results) for name, label_results in (per_label or {}).items()]
     from .explorer import SCRIPT, explorer, script_hash
     return env.get_template("report.html.j2").render(summary=summary, sections=sections, thumbs=thumbnails or {},
+                                                     causes=root_causes(summary),
                                                      explorer=None if labels else explorer(results, summary),
                                                      explorer_script=SCRIPT, script_hash=script_hash(), labels=labels)
+
+
+def root_causes(summary: dict) -> list[dict]:
+    """summary.root_causes as the report lists them: each with its findings, each finding with its number in
+    the ranked list (its anchor, finding-N). A summary without root causes (written before 0.9.0): each finding
+    is its own."""
+    number = {f["id"]: i for i, f in enumerate(summary["findings"], 1)}
+    causes = summary.get("root_causes") or [
+        {"id": f["id"], "title": f["title"], "severity": f["severity"], "findings": [f["id"]], "n_images": None}
+        for f in summary["findings"]]
+    return [{**c, "members": [(number[i], summary["findings"][number[i] - 1]) for i in c["findings"]]}
+            for c in causes]
 
 
 def _section(env, r) -> dict:

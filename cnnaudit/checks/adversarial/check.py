@@ -217,7 +217,8 @@ class AdversarialCheck(Check):
         clean_accuracy = aggregate.accuracy(results["clean"].rows)["accuracy"]
         summary["escalation"] = {"rounds": [{"attack": r.attack.name, "below_margin": r.below}
                                             for r in rounds], "near_boundary_margin": NEAR_MARGIN}
-        findings.extend(masking_findings(masking, sanity) + budget_findings(summary, grid, clean_accuracy)
+        attacked = rows[rows["sample_id"].isin(correct_ids)]  # the rest were wrong clean: not attacked
+        findings.extend(masking_findings(masking, sanity) + budget_findings(summary, grid, clean_accuracy, attacked)
                         + _saved_findings(summary) + near_boundary_findings(summary))
         return CheckResult(self.name, rows, summary, findings=findings,
                            report={"gallery": gallery})
@@ -503,10 +504,11 @@ def _saved_findings(summary) -> list[Finding]:
                                                       for r in hit))]
 
 
-def budget_findings(summary, grid, clean_accuracy: float) -> list[Finding]:
+def budget_findings(summary, grid, clean_accuracy: float, attacked: pd.DataFrame) -> list[Finding]:
     """Per norm, the smallest budget at which worst-case robust accuracy falls below half of clean
     accuracy: a `warn` when that is the smallest budget audited (the model has no margin at all there),
-    else `info` (context for the reviewer: most undefended models fall at some budget)."""
+    else `info` (context for the reviewer: most undefended models fall at some budget). Its images: those
+    broken at that budget, from the `attacked` rows (right on clean) wrong on their worst-case example."""
     out = []
     for norm, eps_list in grid.items():
         worst = {r["eps"]: r for r in summary["results"] if r["norm"] == norm and r["attack"] == "worst_case"}
@@ -520,7 +522,8 @@ def budget_findings(summary, grid, clean_accuracy: float) -> list[Finding]:
             f"Under {norm} attacks robust accuracy falls below half of clean at eps {r['eps_label']}",
             f"{100 * r['robust_accuracy']:.1f}% robust vs {100 * clean_accuracy:.1f}% clean",
             effect=clean_accuracy - r["robust_accuracy"], ci=[clean_accuracy - hi, clean_accuracy - lo],
-            evidence="#adversarial"))
+            evidence="#adversarial", members=attacked.loc[(attacked["norm"] == norm) & (attacked["eps"] == fallen[0])
+                                                          & ~attacked["correct"].astype(bool), "sample_id"]))
     return out
 
 

@@ -224,6 +224,7 @@ def _run_checks(ctx, names, check_options, checkpoints, timing, started: float |
     one matches; a check that raises becomes a failed result and the others go on. With --budget or --plan,
     the plan is made after clean (planning.py) and a plannable check runs on its share of the images."""
     config, results, resumed, errors, key = ctx.config, [], [], [], ""
+    names = list(names)  # --budget re-orders the checks after clean (planning.cheapest_first)
     done: dict[str, float] = {}  # --budget: the seconds each check after clean took (planning.replan)
     set_budget(started if config.budget is not None else None, config.budget)
 
@@ -271,6 +272,9 @@ def _run_checks(ctx, names, check_options, checkpoints, timing, started: float |
                 ctx.plan = ctx.shard.broadcast(plan if ctx.shard.is_main else None)  # and all follow rank 0's plan
                 if "infeasible" in ctx.plan:
                     raise AuditError(ctx.plan["infeasible"])
+                if ctx.plan["source"] == "budget":
+                    from .planning import cheapest_first
+                    names[names.index(name) + 1:] = cheapest_first(names[names.index(name) + 1:], ctx.plan)
                 timing["plan"] = time.perf_counter() - t_plan
                 log("plan: " + ", ".join(f"{n} {k} of {ctx.plan['available']} images"
                                          for n, k in ctx.plan["images"].items()), quiet=config.quiet)

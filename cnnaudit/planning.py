@@ -175,6 +175,19 @@ def _infeasible(config, available: int, elapsed: float, why: str, needs: float) 
                           "checks (--checks).", "images": {}, "available": available, "elapsed_s": round(elapsed, 3)}
 
 
+def cheapest_first(names: list[str], plan: dict) -> list[str]:
+    """The checks after clean in order of their predicted seconds, cheapest first, as their `requires` and
+    `after` allow. The dearest planned check (the attacks) then runs last of the planned ones: whatever the
+    calibration misjudged in the checks before it is measured by then (replan) and the time left is its own,
+    rather than the checks after it being cut to their floor or the budget left unspent."""
+    from .checks import run_order
+    cal = plan["calibration"]
+    predicted = {n: cal["seconds_per_run"].get(n, 0.0) + cal["seconds_per_image"].get(n, 0.0)
+                 * plan["images"].get(n, plan["available"]) for n in names}
+    order = run_order([n for n in names], key=lambda n: predicted.get(n, 0.0))
+    return [n for n in order if n in names]
+
+
 def replan(plan: dict, names: list[str], done: dict[str, float], started: float, budget: float) -> dict:
     """The plan for the checks still to run, after one ran: a calibration on 8 to 64 images misjudges the cost
     of the whole (the first images of a check pay its warm-up; 0.69-0.73 of the budget was used on the digits

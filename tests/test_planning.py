@@ -205,3 +205,19 @@ def test_a_rule_a_sample_cannot_decide_has_no_evidence(torchscript_path, digits_
                                                                "adversarial/undecided/min_robust_accuracy-1")
     with pytest.raises(AuditError, match="on_insufficient = 'maybe' should be one of fail, warn, pass"):
         rules(on_insufficient="maybe")
+
+
+def test_under_a_budget_the_dearest_planned_check_runs_last_that_its_readers_allow():
+    """cheapest_first: by predicted seconds, within what requires/after allow: the attacks after the cheap
+    checks (so what those misjudged is measured before the attacks are sized), the subgroup check, which
+    reads every check's outcomes, still after all of them."""
+    from cnnaudit.planning import cheapest_first
+    names = ["adversarial", "corruption", "shift", "subgroups", "shortcuts", "label_issues"]
+    plan = _plan({"adversarial": 100, "corruption": 1000, "shift": 1000, "shortcuts": 200, "label_issues": 1000},
+                 {"adversarial": 0.5, "corruption": 0.01, "shift": 0.02, "subgroups": 0.001, "shortcuts": 0.1,
+                  "label_issues": 0.005})
+    order = cheapest_first(names, plan)
+    assert sorted(order) == sorted(names)
+    assert order.index("adversarial") > max(order.index(n) for n in ("corruption", "shift", "shortcuts",
+                                                                        "label_issues"))
+    assert order[-1] == "subgroups" and order[0] == "label_issues"

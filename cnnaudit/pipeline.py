@@ -268,7 +268,7 @@ def _run_checks(ctx, names, check_options, checkpoints, timing, started: float |
                     and started is not None:
                 from .planning import make_plan
                 t_plan = time.perf_counter()
-                plan = make_plan(ctx, names, run_one, started)  # every process calibrates (batches are sharded)
+                plan = make_plan(ctx, names, run_one, started, check_options)  # every process calibrates (batches are sharded)
                 ctx.plan = ctx.shard.broadcast(plan if ctx.shard.is_main else None)  # and all follow rank 0's plan
                 if "infeasible" in ctx.plan:
                     raise AuditError(ctx.plan["infeasible"])
@@ -284,9 +284,10 @@ def _run_checks(ctx, names, check_options, checkpoints, timing, started: float |
         timing[name] = time.perf_counter() - t
         if ctx.plan is not None and ctx.plan["source"] == "budget" and name != "clean":
             from .planning import replan
-            done[name] = timing[name]
-            ctx.plan = ctx.shard.broadcast(replan(ctx.plan, names, done, started, config.budget)
-                                           if ctx.shard.is_main else None)
+            if name not in resumed and not result.summary.get("failed"):  # what it took, measured
+                done[name] = timing[name]
+            ctx.plan = ctx.shard.broadcast(replan(ctx.plan, names[names.index(name) + 1:], done, started,
+                                                  config.budget) if ctx.shard.is_main else None)
             log(f"{name}: {timing[name]:.0f} s; {time_left()}", quiet=config.quiet)
     return results, resumed, errors
 

@@ -114,7 +114,7 @@ def read_plan(path: str | Path) -> dict:
     return plan
 
 
-def make_plan(ctx, names: list[str], run_one, started: float) -> dict:
+def make_plan(ctx, names: list[str], run_one, started: float, options: dict | None = None) -> dict:
     """The plan for the checks after clean: from --plan, or by calibrating each check here against --budget.
     `run_one(ctx, name)` runs one check and returns its result; `started` is the audit's start
     (time.perf_counter())."""
@@ -123,16 +123,18 @@ def make_plan(ctx, names: list[str], run_one, started: float) -> dict:
     later = [n for n in names if n != "clean"]
     ids = order(ctx.clean_rows, config.seed)
     available = len(ids)
-    planned = [n for n in later if reg[n].plannable]
+    planned = [n for n in later if reg[n].is_plannable((options or {}).get(n))]
     if config.plan is not None:
         given = read_plan(config.plan)["images"]
         images = {n: min(int(given[n]), available) if n in given else available for n in planned}
         return {"source": "file", "file": str(config.plan), "budget_s": None, "available": available,
                 "images": images, "order": ids, "calibration": {}}
-    elapsed = time.perf_counter() - started
+    # rank 0's clock decides for every process under torchrun: ranks that decided differently would meet
+    # different collectives (one refusing, one calibrating) and hang
+    elapsed = ctx.shard.broadcast(time.perf_counter() - started if ctx.shard.is_main else None)
     if config.budget is not None and elapsed >= config.budget * (1 - RESERVE):
-        return _infeasible(config, available, elapsed, f"the clean evaluation of all {available} images (which a "
-                           f"budget never cuts) took {elapsed:.0f} s here", elapsed * 1.5)
+        return _infeasible(config, available, elapsed, f"start-up, loading and the clean evaluation of all {available} "
+                           f"images (which a budget never cuts) took {elapsed:.0f} s here", elapsed * 1.5)
     costs, overheads, pilots = {}, {}, {}
     spare = None if config.budget is None else CALIBRATION * config.budget / max(len(later), 1)
     for name in later:
@@ -188,19 +190,20 @@ def cheapest_first(names: list[str], plan: dict) -> list[str]:
     return [n for n in order if n in names]
 
 
-def replan(plan: dict, names: list[str], done: dict[str, float], started: float, budget: float) -> dict:
+def replan(plan: dict, remaining: list[str], done: dict[str, float], started: float, budget: float) -> dict:
     """The plan for the checks still to run, after one ran: a calibration on 8 to 64 images misjudges the cost
     of the whole (the first images of a check pay its warm-up; 0.69-0.73 of the budget was used on the digits
     before this), so the seconds the finished checks took against their prediction rescale the costs of those
     left (the ratio clipped to [1/4, 4]) and the time left is shared again. Sizes stay prefixes of the one
-    order, so the subsets stay nested and paired; plan.json records the sizes used."""
+    order, so the subsets stay nested and paired; plan.json records the sizes used. `remaining`: the checks
+    still to run; `done`: the seconds of those that ran here (a failed or resumed check measures nothing)."""
     cal = plan["calibration"]
     cost, over = cal["seconds_per_image"], cal["seconds_per_run"]
     available = plan["available"]
     n = lambda k: plan["images"].get(k, available)  # noqa: E731
     predicted = sum(over[k] + cost[k] * n(k) for k in done)
     ratio = min(4.0, max(0.25, sum(done.values()) / predicted)) if predicted > 0 else 1.0
-    todo = [k for k in names if k in cost and k not in done]
+    todo = [k for k in remaining if k in cost]
     planned = [k for k in todo if k in plan["images"]]
     if not planned:
         return plan
@@ -208,7 +211,8 @@ def replan(plan: dict, names: list[str], done: dict[str, float], started: float,
         - ratio * sum(over[k] + (0 if k in planned else cost[k] * available) for k in todo)
     images = allocate({k: cost[k] * ratio for k in planned}, left, available)
     return {**plan, "images": {**plan["images"], **images},
-            "replanned": [*plan.get("replanned", []), {"after": list(done)[-1], "ratio": round(ratio, 4),
+            "replanned": [*plan.get("replanned", []), {"after": list(done)[-1] if done else None,
+                                                         "ratio": round(ratio, 4),
                                                          "images": images}]}
 
 
@@ -234,6 +238,7 @@ def calibrate(ctx, ids: np.ndarray, name: str, run_one, spare: float | None = No
     and LARGE images cost it at most LARGE / available of the run it will make anyway."""
     small = ids[:min(SMALL, len(ids))]
     t_small, section = _timed(ctx, small, name, run_one)
+    t_small = ctx.shard.broadcast(t_small if ctx.shard.is_main else None)  # every rank times the same points
     rate = max(t_small, 1e-4) / max(len(small), 1)  # an upper bound on the cost per image
     # the second point: LARGE, or as many as `spare` pays for at that rate (at least twice SMALL)
     n_large = LARGE if t_small < QUICK or every_image else min(LARGE, int((spare or 0.0) / rate))
@@ -241,6 +246,7 @@ def calibrate(ctx, ids: np.ndarray, name: str, run_one, spare: float | None = No
         return rate, 0.0, section, len(small)
     large = ids[:min(n_large, len(ids))]
     t_large, section = _timed(ctx, large, name, run_one)
+    t_large = ctx.shard.broadcast(t_large if ctx.shard.is_main else None)
     slope = max((t_large - t_small) / (len(large) - len(small)), 1e-5)
     return slope, max(t_small - slope * len(small), 0.0), section, len(large)
 

@@ -170,6 +170,9 @@ def test_the_planted_subgroup_gap_is_a_finding_that_names_the_one_label_it_hurts
     assert not sites["even"]["significant"] and not sites["large"]["significant"]
     gaps = [f for f in s["findings"] if f["kind"] == "subgroup_gap" and "site" in f["subject"]]
     assert [(f["label"], f["subject"]) for f in gaps] == [("round", "round: site = B")]
+    assert gaps[0]["id"] == "subgroups/subgroup_gap/site=B@round"  # a waiver names the label
+    assert all(f["id"].endswith("@" + f["label"]) for f in s["findings"] if "label" in f)
+    assert len({f["id"] for f in s["findings"]}) == len(s["findings"])
     assert gaps[0]["title"].startswith("round: Accuracy differs by site") and gaps[0]["evidence"] == "#label-round"
     # one Holm family over labels x attributes (site is the one attribute compared; the mark is an artifact):
     # the smallest of the three p-values is multiplied by 3, where each label's family alone would leave it

@@ -148,15 +148,15 @@ def test_replanning_rescales_the_checks_left_by_what_the_finished_ones_cost():
     cost = {"adversarial": 0.1, "corruption": 0.01, "shift": 0.01}
     plan = _plan({"adversarial": 200, "corruption": 800, "shift": 800}, cost)
     started = time.perf_counter() - 20.0  # 20 s into a 60 s budget: 37 s left after the 5% reserve
-    slow = replan(plan, ["clean", *cost], {"adversarial": 40.0}, started, 60.0)
+    slow = replan(plan, ["corruption", "shift"], {"adversarial": 40.0}, started, 60.0)
     assert slow["replanned"][0]["ratio"] == 2.0 and slow["images"]["adversarial"] == 200  # what ran stays
     want = allocate({"corruption": 0.02, "shift": 0.02}, 37.0, 1000)
     assert all(abs(slow["images"][k] - want[k]) <= 2 for k in want), (slow["images"], want)
     assert slow["images"]["corruption"] < 1000
-    on_time = replan(plan, ["clean", *cost], {"adversarial": 20.0}, started, 60.0)
+    on_time = replan(plan, ["corruption", "shift"], {"adversarial": 20.0}, started, 60.0)
     assert on_time["replanned"][0]["ratio"] == 1.0 and on_time["images"]["corruption"] == 1000
     # a ratio far off is clipped to [1/4, 4]: one warm-up outlier does not starve the rest
-    assert replan(plan, ["clean", *cost], {"adversarial": 400.0}, started, 60.0)["replanned"][0]["ratio"] == 4.0
+    assert replan(plan, ["corruption", "shift"], {"adversarial": 400.0}, started, 60.0)["replanned"][0]["ratio"] == 4.0
 
 
 def test_a_budget_the_audit_cannot_meet_is_refused_in_one_sentence(torchscript_path, digits_dir, tmp_path):
@@ -165,8 +165,13 @@ def test_a_budget_the_audit_cannot_meet_is_refused_in_one_sentence(torchscript_p
     r = run_cli("run", torchscript_path, digits_dir, "--budget", "1", "--checks", "shift", "--out", tmp_path / "o")
     assert r.returncode == 2, r.stderr
     line = r.stderr.strip().splitlines()[-1]
-    assert "--budget 1 s cannot be met here: the clean evaluation of all 300 images" in line
+    assert "--budget 1 s cannot be met here: start-up, loading and the clean evaluation of all 300 images" in line
     assert "give --budget" in line and "or more" in line and "Traceback" not in r.stderr
+
+
+def test_compare_refuses_a_budget_it_could_not_pair(torchscript_path, digits_dir, tmp_path):
+    r = run_cli("compare", torchscript_path, torchscript_path, digits_dir, "--budget", "60", "--out", tmp_path / "c")
+    assert r.returncode == 2 and "give its plan.json to compare with --plan" in r.stderr.strip().splitlines()[-1]
 
 
 def test_a_rule_a_sample_cannot_decide_has_no_evidence(torchscript_path, digits_dir):
@@ -200,7 +205,7 @@ def test_a_rule_a_sample_cannot_decide_has_no_evidence(torchscript_path, digits_
     assert ever["passed"] and "undecided" not in ever
     gate = judge(rules(), summary)
     (f,), (cause,) = undecided_findings(gate, {"findings": [], "root_causes": []})
-    assert cause == {"id": f["id"], "title": f["title"], "severity": "warn", "findings": [f["id"]], "n_images": None}
+    assert cause == {"id": f["id"], "title": f["title"], "severity": "fail", "findings": [f["id"]], "n_images": None}
     assert (f["kind"], f["check"], f["evidence"], f["id"]) == ("undecided", "adversarial", "#plan",
                                                                "adversarial/undecided/min_robust_accuracy-1")
     with pytest.raises(AuditError, match="on_insufficient = 'maybe' should be one of fail, warn, pass"):

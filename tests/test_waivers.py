@@ -148,8 +148,24 @@ def test_a_waiver_whose_condition_no_longer_holds_counts_for_nothing():
     assert mixed["waivers"][0]["status"] == "condition_failed" and mixed["rules"][0]["value"] == 4
     assert "effect of subgroups/subgroup_gap/scanner=C is 0.2" in mixed["waivers"][0]["detail"]
     assert "effect of subgroups/subgroup_gap/site" not in mixed["waivers"][0]["detail"]  # only what broke it
-    with pytest.raises(AuditError, match="until_metric names 'subgroups.gap.colour', which this audit does not have"):
-        gate_of(rules, [waiver("subgroups", until_metric="subgroups.gap.colour < 0.3")])
+    # a metric this audit lacks (its check failed, say) is not measured, so the condition does not hold; it
+    # never aborts the gate (a misspelt metric is refused when the policy is read and planned)
+    gone = gate_of(rules, [waiver("subgroups", until_metric="subgroups.gap.colour < 0.3")])
+    assert gone["waivers"][0]["status"] == "condition_failed" and "subgroups.gap.colour is not measured" in \
+        gone["waivers"][0]["detail"] and gone["rules"][0]["value"] == 4
+
+
+def test_a_crashed_check_or_an_undecided_rule_is_never_waived_and_undecided_findings_are_not_judged_again():
+    crashed = {**CRAFTED, "findings": [*CRAFTED["findings"],
+                                       _finding("fail", "adversarial", "check_failed", "adversarial", None),
+                                       _finding("warn", "adversarial", "undecided", "robust", None)]}
+    gate = gate_of([FINDINGS_RULE], [waiver("adversarial"), waiver("*")], summary=crashed)
+    assert gate["waivers"][0]["status"] == "stale"  # matched nothing it may accept
+    waived = {fid for w in gate["waivers"] for fid in w["findings"]}
+    assert "adversarial/check_failed/adversarial" not in waived and gate["rules"][0]["value"] == 1
+    # the undecided finding a gated run added is that run's own: re-judging does not count it
+    warn = gate_of([{**FINDINGS_RULE, "severity_at_least": "warn"}], [], summary=crashed)
+    assert warn["rules"][0]["value"] == 6  # the five crafted and the crash, not the undecided one
 
 
 def test_a_waiver_that_matches_nothing_is_stale():

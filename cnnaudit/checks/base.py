@@ -61,6 +61,11 @@ class Check:
     # it a subset (planning.py): a nested, class-stratified prefix of the readable images, paired with clean
     plannable: ClassVar[bool] = False
 
+    @classmethod
+    def is_plannable(cls, opts) -> bool:
+        """Whether --budget may give it a subset with these options (default: `plannable`)."""
+        return cls.plannable
+
     @staticmethod
     def half_width(section: dict) -> float | None:
         """The precision of its results, as --budget reports it: the widest interval half-width of its

@@ -21,6 +21,7 @@ def judge(rules: list[Rule], summary: dict, baseline: dict | None = None,
     waiver's status (gate/waivers.py), and mark() puts the accepted ones on the summary's findings."""
     kinds = rule_kinds()
     summary, baseline = upgrade(summary), None if baseline is None else upgrade(baseline)
+    summary = without_undecided(summary)  # an earlier judgement's own findings are not evidence for this one
     waivers = getattr(rules, "waivers", []) if waivers is None else waivers
     statuses = evaluate(waivers, summary, today or today_()) if waivers else []
     summary["findings"] = mark(summary.get("findings") or [], statuses)
@@ -84,12 +85,22 @@ def label_summary(summary: dict, label: str) -> dict:
             "findings": [f for f in summary.get("findings", []) if f.get("label") == label]}
 
 
+def without_undecided(summary: dict) -> dict:
+    """The summary without the `undecided` findings (and their root causes) a gated run added after judging."""
+    drop = {f["id"] for f in summary.get("findings") or [] if f.get("kind") == "undecided"}
+    if not drop:
+        return summary
+    return {**summary, "findings": [f for f in summary["findings"] if f["id"] not in drop],
+            "root_causes": [c for c in summary.get("root_causes") or [] if c["id"] not in drop]}
+
+
 def undecided_findings(gate: dict, summary: dict) -> tuple[list[dict], list[dict]]:
     """The summary's findings and root causes with one `undecided` finding per rule a --budget sample could not
     decide, ranked in, each its own root cause (it is about a rule, not about images)."""
     from ..findings import SEVERITIES, Finding, rank, unique_ids
     findings, causes = summary.get("findings") or [], summary.get("root_causes") or []
-    extra = [{**Finding("warn", r["metric"].split(".")[0] or "gate", "undecided", r["name"],
+    extra = [{**Finding(r["severity"] if not r["passed"] else "warn", r["metric"].split(".")[0] or "gate",
+                        "undecided", r["name"],
                         f"Gate rule {r['name']!r} cannot be decided on the images the plan gave", r["detail"],
                         evidence="#plan").as_dict(), "n_images": None} for r in gate["rules"] if r.get("undecided")]
     if not extra:

@@ -21,7 +21,8 @@ STUB_DAYS = 90  # a quarter: long enough for a retraining cycle, short enough to
 def needing_decision(summary: dict, waivers, day: date) -> tuple[list[dict], list[dict]]:
     """(the fail and warn findings no waiver accepts, in rank order; the waivers' statuses, [] without
     --policy)."""
-    summary = upgrade(summary)
+    from .judge import without_undecided
+    summary = without_undecided(upgrade(summary))  # about a rule, not the model: nothing to waive
     findings = summary.get("findings") or []
     statuses = []
     if waivers is not None:

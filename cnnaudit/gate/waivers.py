@@ -44,6 +44,8 @@ OPS = {"<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt}
 CONDITION = re.compile(r"^\s*(?P<name>[^\s<>=]+)\s*(?P<op><=|>=|<|>)\s*(?P<bound>[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?)\s*$")
 TODAY_ENV = "CNNAUDIT_TODAY"
 STATUSES = ("accepted", "expired", "condition_failed", "stale")
+# a check that crashed, or a gate rule a --budget sample cannot decide, is no flaw to accept: never waived
+UNWAIVABLE = ("check_failed", "undecided")
 
 EMPTY = "{label}: {key} is empty, and an unfilled waiver accepts nothing; {fix}."
 FIX = {"reason": "say why the finding is accepted (a known limitation, a ticket, a retraining date)",
@@ -115,8 +117,8 @@ def _check_pattern(label: str, pattern: str) -> None:
     for part, known, what in ((parts[0], list(registry()), "check"), (parts[1] if len(parts) > 1 else None, kinds(),
                                                                       "finding kind")):
         if part is not None and not any(c in part for c in GLOB) and part not in known:
-            raise AuditError(f"{label}: {part!r} is not a {what}; a finding id is check/kind/subject (checks: "
-                             f"{', '.join(registry())}), as summary.json and the report show it.")
+            raise AuditError(f"{label}: {part!r} is not a {what}; a finding id is check/kind/subject ({what}s: "
+                             f"{', '.join(known)}), as summary.json and the report show it.")
 
 
 def parse_condition(text: str, label: str) -> tuple[str, str, float]:
@@ -162,7 +164,7 @@ def evaluate(waivers: list[Waiver], summary: dict, day: date) -> list[dict]:
     findings = summary.get("findings") or []
     out = []
     for w in waivers:
-        matched = [f for f in findings if matches(w.finding, f["id"])]
+        matched = [f for f in findings if matches(w.finding, f["id"]) and f["kind"] not in UNWAIVABLE]
         ids = [f["id"] for f in matched]
         if not matched:
             status, detail = "stale", "matches no finding of this audit; remove it (or fix its finding id)"
@@ -195,10 +197,8 @@ def _broken_condition(w: Waiver, matched: list[dict], summary: dict) -> str:
     else:
         from .metrics import catalog
         metrics = catalog(summary)
-        if name not in metrics:
-            raise AuditError(f"{w.label}: until_metric names {name!r}, which this audit does not have; see "
-                             "`cnnaudit diff OLD NEW` for the metric names, or fix the waiver.")
-        values = [(name, metrics[name])]
+        # a metric the audit lacks (its check failed) is not measured: the waiver's condition does not hold
+        values = [(name, metrics.get(name))]
     broken = [(n, v) for n, v in values if v is None or not OPS[op](v, bound)]
     return "; ".join(f"{n} is {'not measured' if v is None else f'{v:.4g}'}" for n, v in broken)
 

@@ -10,6 +10,7 @@ import torch
 
 from ..context import AuditContext
 from ..errors import AuditError
+from ..findings import finding_id
 from ..progress import log
 from .shared import BatchCache, label_model
 from .thresholds import logit, read_thresholds
@@ -72,6 +73,7 @@ def tag(result, label: str) -> None:
         f["subject"] = f"{label}: {f['subject']}"
         f["title"] = f"{label}: {f['title']}"
         f["evidence"] = "#" + anchor(label)
+        f["id"] = finding_id(f)  # made before the label was set: `check/kind/subject@label`
 
 
 def retest_subgroups(per_label: dict, views: dict) -> None:

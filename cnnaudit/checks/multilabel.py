@@ -226,14 +226,15 @@ class MultilabelCheck(Check):
                     f"sensitivity {100 * w['value']:.1f}% of {w['n']} images with it vs {100 * w['rest']:.1f}% for the "
                     f"other labels (Fisher exact, Holm-adjusted over labels {fmt_p(w['p_adjusted'])})",
                     effect=w["gap"], ci=w.get("gap_ci"), p_adjusted=w["p_adjusted"], evidence="#multilabel",
-                    label=w["label"]))
+                    label=w["label"], key="sensitivity"))  # id multilabel/weak_label/sensitivity@<label>
             if w["measure"] == "auroc" and w["significant"]:
                 out.append(Finding(
                     "fail" if w["gap"] >= WEAK_AUROC_FAIL_GAP else "warn", self.name, "weak_label", w["label"],
                     f"Label {w['label']!r} ranks its images worse than the other labels (AUROC "
                     f"{w['value']:.3f} vs {w['rest']:.3f})",
                     f"the upper end of its {100 * w['confidence']:.1f}% DeLong interval ({w['ci'][1]:.3f}, "
-                    "Bonferroni over the labels) is below the other labels' macro AUROC", effect=w["gap"], evidence="#multilabel", label=w["label"]))
+                    "Bonferroni over the labels) is below the other labels' macro AUROC", effect=w["gap"], evidence="#multilabel", label=w["label"],
+                    key="auroc"))  # one label's two weak_label findings have ids of their own
         return out
 
 

@@ -186,7 +186,7 @@ def cheapest_first(names: list[str], plan: dict) -> list[str]:
     cal = plan["calibration"]
     predicted = {n: cal["seconds_per_run"].get(n, 0.0) + cal["seconds_per_image"].get(n, 0.0)
                  * plan["images"].get(n, plan["available"]) for n in names}
-    order = run_order([n for n in names], key=lambda n: predicted.get(n, 0.0))
+    order = run_order(names, key=lambda n: predicted.get(n, 0.0))
     return [n for n in order if n in names]
 
 

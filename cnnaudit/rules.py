@@ -71,14 +71,17 @@ def result(rule: Rule, metric, value, threshold, passed, detail, severity: str |
             "passed": bool(passed), "severity": severity or rule.severity, "detail": detail}
 
 
-def evidence_mode(rule: Rule) -> str:
-    """fail (default), warn or pass: the rule's own setting for when the audit has no evidence either way."""
-    return rule.params.get(rule.evidence_key or "", "fail")
+def evidence_mode(rule: Rule, key: str | None = None) -> str:
+    """fail (default), warn or pass: the rule's own setting (its `key`, default its kind's evidence_key) for when
+    the audit has no evidence either way."""
+    return rule.params.get(key or rule.evidence_key or "", "fail")
 
 
-def without_evidence(rule: Rule, metric, value, threshold, why: str) -> dict:
-    """No pass without evidence: the rule fails unless its on_* option relaxes it to a warning or a pass."""
-    mode, key = evidence_mode(rule), rule.evidence_key
+def without_evidence(rule: Rule, metric, value, threshold, why: str, key: str | None = None) -> dict:
+    """No pass without evidence: the rule fails unless its on_* option (`key`, default its kind's
+    evidence_key) relaxes it to a warning or a pass."""
+    key = key or rule.evidence_key
+    mode = evidence_mode(rule, key)
     if mode == "pass":
         return result(rule, metric, value, threshold, True, f"{why}; passed because {key} = \"pass\"")
     return result(rule, metric, value, threshold, False,

@@ -64,16 +64,11 @@ def undecided(rule: Rule, judged: dict, check: str | None, summary: dict) -> dic
     threshold = judged.get("threshold")
     if not isinstance(threshold, (int, float)) or not ci[0] < threshold < ci[1]:
         return judged
-    mode = rule.params.get("on_insufficient", "fail")
     why = (f"{judged['detail']}; on the {planned['images']} of {planned['available']} images the plan gave "
            f"{check}, its 95% interval {ci[0]:.4f}-{ci[1]:.4f} holds the threshold, so this sample cannot decide "
            "the rule (a larger --budget or --precision can)")
-    out = {**judged, "undecided": {"images": planned["images"], "available": planned["available"], "ci": ci}}
-    if mode == "pass":
-        return {**out, "passed": True, "detail": why + "; passed because on_insufficient = \"pass\""}
-    return {**out, "passed": False, "severity": "warn" if mode == "warn" else rule.severity,
-            "detail": why + ("; no pass without evidence (on_insufficient = \"warn\")" if mode == "warn"
-                             else "; no pass without evidence (set on_insufficient to relax)")}
+    return {**judged, **without_evidence(rule, judged["metric"], judged["value"], threshold, why, key="on_insufficient"),
+            "undecided": {"images": planned["images"], "available": planned["available"], "ci": ci}}
 
 
 def label_summary(summary: dict, label: str) -> dict:
